@@ -1,0 +1,48 @@
+# One entry point for people and CI. `make help` lists the targets.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: help setup test lint format typecheck pytest demo sim bench bench-sim clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml scripts/setup
+	@PYTHON=$(PYTHON) scripts/setup
+	@touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv and install taogate with its dev extras (and redis-server if missing)
+
+test: setup  ## the whole suite: ruff (lint + format), mypy --strict, pytest with coverage
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/pytest --cov --cov-report=term:skip-covered
+
+lint: setup  ## ruff lint + format check, mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: setup  ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+pytest: setup  ## only the tests (ARGS="-k name" to pick)
+	$(BIN)/pytest $(ARGS)
+
+demo: setup  ## the demo: simulator + signed calls against it (no Redis needed)
+	$(BIN)/taogate demo
+
+sim: setup  ## run the TOP simulator with taogate.example.toml
+	$(BIN)/taogate sim --config taogate.example.toml
+
+bench: bench-sim  ## every benchmark kept in bench/ (JSON + PNG under bench/results/)
+
+bench-sim: setup  ## the simulator's capacity: 40-id calls per second at zero latency
+	$(BIN)/python bench/sim_capacity.py
+
+clean:  ## remove the virtualenv and caches
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .coverage

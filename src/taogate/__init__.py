@@ -1,0 +1,59 @@
+"""taogate: a gateway that makes a scarce, rate-limited commerce API quota go as far as it can.
+
+The public face. Implementation lives in private modules; integrations in subpackages
+(``taogate.providers``, ``taogate.testing``). Importing taogate opens no connection.
+"""
+
+import importlib.metadata as _metadata
+
+from taogate._errors import (
+    BatchTooLarge,
+    ConfigurationError,
+    CredentialInvalid,
+    InvalidItemId,
+    InvalidRequest,
+    ItemNotFound,
+    ProtocolMismatch,
+    RateLimited,
+    TaogateError,
+    UpstreamBadRequest,
+    UpstreamError,
+    UpstreamTransient,
+)
+from taogate._ids import IdPolicy
+from taogate._masking import mask_id, mask_secret
+from taogate._model import FinalPriceBasis, Item
+from taogate._settings import Settings, load_settings
+from taogate.providers.base import Credential, Provider
+
+try:
+    __version__ = _metadata.version("taogate")
+except (
+    _metadata.PackageNotFoundError
+):  # pragma: no cover - running from a source tree without install
+    __version__ = "0.0.0"
+
+__all__ = [
+    "BatchTooLarge",
+    "ConfigurationError",
+    "Credential",
+    "CredentialInvalid",
+    "FinalPriceBasis",
+    "IdPolicy",
+    "InvalidItemId",
+    "InvalidRequest",
+    "Item",
+    "ItemNotFound",
+    "ProtocolMismatch",
+    "Provider",
+    "RateLimited",
+    "Settings",
+    "TaogateError",
+    "UpstreamBadRequest",
+    "UpstreamError",
+    "UpstreamTransient",
+    "__version__",
+    "load_settings",
+    "mask_id",
+    "mask_secret",
+]

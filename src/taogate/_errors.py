@@ -1,0 +1,182 @@
+"""Every error taogate raises, under one root.
+
+The tree::
+
+    TaogateError
+    ├── ConfigurationError          a settings file or value is wrong (the CLI exits with code 2)
+    ├── InvalidRequest              refused before anything was sent
+    │   ├── InvalidItemId           an id does not match the id policy
+    │   └── BatchTooLarge           more ids than the provider takes in one call
+    ├── ItemNotFound                the upstream answered and the item is not there
+    └── UpstreamError               the upstream (or the way to it) failed; carries context
+        ├── RateLimited             codes 4-8 and reseller quota codes: pause the credential
+        ├── CredentialInvalid       codes 11-13, 24-29: quarantine the credential
+        ├── UpstreamBadRequest      codes 40/41/43/50, ``isv.*``, old-format ids: do not retry
+        ├── ProtocolMismatch        codes 9, 21-23, 30-34, 47: our request is wrong for every id
+        └── UpstreamTransient       codes 10/15, ``isp.*``, HTTP 5xx, timeouts, bad bodies: retry
+
+Messages and attributes never hold a secret: credentials appear as masked ids only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "BatchTooLarge",
+    "ConfigurationError",
+    "CredentialInvalid",
+    "InvalidItemId",
+    "InvalidRequest",
+    "ItemNotFound",
+    "ProtocolMismatch",
+    "RateLimited",
+    "TaogateError",
+    "UpstreamBadRequest",
+    "UpstreamError",
+    "UpstreamTransient",
+]
+
+
+class TaogateError(Exception):
+    """The root of every error taogate raises."""
+
+
+class ConfigurationError(TaogateError):
+    """A settings file or value is wrong; the message names the field."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class InvalidRequest(TaogateError):
+    """A lookup was refused before anything was sent upstream."""
+
+
+class InvalidItemId(InvalidRequest):
+    """An item id does not match the id policy."""
+
+    def __init__(self, num_iid: str, reason: str) -> None:
+        shown = num_iid if len(num_iid) <= 40 else num_iid[:37] + "..."
+        super().__init__(f"invalid item id {shown!r}: {reason}")
+        self.num_iid = num_iid
+        self.reason = reason
+
+
+class BatchTooLarge(InvalidRequest):
+    """More ids than the provider accepts in one call."""
+
+    def __init__(self, size: int, max_batch: int) -> None:
+        super().__init__(f"batch of {size} ids exceeds the provider's maximum of {max_batch}")
+        self.size = size
+        self.max_batch = max_batch
+
+
+class ItemNotFound(TaogateError):
+    """The upstream answered successfully and the item was not in the answer."""
+
+    def __init__(self, num_iid: str) -> None:
+        super().__init__(f"item {num_iid} does not exist")
+        self.num_iid = num_iid
+
+
+class UpstreamError(TaogateError):
+    """The upstream refused or failed a call.
+
+    ``credential`` is the masked id of the credential used, ``request_id`` the upstream's own
+    request id when it gave one; ``code``/``sub_code`` are the upstream's error codes.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        credential: str | None = None,
+        request_id: str | None = None,
+        code: int | str | None = None,
+        sub_code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.credential = credential
+        self.request_id = request_id
+        self.code = code
+        self.sub_code = sub_code
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.code is not None:
+            parts.append(f"code={self.code}")
+        if self.sub_code:
+            parts.append(f"sub_code={self.sub_code}")
+        if self.credential:
+            parts.append(f"credential={self.credential}")
+        if self.request_id:
+            parts.append(f"request_id={self.request_id}")
+        return " ".join(parts)
+
+
+class RateLimited(UpstreamError):
+    """The upstream throttled the credential; ``retry_after`` is the ban in seconds.
+
+    ``scope`` says what the limit counts: ``app`` (the key over all APIs), ``api`` (the API over
+    all apps), ``app_api`` (the key on this API) or ``unknown``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float,
+        scope: str = "unknown",
+        credential: str | None = None,
+        request_id: str | None = None,
+        code: int | str | None = None,
+        sub_code: str | None = None,
+    ) -> None:
+        super().__init__(
+            message, credential=credential, request_id=request_id, code=code, sub_code=sub_code
+        )
+        self.retry_after = retry_after
+        self.scope = scope
+
+    def __str__(self) -> str:
+        return f"{super().__str__()} retry_after={self.retry_after:g}s scope={self.scope}"
+
+
+class CredentialInvalid(UpstreamError):
+    """The credential is refused (bad signature or key, revoked, no permission)."""
+
+
+class UpstreamBadRequest(UpstreamError):
+    """The upstream refused the ids of this call; retrying the same call cannot help.
+
+    ``ids`` names the offending ids when the upstream said which (else the whole call's ids).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        ids: Sequence[str] = (),
+        credential: str | None = None,
+        request_id: str | None = None,
+        code: int | str | None = None,
+        sub_code: str | None = None,
+    ) -> None:
+        super().__init__(
+            message, credential=credential, request_id=request_id, code=code, sub_code=sub_code
+        )
+        self.ids = tuple(ids)
+
+
+class ProtocolMismatch(UpstreamError):
+    """The upstream refused the request itself (method, version, timestamp, format).
+
+    It fails every call alike, whatever the ids: an operator has to fix configuration or clock.
+    """
+
+
+class UpstreamTransient(UpstreamError):
+    """A fault that may pass: server errors, timeouts, resets, malformed answers."""

@@ -1,0 +1,98 @@
+"""The item model: one answer per id, money as ``Decimal``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Any
+
+__all__ = ["FinalPriceBasis", "Item", "compute_final_price", "parse_money"]
+
+
+class FinalPriceBasis(StrEnum):
+    """How ``Item.final_price`` (the price a buyer pays) was obtained."""
+
+    #: ``final_promotion_price`` from ``taobao.tbk.item.info.upgrade.get`` (or a reseller's
+    #: promotion price): the platform's own figure after coupons and promotions.
+    FINAL_PROMOTION_PRICE = "final_promotion_price"
+    #: ``zk_final_price − coupon_amount``: a coupon was given and the price meets its threshold.
+    COUPON = "coupon"
+    #: no coupon information (or a threshold the price does not meet): ``zk_final_price``.
+    DISCOUNT = "discount"
+
+
+def parse_money(value: Any) -> Decimal | None:
+    """An upstream money field as an exact ``Decimal``; ``None`` when absent or unparseable.
+
+    Strings are taken as they are. A float (the reseller sends some prices as JSON numbers) is
+    read through its shortest ``repr``, which is the literal the JSON carried for any price of
+    fewer than 16 significant digits.
+    """
+    if value is None or value == "" or isinstance(value, bool):
+        return None
+    text = repr(value) if isinstance(value, float) else str(value).strip()
+    try:
+        money = Decimal(text)
+    except InvalidOperation:
+        return None
+    return money if money.is_finite() else None
+
+
+def compute_final_price(
+    zk_final_price: Decimal | None,
+    *,
+    final_promotion_price: Decimal | None = None,
+    coupon_amount: Decimal | None = None,
+    coupon_start_fee: Decimal | None = None,
+) -> tuple[Decimal | None, FinalPriceBasis]:
+    """The buyer's price and its basis, by DESIGN.md "The item and its prices".
+
+    A coupon applies only when the discounted price meets its threshold (``coupon_start_fee``,
+    the 满X of "满X元减Y元"); clients that forget the threshold show prices nobody can pay.
+    """
+    if final_promotion_price is not None:
+        return final_promotion_price, FinalPriceBasis.FINAL_PROMOTION_PRICE
+    if (
+        zk_final_price is not None
+        and coupon_amount is not None
+        and coupon_amount > 0
+        and zk_final_price >= (coupon_start_fee or Decimal(0))
+        and coupon_amount <= zk_final_price
+    ):
+        return zk_final_price - coupon_amount, FinalPriceBasis.COUPON
+    return zk_final_price, FinalPriceBasis.DISCOUNT
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Item:
+    """One item as the upstream described it, with exact prices.
+
+    ``num_iid`` is a string: new item ids may be opaque. ``shop`` is the seller's nick or shop
+    title. Optional fields are ``None`` when the upstream method does not give them.
+    """
+
+    num_iid: str
+    title: str
+    shop: str
+    reserve_price: Decimal | None
+    zk_final_price: Decimal | None
+    final_price: Decimal | None
+    final_price_basis: FinalPriceBasis
+    coupon_amount: Decimal | None = None
+    coupon_start_fee: Decimal | None = None
+    pict_url: str | None = None
+    item_url: str | None = None
+    seller_id: str | None = None
+    user_type: int | None = None
+    volume: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: money as exact decimal strings, absent fields left out."""
+        out: dict[str, Any] = {}
+        for name in self.__slots__:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            out[name] = str(value) if isinstance(value, Decimal) else value
+        return out

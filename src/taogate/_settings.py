@@ -1,0 +1,323 @@
+"""Configuration: one TOML file, every value overridable by ``TAOGATE_*`` environment variables.
+
+Nested values use ``__``: ``TAOGATE_UPSTREAM__URL``, ``TAOGATE_LIMITS__SAFETY_FACTOR``; lists take
+JSON (``TAOGATE_CREDENTIALS='[{"app_key": "...", "secret_env": "KEY1_SECRET"}]'``). The file and
+the environment are read once, at the edge, into a frozen :class:`Settings`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from taogate._errors import ConfigurationError
+from taogate._ids import DEFAULT_ID_PATTERN, IdPolicy
+from taogate._masking import mask_id, mask_secret, mask_url
+from taogate.providers.base import Credential
+
+__all__ = [
+    "CacheSettings",
+    "ClientSettings",
+    "CredentialSettings",
+    "EgressSettings",
+    "LimitsSettings",
+    "RedisSettings",
+    "ServerSettings",
+    "Settings",
+    "SimSettings",
+    "UpstreamSettings",
+    "load_settings",
+]
+
+TOP_METHODS = ("taobao.tbk.item.info.get", "taobao.tbk.item.info.upgrade.get")
+SignMethod = Literal["md5", "hmac", "hmac-sha256"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _resolve_secret(inline: SecretStr | None, env_name: str | None, what: str) -> SecretStr:
+    """The secret given inline or through an environment variable (exactly one of the two)."""
+    if (inline is None) == (env_name is None):
+        raise ValueError(f"give exactly one of {what} or {what}_env")
+    if env_name is not None:
+        value = os.environ.get(env_name)
+        if not value:
+            raise ValueError(f"environment variable {env_name} ({what}_env) is not set or empty")
+        return SecretStr(value)
+    assert inline is not None
+    if not inline.get_secret_value():
+        raise ValueError(f"{what} is empty")
+    return inline
+
+
+class UpstreamSettings(_Section):
+    """``[upstream]``: which API taogate calls and how."""
+
+    kind: Literal["top", "reseller"] = "top"
+    url: str = "https://eco.taobao.com/router/rest"
+    method: Literal["taobao.tbk.item.info.get", "taobao.tbk.item.info.upgrade.get"] = (
+        "taobao.tbk.item.info.get"
+    )
+    sign_method: SignMethod = "hmac-sha256"
+    simplify: bool = False
+    timeout_s: float = Field(default=5.0, gt=0)
+    connect_timeout_s: float = Field(default=2.0, gt=0)
+    max_connections: int = Field(default=64, ge=1)
+    id_pattern: str = DEFAULT_ID_PATTERN
+    #: Extra business parameters sent with every call (``platform``, ``biz_scene_id``, ...).
+    params: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("id_pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: str) -> str:
+        try:
+            IdPolicy(pattern=value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return value
+
+    @property
+    def id_policy(self) -> IdPolicy:
+        return IdPolicy(pattern=self.id_pattern)
+
+
+class CredentialSettings(_Section):
+    """``[[credentials]]``: one app key; the secret inline or (preferred) from ``secret_env``."""
+
+    app_key: str = Field(min_length=1)
+    secret: SecretStr | None = None
+    secret_env: str | None = None
+    qps: float = Field(default=10.0, gt=0)
+    daily_budget: int | None = Field(default=None, ge=1)
+    cost_per_call: Decimal = Field(default=Decimal(0), ge=0)
+    egress: str | None = None
+
+    @model_validator(mode="after")
+    def _secret_given(self) -> Self:
+        object.__setattr__(self, "secret", _resolve_secret(self.secret, self.secret_env, "secret"))
+        return self
+
+    def to_credential(self) -> Credential:
+        assert self.secret is not None  # resolved by the validator
+        return Credential(
+            app_key=self.app_key,
+            secret=self.secret.get_secret_value(),
+            qps=self.qps,
+            daily_budget=self.daily_budget,
+            cost_per_call=self.cost_per_call,
+            egress=self.egress,
+        )
+
+
+class CacheSettings(_Section):
+    """``[cache]``: freshness and the L1 bound."""
+
+    max_age_s: float = Field(default=600.0, gt=0)
+    max_stale_s: float = Field(default=3600.0, ge=0)
+    l1_max_entries: int = Field(default=100_000, ge=1)
+    l1_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+    negative_ttl_s: float = Field(default=120.0, gt=0)
+    ttl_jitter: float = Field(default=0.1, ge=0, lt=1)
+
+
+class RedisSettings(_Section):
+    """``[redis]``: absent ``url`` means single-process mode."""
+
+    url: str | None = None
+
+    def __repr__(self) -> str:
+        return f"RedisSettings(url={mask_url(self.url) if self.url else None!r})"
+
+
+class ClientSettings(_Section):
+    """``[[server.clients]]``: a caller of the HTTP service and its own rate."""
+
+    name: str = Field(min_length=1)
+    token: SecretStr | None = None
+    token_env: str | None = None
+    rate: float = Field(default=100.0, gt=0)
+    admin: bool = False
+
+    @model_validator(mode="after")
+    def _token_given(self) -> Self:
+        object.__setattr__(self, "token", _resolve_secret(self.token, self.token_env, "token"))
+        return self
+
+
+class ServerSettings(_Section):
+    """``[server]``: the HTTP service."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    clients: list[ClientSettings] = Field(default_factory=list)
+    metrics_token_required: bool = False
+
+
+class EgressSettings(_Section):
+    """``[[egress]]``: a way out to the upstream (an HTTP proxy or a local address)."""
+
+    name: str = Field(min_length=1)
+    proxy: str | None = None
+    local_address: str | None = None
+    max_qps: float = Field(default=80.0, gt=0)
+
+    def __repr__(self) -> str:
+        proxy = mask_url(self.proxy) if self.proxy else None
+        return (
+            f"EgressSettings(name={self.name!r}, proxy={proxy!r}, "
+            f"local_address={self.local_address!r}, max_qps={self.max_qps:g})"
+        )
+
+
+class LimitsSettings(_Section):
+    """``[limits]``: how close to the platform's limits taogate runs, and its deadlines."""
+
+    safety_factor: float = Field(default=0.8, gt=0, le=1)
+    batch_window_ms: float = Field(default=10.0, ge=0)
+    deadline_s: float = Field(default=3.0, gt=0)
+
+
+class SimSettings(_Section):
+    """``[sim]``: the TOP simulator (``taogate sim``)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8787, ge=0, le=65535)
+    #: Calls per second per app key; ``None`` takes each credential's own ``qps``.
+    qps: float | None = Field(default=None, gt=0)
+    ban_s: float = Field(default=10.0, ge=0)
+    latency_ms: tuple[float, float] = (200.0, 500.0)
+    catalog_size: int = Field(default=100_000, ge=1)
+    absent_ratio: float = Field(default=0.02, ge=0, le=1)
+    seed: int = 1
+    #: Mean price changes per item per hour.
+    price_changes_per_hour: float = Field(default=1.0, ge=0)
+    #: Share of catalog items that carry a coupon (``coupon_amount``/``coupon_start_fee``).
+    coupon_ratio: float = Field(default=0.3, ge=0, le=1)
+    #: Share of catalog ids in the old format, refused with code 15 / sub_code -4003.
+    legacy_ratio: float = Field(default=0.0, ge=0, le=1)
+    cost_per_call: Decimal = Field(default=Decimal("0.01"), ge=0)
+    max_skew_s: float = Field(default=600.0, gt=0)
+
+    @field_validator("latency_ms")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if low < 0 or high < low:
+            raise ValueError("latency_ms must be [low, high] with 0 <= low <= high")
+        return value
+
+
+class Settings(BaseSettings):
+    """Everything taogate reads from ``taogate.toml`` and ``TAOGATE_*`` variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TAOGATE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
+    credentials: list[CredentialSettings] = Field(default_factory=list)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    egress: list[EgressSettings] = Field(default_factory=list)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    sim: SimSettings = Field(default_factory=SimSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file, which load_settings passes as init values.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _names_consistent(self) -> Self:
+        keys = [c.app_key for c in self.credentials]
+        duplicates = sorted({k for k in keys if keys.count(k) > 1})
+        if duplicates:
+            raise ValueError(f"app_key listed twice: {', '.join(mask_id(k) for k in duplicates)}")
+        egress_names = {e.name for e in self.egress}
+        for c in self.credentials:
+            if c.egress is not None and c.egress not in egress_names:
+                who = mask_id(c.app_key)
+                raise ValueError(f"credential {who} names unknown egress {c.egress!r}")
+        return self
+
+    def build_credentials(self) -> list[Credential]:
+        """The credentials as the library takes them."""
+        return [c.to_credential() for c in self.credentials]
+
+    def masked(self) -> dict[str, Any]:
+        """The settings as plain data with every secret masked, for ``taogate config check``."""
+        data = self.model_dump(mode="json")
+        for raw, cred in zip(data["credentials"], self.credentials, strict=True):
+            assert cred.secret is not None
+            raw["secret"] = mask_secret(cred.secret.get_secret_value())
+        for raw, client in zip(data["server"]["clients"], self.server.clients, strict=True):
+            assert client.token is not None
+            raw["token"] = mask_secret(client.token.get_secret_value())
+        if self.redis.url:
+            data["redis"]["url"] = mask_url(self.redis.url)
+        for raw in data["egress"]:
+            if raw.get("proxy"):
+                raw["proxy"] = mask_url(raw["proxy"])
+        return data
+
+
+def _format_location(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read ``path`` (TOML) and the ``TAOGATE_*`` environment into :class:`Settings`.
+
+    Raises :class:`ConfigurationError` naming the first wrong field; no secret is in the message.
+    """
+    data: dict[str, Any] = {}
+    source = "environment"
+    if path is not None:
+        source = str(path)
+        try:
+            with Path(path).open("rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigurationError(f"{source}: no such file") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigurationError(f"{source}: not valid TOML: {exc}") from None
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        first = exc.errors(include_input=False, include_url=False)[0]
+        where = _format_location(tuple(first["loc"]))
+        message = first["msg"].removeprefix("Value error, ")
+        more = exc.error_count() - 1
+        suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+        raise ConfigurationError(f"{source}: {where}: {message}{suffix}", field=where) from None

@@ -1,0 +1,56 @@
+"""The provider seam: one method that fetches a batch of items with one credential."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Protocol, runtime_checkable
+
+from taogate._masking import mask_id, mask_secret
+from taogate._model import Item
+
+__all__ = ["Credential", "Provider"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Credential:
+    """An app key and its secret, with the limits the pool applies to it.
+
+    The secret is held but never shown: ``repr`` and ``masked`` give recognisable, safe forms.
+    """
+
+    app_key: str
+    secret: str = field(repr=False)
+    qps: float = 10.0
+    daily_budget: int | None = None
+    cost_per_call: Decimal = Decimal(0)
+    egress: str | None = None
+
+    @property
+    def masked(self) -> str:
+        """The app key as logs, metrics and errors show it."""
+        return mask_id(self.app_key)
+
+    def __repr__(self) -> str:
+        return (
+            f"Credential(app_key={self.masked!r}, secret={mask_secret(self.secret)!r}, "
+            f"qps={self.qps:g}, daily_budget={self.daily_budget}, "
+            f"cost_per_call={self.cost_per_call}, egress={self.egress!r})"
+        )
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """Fetches up to ``max_batch`` items in one upstream call.
+
+    ``fetch`` returns the items the upstream answered, keyed by the requested id; an id missing
+    from the result was not found. Failures raise :class:`taogate.UpstreamError` subclasses.
+    """
+
+    @property
+    def max_batch(self) -> int: ...
+
+    async def fetch(self, ids: Sequence[str], credential: Credential) -> Mapping[str, Item]: ...
+
+    async def aclose(self) -> None: ...

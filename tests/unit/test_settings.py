@@ -1,0 +1,139 @@
+"""taogate.toml plus TAOGATE_* overrides; secrets never shown."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from taogate import ConfigurationError, load_settings
+
+SECRET = "s3cr3t-value-never-shown"
+
+MINIMAL = """
+[upstream]
+url = "http://127.0.0.1:8787/router/rest"
+
+[[credentials]]
+app_key = "12345678"
+secret_env = "TG_TEST_SECRET"
+qps = 10
+daily_budget = 100000
+cost_per_call = "0.002"
+"""
+
+
+@pytest.fixture
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("TG_TEST_SECRET", SECRET)
+    path = tmp_path / "taogate.toml"
+    path.write_text(MINIMAL, encoding="utf-8")
+    return path
+
+
+def test_minimal_file(config: Path) -> None:
+    settings = load_settings(config)
+    assert settings.upstream.url == "http://127.0.0.1:8787/router/rest"
+    assert settings.upstream.sign_method == "hmac-sha256"
+    (cred,) = settings.build_credentials()
+    assert cred.secret == SECRET
+    assert cred.cost_per_call == Decimal("0.002")
+    assert settings.limits.safety_factor == 0.8
+    assert settings.redis.url is None
+
+
+def test_environment_overrides_the_file(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TAOGATE_UPSTREAM__TIMEOUT_S", "1.5")
+    monkeypatch.setenv("TAOGATE_LIMITS__SAFETY_FACTOR", "0.9")
+    monkeypatch.setenv("TAOGATE_REDIS__URL", "redis://:pw@127.0.0.1:1/0")
+    settings = load_settings(config)
+    assert settings.upstream.timeout_s == 1.5
+    assert settings.upstream.url == "http://127.0.0.1:8787/router/rest"  # kept from the file
+    assert settings.limits.safety_factor == 0.9
+    assert settings.redis.url == "redis://:pw@127.0.0.1:1/0"
+
+
+def test_credentials_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TAOGATE_CREDENTIALS", f'[{{"app_key": "k1", "secret": "{SECRET}"}}]')
+    (cred,) = load_settings().build_credentials()
+    assert cred.app_key == "k1"
+
+
+def test_secrets_never_in_repr_or_masked_output(
+    config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TAOGATE_REDIS__URL", "redis://user:redispass@127.0.0.1:1/0")
+    settings = load_settings(config)
+    for text in (
+        repr(settings),
+        str(settings),
+        repr(settings.build_credentials()),
+        str(settings.masked()),
+    ):
+        assert SECRET not in text
+        assert "redispass" not in text
+    masked = settings.masked()
+    assert masked["credentials"][0]["secret"].startswith("…")
+    assert masked["redis"]["url"] == "redis://***@127.0.0.1:1/0"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ('[[credentials]]\napp_key = "k"\nsecret = "x"\nqps = -1\n', "credentials[0].qps"),
+        ('[[credentials]]\napp_key = "k"\n', "credentials[0]"),
+        ('[[credentials]]\napp_key = "k"\nsecret = "x"\nsecret_env = "Y"\n', "credentials[0]"),
+        (
+            '[[credentials]]\napp_key = "k"\nsecret_env = "TG_UNSET_VAR_FOR_TEST"\n',
+            "credentials[0]",
+        ),
+        ('[upstream]\nsign_method = "sha1"\n', "upstream.sign_method"),
+        ('[upstream]\nurll = "x"\n', "upstream.urll"),
+        ("[limits]\nsafety_factor = 1.5\n", "limits.safety_factor"),
+        ('[upstream]\nid_pattern = "(["\n', "upstream.id_pattern"),
+        ("[sim]\nlatency_ms = [500, 200]\n", "sim.latency_ms"),
+    ],
+)
+def test_wrong_values_name_their_field(tmp_path: Path, body: str, field: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(body, encoding="utf-8")
+    with pytest.raises(ConfigurationError) as info:
+        load_settings(path)
+    assert info.value.field == field
+    assert str(info.value).startswith(f"{path}: {field}")
+
+
+def test_duplicate_keys_and_unknown_egress(tmp_path: Path) -> None:
+    path = tmp_path / "dup.toml"
+    path.write_text(
+        '[[credentials]]\napp_key = "12345678"\nsecret = "a"\n'
+        '[[credentials]]\napp_key = "12345678"\nsecret = "b"\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigurationError, match=r"app_key listed twice: 123…678"):
+        load_settings(path)
+    path.write_text(
+        '[[credentials]]\napp_key = "k1"\nsecret = "a"\negress = "nope"\n', encoding="utf-8"
+    )
+    with pytest.raises(ConfigurationError, match="unknown egress 'nope'"):
+        load_settings(path)
+
+
+def test_missing_and_broken_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="no such file"):
+        load_settings(tmp_path / "absent.toml")
+    bad = tmp_path / "broken.toml"
+    bad.write_text("[upstream\n", encoding="utf-8")
+    with pytest.raises(ConfigurationError, match="not valid TOML"):
+        load_settings(bad)
+
+
+def test_a_wrong_secret_value_is_not_echoed(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        f'[[credentials]]\napp_key = "k"\nsecret = "{SECRET}"\nqps = "fast"\n', encoding="utf-8"
+    )
+    with pytest.raises(ConfigurationError) as info:
+        load_settings(path)
+    assert SECRET not in str(info.value)
