@@ -8,6 +8,11 @@ The tree::
     │   ├── InvalidItemId           an id does not match the id policy
     │   └── BatchTooLarge           more ids than the provider takes in one call
     ├── ItemNotFound                the upstream answered and the item is not there
+    ├── LookupFailed                no answer could be had in time (each carries retry_after)
+    │   ├── Overloaded              the queue ahead cannot be served before the deadline
+    │   ├── DeadlineExceeded        the deadline passed before the answer came
+    │   └── UpstreamUnavailable     the breaker is open
+    │       └── NoCredentialAvailable   every credential is quarantined or out of budget
     └── UpstreamError               the upstream (or the way to it) failed; carries context
         ├── RateLimited             codes 4-8 and reseller quota codes: pause the credential
         ├── CredentialInvalid       codes 11-13, 24-29: quarantine the credential
@@ -26,15 +31,20 @@ __all__ = [
     "BatchTooLarge",
     "ConfigurationError",
     "CredentialInvalid",
+    "DeadlineExceeded",
     "InvalidItemId",
     "InvalidRequest",
     "ItemNotFound",
+    "LookupFailed",
+    "NoCredentialAvailable",
+    "Overloaded",
     "ProtocolMismatch",
     "RateLimited",
     "TaogateError",
     "UpstreamBadRequest",
     "UpstreamError",
     "UpstreamTransient",
+    "UpstreamUnavailable",
 ]
 
 
@@ -79,6 +89,30 @@ class ItemNotFound(TaogateError):
     def __init__(self, num_iid: str) -> None:
         super().__init__(f"item {num_iid} does not exist")
         self.num_iid = num_iid
+
+
+class LookupFailed(TaogateError):
+    """No answer could be had within the lookup's deadline; ``retry_after`` hints when to retry."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Overloaded(LookupFailed):
+    """The queue ahead of the lookup cannot be served at the current quota before its deadline."""
+
+
+class DeadlineExceeded(LookupFailed):
+    """The lookup's deadline passed before an answer came."""
+
+
+class UpstreamUnavailable(LookupFailed):
+    """The upstream cannot be asked now: the breaker is open or no credential is usable."""
+
+
+class NoCredentialAvailable(UpstreamUnavailable):
+    """Every credential is quarantined or out of budget (or none can send before the deadline)."""
 
 
 class UpstreamError(TaogateError):

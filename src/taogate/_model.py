@@ -7,7 +7,7 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["FinalPriceBasis", "Item", "compute_final_price", "parse_money"]
+__all__ = ["FinalPriceBasis", "Item", "Lookup", "Source", "compute_final_price", "parse_money"]
 
 
 class FinalPriceBasis(StrEnum):
@@ -96,3 +96,40 @@ class Item:
                 continue
             out[name] = str(value) if isinstance(value, Decimal) else value
         return out
+
+
+class Source(StrEnum):
+    """Where an answer came from."""
+
+    L1 = "l1"
+    L2 = "l2"
+    UPSTREAM = "upstream"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Lookup:
+    """The answer for one id: the item (``None``: it does not exist) or the error.
+
+    ``stale`` answers are older than the lookup's ``max_age`` and were served because the
+    upstream could not answer; ``age_s`` says how old any answer is.
+    """
+
+    num_iid: str
+    item: Item | None = None
+    source: Source | None = None
+    stale: bool = False
+    age_s: float = 0.0
+    error: Exception | None = None
+
+    @property
+    def found(self) -> bool:
+        return self.item is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON answer: ``{"item": {...}, "source": "l1", "stale": false, "age_s": 1.2}``."""
+        return {
+            "item": None if self.item is None else self.item.to_dict(),
+            "source": None if self.source is None else str(self.source),
+            "stale": self.stale,
+            "age_s": round(self.age_s, 3),
+        }

@@ -1,0 +1,290 @@
+"""The gateway: cache, dispatcher, pool, breaker and provider wired into one object.
+
+``async with Gateway(settings) as gw:`` then ``await gw.get(id)`` / ``await gw.get_many(ids)``.
+A lookup is answered from L1 when fresh; misses go to the dispatcher at the lookup's priority
+and deadline; when the upstream cannot answer in time, a stale entry within ``max_stale`` is
+served flagged ``stale`` with its age, else the lookup fails fast with a clear error. Hits close
+to expiry are refreshed ahead at refresh priority, from spare quota only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict
+from typing import Any, Self
+
+from taogate._breaker import BreakerPolicy, BreakerState, CircuitBreaker, RetryBudget
+from taogate._dispatch import Dispatcher, Priority
+from taogate._errors import DeadlineExceeded, InvalidRequest, UpstreamUnavailable
+from taogate._model import Item, Lookup, Source
+from taogate._settings import Settings
+from taogate.cache.memory import MemoryCache
+from taogate.cache.tiered import TieredCache
+from taogate.providers import build_provider
+from taogate.providers.base import Provider
+from taogate.quota.pool import CredentialPool, PoolPolicy
+
+__all__ = ["Gateway"]
+
+#: A hit in the last share of its freshness is refreshed ahead.
+REFRESH_AHEAD_SHARE = 0.2
+#: Refresh work waiting at once, in batches (beyond it, refresh-ahead skips).
+REFRESH_QUEUE_BATCHES = 4
+
+
+class Gateway:
+    """The library's front door. Use it as an async context manager."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        provider: Provider | None = None,
+        breaker_policy: BreakerPolicy | None = None,
+        clock: Callable[[], float] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not settings.credentials:
+            raise InvalidRequest("the gateway needs at least one [[credentials]] entry")
+        self.settings = settings
+        self._provider = provider
+        self._owns_provider = provider is None
+        self._breaker_policy = breaker_policy
+        self._clock_arg = clock
+        self._rng = rng or random.Random()
+        self._id_policy = settings.upstream.id_policy
+        self._dispatcher: Dispatcher | None = None
+        self._started = False
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Build the parts on the running loop and start the dispatcher."""
+        if self._started:
+            return
+        loop = asyncio.get_running_loop()
+        clock = self._clock_arg or loop.time
+        self._clock = clock
+        s = self.settings
+        if self._provider is None:
+            self._provider = build_provider(s.upstream)
+        self.pool = CredentialPool(
+            s.build_credentials(),
+            PoolPolicy(safety_factor=s.limits.safety_factor),
+            clock=clock,
+        )
+        self.breaker = CircuitBreaker(self._breaker_policy, clock=clock)
+        self.cache = TieredCache(
+            MemoryCache(
+                max_entries=s.cache.l1_max_entries, max_bytes=s.cache.l1_max_bytes, clock=clock
+            ),
+            max_age_s=s.cache.max_age_s,
+            max_stale_s=s.cache.max_stale_s,
+            negative_ttl_s=s.cache.negative_ttl_s,
+            jitter=s.cache.ttl_jitter,
+            clock=clock,
+            rng=self._rng,
+        )
+        self._dispatcher = Dispatcher(
+            self._provider,
+            self.pool,
+            breaker=self.breaker,
+            retry_budget=RetryBudget(clock=clock),
+            clock=clock,
+            batch_window_s=s.limits.batch_window_ms / 1000.0,
+            on_result=self.cache.store,
+            rng=self._rng,
+        )
+        self._dispatcher.start()
+        self.lookups = 0
+        self.hits = 0
+        self.stale_served = 0
+        self.refreshes = 0
+        self._started = True
+
+    async def aclose(self) -> None:
+        """Stop the dispatcher (waiting lookups fail) and close the provider if ours."""
+        if not self._started:
+            return
+        self._started = False
+        if self._dispatcher is not None:
+            await self._dispatcher.aclose()
+        if self._owns_provider and self._provider is not None:
+            await self._provider.aclose()
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        if self._dispatcher is None:
+            raise RuntimeError("the gateway is not started; use 'async with Gateway(...)'")
+        return self._dispatcher
+
+    # --- lookups -------------------------------------------------------------------------
+
+    async def get(
+        self,
+        num_iid: str,
+        *,
+        max_age_s: float | None = None,
+        max_stale_s: float | None = None,
+        allow_stale: bool = True,
+        priority: Priority = Priority.INTERACTIVE,
+        deadline_s: float | None = None,
+    ) -> Lookup:
+        """One lookup; raises the lookup's error when there is no answer to give.
+
+        A lookup of an item that does not exist is an answer: ``Lookup.item`` is ``None``.
+        """
+        lookup = (
+            await self.get_many(
+                [num_iid],
+                max_age_s=max_age_s,
+                max_stale_s=max_stale_s,
+                allow_stale=allow_stale,
+                priority=priority,
+                deadline_s=deadline_s,
+            )
+        )[num_iid]
+        if lookup.error is not None:
+            raise lookup.error
+        return lookup
+
+    async def get_many(
+        self,
+        ids: Iterable[str],
+        *,
+        max_age_s: float | None = None,
+        max_stale_s: float | None = None,
+        allow_stale: bool = True,
+        priority: Priority = Priority.INTERACTIVE,
+        deadline_s: float | None = None,
+    ) -> dict[str, Lookup]:
+        """A :class:`Lookup` per distinct id; failures are in ``Lookup.error``, never raised.
+
+        Ids are validated first (:class:`InvalidItemId` is raised for a bad one).
+        """
+        if not self._started:
+            raise RuntimeError("the gateway is not started; use 'async with Gateway(...)'")
+        wanted = list(dict.fromkeys(self._id_policy.check(i) for i in ids))
+        cache = self.cache
+        max_age = cache.max_age_s if max_age_s is None else max_age_s
+        max_stale = (
+            (cache.max_stale_s if max_stale_s is None else max_stale_s) if allow_stale else 0.0
+        )
+        deadline = self._clock() + (
+            self.settings.limits.deadline_s if deadline_s is None else deadline_s
+        )
+        view = cache.lookup(wanted, max_age_s=max_age, max_stale_s=max_stale)
+        now = self._clock()
+        out: dict[str, Lookup] = {}
+        refresh: list[str] = []
+        for num_iid, entry in view.fresh.items():
+            out[num_iid] = Lookup(
+                num_iid=num_iid, item=entry.item, source=Source.L1, age_s=entry.age(now)
+            )
+            lifetime = entry.fresh_until - entry.fetched_at
+            if entry.fresh_until - now < REFRESH_AHEAD_SHARE * lifetime:
+                refresh.append(num_iid)
+        self.lookups += len(wanted)
+        self.hits += len(view.fresh)
+        if refresh:
+            self._refresh_ahead(refresh)
+        if view.missing:
+            await self._fetch(view.missing, view.stale, priority, deadline, out)
+        return {num_iid: out[num_iid] for num_iid in wanted}
+
+    async def _fetch(
+        self,
+        ids: Sequence[str],
+        stale: Mapping[str, Any],
+        priority: Priority,
+        deadline: float,
+        out: dict[str, Lookup],
+    ) -> None:
+        dispatcher = self.dispatcher
+        if self.breaker.state is BreakerState.OPEN:
+            error: Exception = UpstreamUnavailable(
+                "the upstream is failing; circuit breaker open",
+                retry_after=self.breaker.retry_after(),
+            )
+            for num_iid in ids:
+                out[num_iid] = self._fallback(num_iid, stale, error)
+            return
+        flights = dispatcher.submit(ids, priority=priority, deadline=deadline)
+        pending = {f for f in flights.values() if not f.done()}
+        if pending:
+            # asyncio.wait never cancels the flights: another waiter may still want them
+            await asyncio.wait(pending, timeout=max(0.0, deadline - self._clock()))
+        now = self._clock()
+        for num_iid, flight in flights.items():
+            if not flight.done():
+                out[num_iid] = self._fallback(
+                    num_iid, stale, DeadlineExceeded("no answer before the deadline")
+                )
+                continue
+            exc = flight.exception()
+            if exc is not None:
+                out[num_iid] = self._fallback(num_iid, stale, exc)
+                continue
+            item: Item | None = flight.result()
+            entry = self.cache.l1.peek(num_iid)
+            age = entry.age(now) if entry is not None else 0.0
+            out[num_iid] = Lookup(num_iid=num_iid, item=item, source=Source.UPSTREAM, age_s=age)
+
+    def _fallback(self, num_iid: str, stale: Mapping[str, Any], error: BaseException) -> Lookup:
+        entry = stale.get(num_iid)
+        if entry is not None:
+            self.stale_served += 1
+            return Lookup(
+                num_iid=num_iid,
+                item=entry.item,
+                source=Source.L1,
+                stale=True,
+                age_s=entry.age(self._clock()),
+            )
+        if not isinstance(error, Exception):  # pragma: no cover - flights hold Exceptions
+            raise error
+        return Lookup(num_iid=num_iid, error=error)
+
+    def _refresh_ahead(self, ids: list[str]) -> None:
+        dispatcher = self.dispatcher
+        room = REFRESH_QUEUE_BATCHES * dispatcher.max_batch - dispatcher.queued(Priority.REFRESH)
+        if room <= 0 or self.breaker.state is not BreakerState.CLOSED:
+            return
+        ids = ids[:room]
+        self.refreshes += len(ids)
+        # a refresh that lands a little after expiry still serves the next lookups
+        deadline = self._clock() + self.settings.limits.deadline_s
+        dispatcher.submit(ids, priority=Priority.REFRESH, deadline=deadline)
+
+    async def invalidate(self, ids: Iterable[str]) -> int:
+        """Forget ``ids`` so that the next lookup asks the upstream; returns how many were held."""
+        return self.cache.invalidate(self._id_policy.check(i) for i in ids)
+
+    # --- state ---------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counters and pool state for tools, metrics and benchmarks."""
+        d = self.dispatcher
+        return {
+            "lookups": self.lookups,
+            "l1_hits": self.hits,
+            "stale_served": self.stale_served,
+            "refresh_ahead": self.refreshes,
+            "l1_entries": len(self.cache.l1),
+            "l1_bytes": self.cache.l1.bytes,
+            "breaker": str(self.breaker.state),
+            "queued": {p.name.lower(): d.queued(p) for p in Priority},
+            "in_flight": d.in_flight,
+            "dispatcher": asdict(d.stats)
+            | {"batch_sizes": dict(sorted(d.stats.batch_sizes.items()))},
+            "credentials": self.pool.snapshot(),
+        }

@@ -1,0 +1,84 @@
+"""The freshness policy over the cache tiers: what is fresh, what may be served stale.
+
+An answer is stored fresh for ``max_age_s`` (``negative_ttl_s`` for "not found"), shortened by
+a random share of up to ``jitter`` so that entries written together do not expire together,
+and kept ``max_stale_s`` longer so it can be served, flagged stale, when the upstream cannot
+answer. A lookup may ask for a shorter ``max_age`` and a different ``max_stale`` than the
+defaults; it can never get an entry past its stored freshness as fresh.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from taogate._model import Item
+from taogate.cache.memory import CacheEntry, MemoryCache
+
+__all__ = ["CacheView", "TieredCache"]
+
+
+@dataclass(slots=True)
+class CacheView:
+    """One lookup's view of the cache: fresh entries, stale fallbacks, and the misses."""
+
+    fresh: dict[str, CacheEntry] = field(default_factory=dict)
+    stale: dict[str, CacheEntry] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+
+
+class TieredCache:
+    """L1 (and later L2) behind one freshness policy."""
+
+    def __init__(
+        self,
+        l1: MemoryCache,
+        *,
+        max_age_s: float,
+        max_stale_s: float,
+        negative_ttl_s: float,
+        jitter: float,
+        clock: Callable[[], float],
+        rng: random.Random | None = None,
+    ) -> None:
+        self.l1 = l1
+        self.max_age_s = max_age_s
+        self.max_stale_s = max_stale_s
+        self.negative_ttl_s = negative_ttl_s
+        self.jitter = jitter
+        self._clock = clock
+        self._rng = rng or random.Random()
+
+    def lookup(self, ids: Sequence[str], *, max_age_s: float, max_stale_s: float) -> CacheView:
+        """Split ``ids`` into fresh hits, stale fallbacks and misses (stale ones miss too)."""
+        now = self._clock()
+        entries = self.l1.get_many(ids)
+        view = CacheView()
+        for num_iid in ids:
+            entry = entries.get(num_iid)
+            if entry is None:
+                view.missing.append(num_iid)
+                continue
+            age = now - entry.fetched_at
+            if age <= max_age_s and now < entry.fresh_until:
+                view.fresh[num_iid] = entry
+                continue
+            view.missing.append(num_iid)
+            if age <= max_age_s + max_stale_s:
+                view.stale[num_iid] = entry
+        return view
+
+    def store(self, ids: Iterable[str], items: Mapping[str, Item]) -> None:
+        """Write an upstream answer: found items and, for the other ids, "not found"."""
+        now = self._clock()
+        for num_iid in ids:
+            item = items.get(num_iid)
+            ttl = self.max_age_s if item is not None else self.negative_ttl_s
+            fresh = ttl * (1.0 - self.jitter * self._rng.random())
+            self.l1.put(
+                num_iid, item, fresh_s=fresh, keep_s=fresh + self.max_stale_s, fetched_at=now
+            )
+
+    def invalidate(self, ids: Iterable[str]) -> int:
+        return self.l1.invalidate(ids)

@@ -1,0 +1,195 @@
+"""The ``taogate`` command: ``sim``, ``demo``, ``config check``.
+
+The environment and config files are read here, at the edge, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+import taogate
+from taogate._errors import ConfigurationError
+from taogate._settings import Settings, load_settings
+
+app = typer.Typer(
+    name="taogate",
+    help="A gateway that makes a scarce Taobao Open Platform quota go as far as it can.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+config_app = typer.Typer(help="Check configuration files.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path,
+    typer.Option("--config", "-c", help="taogate.toml (TAOGATE_* variables override it)."),
+]
+
+
+def _fail(message: object, code: int = 2) -> NoReturn:
+    """End the command with one clear line on stderr and ``code`` (2: bad configuration)."""
+    err_console.print(
+        f"[bold red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True
+    )
+    raise typer.Exit(code)
+
+
+def _load(path: Path | None) -> Settings:
+    """Settings from ``path``; a wrong file ends the command with one message and exit code 2."""
+    try:
+        return load_settings(path)
+    except ConfigurationError as exc:
+        _fail(exc)
+
+
+def _run(coro: Any) -> Any:
+    """Run ``coro`` on uvloop where available (the asyncio loop otherwise)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is optional
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"taogate {taogate.__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """taogate: quota pool, micro-batching, tiered cache and breaker in front of TOP."""
+
+
+@config_app.command("check")
+def config_check(
+    file: Annotated[Path, typer.Argument(help="The taogate.toml to validate.")],
+) -> None:
+    """Validate FILE (with TAOGATE_* overrides) and print it with every secret masked."""
+    settings = _load(file)
+    console.print_json(json.dumps(settings.masked(), ensure_ascii=False))
+    creds = len(settings.credentials)
+    console.print(
+        f"[green]ok[/]: {file} — {creds} credential{'s' * (creds != 1)}, "
+        f"upstream {settings.upstream.kind} {settings.upstream.method}",
+        highlight=False,
+    )
+
+
+@app.command()
+def sim(
+    config: ConfigOption,
+    host: Annotated[str | None, typer.Option(help="Address to bind [sim.host].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind [sim.port].")] = None,
+    qps: Annotated[
+        float | None, typer.Option(help="Calls/s per key, all keys [sim.qps; else each key's qps].")
+    ] = None,
+    latency_ms: Annotated[
+        str | None, typer.Option(help='Latency range in ms, "LOW,HIGH" [sim.latency_ms].')
+    ] = None,
+    catalog_size: Annotated[int | None, typer.Option(help="Items [sim.catalog_size].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Catalog seed [sim.seed].")] = None,
+    price_changes_per_hour: Annotated[
+        float | None, typer.Option(help="Mean price changes per item per hour.")
+    ] = None,
+    ban_s: Annotated[float | None, typer.Option(help="Ban after a code 7, seconds.")] = None,
+) -> None:
+    """Run the TOP simulator with the credentials of --config until interrupted.
+
+    It checks signatures, timestamps and app keys, enforces each key's QPS with code 7 and bans,
+    serves a deterministic catalog whose prices change, and exposes /_sim/stats, /_sim/truth,
+    /_sim/faults and /_sim/reset. See docs/simulator.md.
+    """
+    from taogate.testing import Simulator
+
+    settings = _load(config)
+    overrides: dict[str, Any] = {
+        "qps": qps,
+        "catalog_size": catalog_size,
+        "seed": seed,
+        "price_changes_per_hour": price_changes_per_hour,
+        "ban_s": ban_s,
+    }
+    if latency_ms is not None:
+        low, _, high = latency_ms.partition(",")
+        overrides["latency_ms"] = (low, high or low)
+    changed = {k: v for k, v in overrides.items() if v is not None}
+    if changed:
+        try:
+            settings = load_settings_with_sim(settings, changed)
+        except ConfigurationError as exc:
+            _fail(exc)
+    if not settings.credentials:
+        _fail(f"{config}: the simulator needs at least one [[credentials]] entry")
+
+    async def serve() -> None:
+        simulator = Simulator.from_settings(settings, host=host, port=port)
+        async with simulator:
+            keys = ", ".join(
+                f"{c.masked} ({qps or c.qps:g} qps)" for c in settings.build_credentials()
+            )
+            console.print(
+                f"[bold]taogate sim[/] on {simulator.base_url}  TOP: {simulator.url}  "
+                f"reseller: {simulator.reseller_url}\n  keys: {keys}\n  catalog: "
+                f"{settings.sim.catalog_size:,} items, seed {settings.sim.seed}; "
+                f"latency {settings.sim.latency_ms[0]:g}-{settings.sim.latency_ms[1]:g} ms. "
+                "Ctrl-C stops.",
+                highlight=False,
+            )
+            await simulator.serve_forever()
+
+    try:
+        _run(serve())
+    except KeyboardInterrupt:
+        console.print("stopped")
+
+
+def load_settings_with_sim(settings: Settings, sim_overrides: dict[str, Any]) -> Settings:
+    """``settings`` with ``[sim]`` values replaced, the new section validated like the file."""
+    from pydantic import ValidationError
+
+    from taogate._settings import SimSettings
+
+    try:
+        sim = SimSettings(**{**settings.sim.model_dump(), **sim_overrides})
+    except ValidationError as exc:
+        first = exc.errors(include_input=False, include_url=False)[0]
+        where = "sim." + ".".join(str(p) for p in first["loc"])
+        raise ConfigurationError(f"option {where}: {first['msg']}", field=where) from None
+    return settings.model_copy(update={"sim": sim})
+
+
+@app.command()
+def demo(
+    seconds: Annotated[float, typer.Option(help="Longest the demo may run.")] = 60.0,
+) -> None:
+    """Start the simulator and walk through signed calls against it (no Redis, no real keys)."""
+    from taogate._demo import run_demo
+
+    _run(run_demo(console, budget_s=seconds))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

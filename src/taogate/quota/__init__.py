@@ -1,0 +1,1 @@
+"""Quota: the GCRA limit, the per-credential state and the credential pool."""

@@ -1,0 +1,22 @@
+"""Test doubles shipped with taogate: a TOP-compatible upstream simulator and its catalog.
+
+``async with Simulator([SimKey(app_key=..., secret=...)], port=0) as sim`` serves ``sim.url``
+(TOP ``/router/rest``), ``sim.reseller_url`` and the ``/_sim/*`` control routes, so the demo,
+the tests and the benchmarks run without real keys.
+"""
+
+from __future__ import annotations
+
+from taogate.testing._catalog import Catalog, ItemInfo, ItemKind, ItemState
+from taogate.testing._sim import Simulator, serve_forever
+from taogate.testing._sim_state import SimKey
+
+__all__ = [
+    "Catalog",
+    "ItemInfo",
+    "ItemKind",
+    "ItemState",
+    "SimKey",
+    "Simulator",
+    "serve_forever",
+]

@@ -1,0 +1,489 @@
+"""The TOP-compatible upstream simulator: an aiohttp server answering as the platform would.
+
+Routes: ``/router/rest`` (TOP, GET or POST form), ``/taobao/item_get/`` (an onebound-style
+reseller) and the control routes ``/_sim/{truth,stats,faults,reset,catalog}``. Every answer is
+decided at arrival (checks, rate limit, prices) and sent after the simulated latency.
+
+Reseller ``error_code`` values are the simulator's conventions (the real reseller's codes are
+partly unconfirmed): "0000" ok; "4005" key or secret invalid (or the key revoked); "4013" rate
+limited or banned; "4000" ``num_iid`` missing; "2000" item not found (absent, unknown or an
+old-format id); "5000" remote service error (the ``code15`` fault). A "2000" for an absent item
+is a served call: it counts as ``ok`` (and costs), as a TOP answer that omits the id does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final
+
+import orjson
+from aiohttp import web
+
+from taogate._errors import ConfigurationError
+from taogate._settings import Settings, SimSettings
+from taogate.providers.top import METHODS, UPGRADE_GET, response_key
+from taogate.testing._catalog import Catalog, ItemState, yuan
+from taogate.testing._sim_state import (
+    Fault,
+    ResellerCall,
+    SimKey,
+    SimState,
+    TopCall,
+    TopError,
+)
+
+__all__ = ["Simulator", "serve_forever"]
+
+_WIRE_CACHE: Final = 100_000  # rendered items kept per answer shape, oldest dropped first
+_MAX_TRUTH_IDS: Final = 10_000
+_MAX_CATALOG_PAGE: Final = 100_000
+_DAY_MS: Final = 86_400_000
+_LOOPBACK: Final = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104
+_MALFORMED_HTML: Final = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+_MALFORMED_JSON: Final = b'{"tbk_item_info_get_response":{"results":{"n_tbk_item":[{"num_iid":"5'
+
+
+def _json(doc: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(doc), status=status, content_type="application/json", charset="utf-8"
+    )
+
+
+def _bad_request(message: str) -> web.Response:
+    return _json({"error": message}, status=400)
+
+
+def _info_item(state: ItemState, simplify: bool) -> dict[str, Any]:
+    """One ``n_tbk_item`` of ``taobao.tbk.item.info.get`` (TOP-PROTOCOL.md §5)."""
+    info = state.info
+    item: dict[str, Any] = {
+        "num_iid": info.num_iid,
+        "input_num_iid": info.num_iid,
+        "title": info.title,
+        "pict_url": info.pict_url,
+        "reserve_price": yuan(state.reserve_fen),
+        "zk_final_price": yuan(state.zk_fen),
+        "user_type": info.user_type,
+        "provcity": info.provcity,
+        "item_url": info.item_url,
+        "nick": info.nick,
+        "seller_id": info.seller_id,
+        "volume": info.volume,
+    }
+    if info.small_images:
+        images = list(info.small_images)
+        item["small_images"] = images if simplify else {"string": images}
+    if info.coupon_info is not None:
+        item["coupon_amount"] = str(state.coupon_amount)
+        item["coupon_start_fee"] = str(state.coupon_start_fee)
+        item["coupon_info"] = info.coupon_info
+    return item
+
+
+def _upgrade_item(state: ItemState, simplify: bool, promo: tuple[str, str]) -> dict[str, Any]:
+    """One ``tbk_item_detail`` of ``taobao.tbk.item.info.upgrade.get``."""
+    info = state.info
+    path: list[dict[str, Any]] = []
+    if state.final_price_basis == "coupon":
+        path.append(
+            {
+                "promotion_title": "店铺优惠券",
+                "promotion_desc": info.coupon_info,
+                "promotion_fee": str(state.coupon_amount),
+                "promotion_start_time": promo[0],
+                "promotion_end_time": promo[1],
+                "promotion_id": info.coupon_id,
+            }
+        )
+    return {
+        "item_id": info.num_iid,
+        "item_basic_info": {
+            "title": info.title,
+            "shop_title": info.nick,
+            "pict_url": info.pict_url,
+            "user_type": info.user_type,
+            "volume": info.volume,
+            "seller_id": info.seller_id,
+        },
+        "price_promotion_info": {
+            "reserve_price": yuan(state.reserve_fen),
+            "zk_final_price": yuan(state.zk_fen),
+            "final_promotion_price": yuan(state.final_fen),
+            "final_promotion_path_list": path
+            if simplify
+            else {"final_promotion_path_map_data": path},
+        },
+        "publish_info": {"click_url": info.click_url},
+    }
+
+
+class Simulator:
+    """The simulated upstream: ``async with Simulator(keys, settings=...) as sim``.
+
+    ``clock`` (monotonic) drives windows, bans, faults and prices; ``wall_clock`` checks the
+    ``timestamp`` parameter and dates the truth endpoint; ``seed`` fixes latency and faults.
+    """
+
+    def __init__(
+        self,
+        keys: Iterable[SimKey],
+        *,
+        settings: SimSettings | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        seed: int | None = None,
+        catalog: Catalog | None = None,
+    ) -> None:
+        keys = list(keys)
+        names = [k.app_key for k in keys]
+        if len(set(names)) != len(names):
+            raise ValueError("an app_key is listed twice")
+        self.settings = cfg = settings or SimSettings()
+        self.host = cfg.host if host is None else host
+        self._port = cfg.port if port is None else port
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._rng = random.Random(cfg.seed if seed is None else seed)
+        self.catalog = catalog or Catalog(
+            cfg.catalog_size,
+            cfg.seed,
+            absent_ratio=cfg.absent_ratio,
+            coupon_ratio=cfg.coupon_ratio,
+            legacy_ratio=cfg.legacy_ratio,
+            price_changes_per_hour=cfg.price_changes_per_hour,
+            clock=clock,
+            wall_clock=wall_clock,
+        )
+        self.state = SimState(
+            keys,
+            ban_s=cfg.ban_s,
+            max_skew_s=cfg.max_skew_s,
+            cost_per_call=cfg.cost_per_call,
+            is_legacy=self.catalog.is_legacy,
+            rng=self._rng,
+            now=clock(),
+        )
+        self._latency_s = (cfg.latency_ms[0] / 1000.0, cfg.latency_ms[1] / 1000.0)
+        self._roots = {m: response_key(m) for m in METHODS}
+        self._wire: dict[tuple[str, bool], OrderedDict[str, tuple[int, orjson.Fragment]]] = {}
+        self._promo = self._promo_window()
+        self._runner: web.AppRunner | None = None
+        self._bound_port: int | None = None
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, host: str | None = None, port: int | None = None
+    ) -> Simulator:
+        """A simulator for ``settings.credentials``; ``[sim] qps``, if set, overrides theirs."""
+        keys = []
+        for cred in settings.build_credentials():
+            qps = settings.sim.qps if settings.sim.qps is not None else cred.qps
+            keys.append(SimKey(app_key=cred.app_key, secret=cred.secret, qps=qps))
+        if not keys:
+            raise ConfigurationError(
+                "no credentials: the simulator needs at least one app key to accept",
+                field="credentials",
+            )
+        return cls(keys, settings=settings.sim, host=host, port=port)
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen on ``host:port`` (port 0 picks a free one; ``port`` then tells which)."""
+        if self._runner is not None:
+            raise RuntimeError("the simulator is already running")
+        runner = web.AppRunner(self._make_app(), access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self.host, self._port, backlog=1024).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self._bound_port = int(runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        """Stop listening and close every connection."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> Simulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def serve_forever(self) -> None:
+        """Serve until cancelled (``taogate sim``); starts and stops the server if needed."""
+        if self._runner is not None:
+            await asyncio.Future()
+        async with self:
+            await asyncio.Future()
+
+    @property
+    def port(self) -> int:
+        if self._bound_port is None:
+            raise RuntimeError("the simulator is not running")
+        return self._bound_port
+
+    @property
+    def base_url(self) -> str:
+        host = _LOOPBACK.get(self.host, self.host)
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/router/rest"
+
+    @property
+    def reseller_url(self) -> str:
+        return f"{self.base_url}/taobao/item_get/"
+
+    # --- control --------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """The ``GET /_sim/stats`` document."""
+        return self.state.stats.render(self._clock())
+
+    def set_fault(self, kind: str, duration_s: float, **kw: Any) -> dict[str, Any]:
+        """Start (or, with ``duration_s=0``, end) a fault as ``POST /_sim/faults`` does.
+
+        ``ValueError`` if the description is not valid.
+        """
+        now = self._clock()
+        return self.state.add_fault({"kind": kind, "duration_s": duration_s, **kw}, now).render(now)
+
+    def faults(self) -> list[dict[str, Any]]:
+        """The active faults, as ``GET /_sim/faults`` lists them."""
+        now = self._clock()
+        return [f.render(now) for f in self.state.faults.active(now)]
+
+    def truth(self, ids: Iterable[str]) -> dict[str, dict[str, Any] | None]:
+        """Each id's prices now (``None`` if absent): the ``items`` of ``GET /_sim/truth``."""
+        now = self._clock()
+        items: dict[str, dict[str, Any] | None] = {}
+        for num_iid in ids:
+            state = self.catalog.current(num_iid, now)
+            if state is None:
+                items[num_iid] = None
+                continue
+            items[num_iid] = row = {
+                "zk_final_price": yuan(state.zk_fen),
+                "reserve_price": yuan(state.reserve_fen),
+                "final_price": yuan(state.final_fen),
+                "final_price_basis": state.final_price_basis,
+                "last_changed": state.last_changed_wall,
+                "changes": state.changes,
+            }
+            if state.coupon_amount is not None:
+                row["coupon_amount"] = str(state.coupon_amount)
+                row["coupon_start_fee"] = str(state.coupon_start_fee)
+        return items
+
+    def reset(self) -> None:
+        """Clear stats, windows, bans, faults and price changes (the catalog starts again)."""
+        self.catalog.restart()
+        self.state.reset(self._clock())
+        self._wire.clear()
+        self._promo = self._promo_window()
+
+    def _promo_window(self) -> tuple[str, str]:
+        now_ms = int(self._wall_clock() * 1000)
+        return str(now_ms - _DAY_MS), str(now_ms + 30 * _DAY_MS)
+
+    # --- the upstream ---------------------------------------------------------------------
+
+    def _make_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("GET", "/router/rest", self._handle_top)
+        app.router.add_route("POST", "/router/rest", self._handle_top)
+        app.router.add_get("/taobao/item_get/", self._handle_reseller)
+        app.router.add_get("/taobao/item_get", self._handle_reseller)
+        app.router.add_get("/_sim/truth", self._handle_truth)
+        app.router.add_get("/_sim/stats", self._handle_stats)
+        app.router.add_get("/_sim/faults", self._handle_faults)
+        app.router.add_post("/_sim/faults", self._handle_faults)
+        app.router.add_delete("/_sim/faults", self._handle_faults)
+        app.router.add_post("/_sim/reset", self._handle_reset)
+        app.router.add_get("/_sim/catalog", self._handle_catalog)
+        return app
+
+    def _request_id(self) -> str:
+        return f"{self._rng.getrandbits(48):012x}"
+
+    def _delay_s(self, now: float) -> float:
+        low, high = self._latency_s
+        extra = self.state.faults.extra_latency_s(now)
+        return (self._rng.uniform(low, high) if high > 0 else 0.0) + extra
+
+    def _fault_answer(self, kind: str) -> web.Response:
+        if kind == "outage":
+            return web.Response(status=503, text="503 Service Unavailable (simulated outage)")
+        if self._rng.random() < 0.5:  # half an HTML error page, half a truncated JSON body
+            return web.Response(body=_MALFORMED_HTML, content_type="text/html")
+        return web.Response(body=_MALFORMED_JSON, content_type="application/json")
+
+    async def _handle_top(self, request: web.Request) -> web.StreamResponse:
+        params = dict(request.query)
+        if request.method == "POST" and request.body_exists:
+            for name, value in (await request.post()).items():
+                if isinstance(value, str):
+                    params[name] = value  # the body wins over the query string
+        response, delay = self.answer_top(params)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return response
+
+    def answer_top(self, params: Mapping[str, str]) -> tuple[web.Response, float]:
+        """The answer to a ``/router/rest`` call and the seconds to wait before sending it.
+
+        The upstream without the network: the HTTP route sleeps the delay, tests read the clock.
+        """
+        now = self._clock()
+        outcome = self.state.decide_top(params, now, self._wall_clock())
+        if isinstance(outcome, TopCall):
+            response = _json(self._render_top(outcome, now))
+        elif isinstance(outcome, TopError):
+            error: dict[str, Any] = {"code": outcome.code, "msg": outcome.msg}
+            if outcome.sub_code is not None:
+                error["sub_code"] = outcome.sub_code
+            if outcome.sub_msg is not None:
+                error["sub_msg"] = outcome.sub_msg
+            error["request_id"] = self._request_id()
+            response = _json({"error_response": error})
+        else:
+            response = self._fault_answer(outcome)
+        return response, self._delay_s(now)
+
+    def _render_top(self, call: TopCall, now: float) -> dict[str, Any]:
+        upgrade = call.method == UPGRADE_GET
+        cache = self._wire.setdefault((call.method, call.simplify), OrderedDict())
+        version = self.catalog.version
+        items: list[orjson.Fragment] = []
+        for num_iid in call.ids:
+            changes = version(num_iid, now)
+            if changes is None:
+                continue  # absent: simply left out, as the platform does
+            hit = cache.get(num_iid)
+            if hit is None or hit[0] != changes:
+                state = self.catalog.current(num_iid, now)
+                assert state is not None
+                doc = (
+                    _upgrade_item(state, call.simplify, self._promo)
+                    if upgrade
+                    else _info_item(state, call.simplify)
+                )
+                if len(cache) >= _WIRE_CACHE:
+                    cache.popitem(last=False)
+                cache[num_iid] = hit = (changes, orjson.Fragment(orjson.dumps(doc)))
+            items.append(hit[1])
+        self.state.record_ok(call.key, len(call.ids), len(items))
+        if call.simplify:
+            return {"results": items, "request_id": self._request_id()}
+        wrapped = {("tbk_item_detail" if upgrade else "n_tbk_item"): items}
+        return {self._roots[call.method]: {"results": wrapped, "request_id": self._request_id()}}
+
+    async def _handle_reseller(self, request: web.Request) -> web.StreamResponse:
+        response, delay = self.answer_reseller(request.query)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return response
+
+    def answer_reseller(self, query: Mapping[str, str]) -> tuple[web.Response, float]:
+        """The answer to a ``/taobao/item_get/`` call and the seconds to wait before sending it."""
+        now = self._clock()
+        outcome = self.state.decide_reseller(query, now)
+        delay = self._delay_s(now)
+        if isinstance(outcome, str):
+            return self._fault_answer(outcome), delay
+        doc: dict[str, Any]
+        if isinstance(outcome, ResellerCall):
+            doc = self._render_reseller(outcome, now)
+        else:
+            doc = {"error_code": outcome.error_code, "reason": outcome.reason}
+            doc["error"] = outcome.error
+        doc["request_id"] = f"gw-{self._request_id()}"
+        doc["execution_time"] = f"{delay:.3f}"
+        return _json(doc), delay
+
+    def _render_reseller(self, call: ResellerCall, now: float) -> dict[str, Any]:
+        state = self.catalog.current(call.num_iid, now)
+        self.state.record_ok(call.key, 1, 0 if state is None else 1)
+        if state is None:
+            return {"error_code": "2000", "reason": "item not found", "error": "item_not_found"}
+        info = state.info
+        item: dict[str, Any] = {
+            "num_iid": info.num_iid,
+            "title": info.title,
+            "price": orjson.Fragment(yuan(state.zk_fen).encode()),  # an exact JSON number
+            "orginal_price": yuan(state.reserve_fen),
+            "nick": info.nick,
+            "detail_url": info.item_url,
+            "pic_url": info.pict_url,
+        }
+        if call.promotion:
+            item["promotion_price"] = yuan(state.final_fen)
+        return {
+            "item": item,
+            "error_code": "0000",
+            "reason": "ok",
+            "error": "",
+            "api_info": f"today:{call.key.calls} max:10000",
+        }
+
+    # --- control routes -------------------------------------------------------------------
+
+    async def _handle_truth(self, request: web.Request) -> web.StreamResponse:
+        ids = [i.strip() for i in request.query.get("ids", "").split(",") if i.strip()]
+        if len(ids) > _MAX_TRUTH_IDS:
+            return _bad_request(f"at most {_MAX_TRUTH_IDS} ids per call")
+        return _json({"items": self.truth(ids), "now": self._wall_clock()})
+
+    async def _handle_stats(self, request: web.Request) -> web.StreamResponse:
+        return _json(self.stats())
+
+    async def _handle_faults(self, request: web.Request) -> web.StreamResponse:
+        if request.method == "DELETE":
+            cleared = len(self.faults())
+            self.state.faults.clear()
+            return _json({"cleared": cleared})
+        if request.method == "POST":
+            try:
+                doc = orjson.loads(await request.read())
+                fault: Fault = self.state.add_fault(doc, self._clock())
+            except orjson.JSONDecodeError:
+                return _bad_request("the body must be JSON")
+            except ValueError as exc:
+                return _bad_request(str(exc))
+            return _json({"fault": fault.render(self._clock())})
+        return _json({"faults": self.faults()})
+
+    async def _handle_reset(self, request: web.Request) -> web.StreamResponse:
+        self.reset()
+        return _json({"reset": True})
+
+    async def _handle_catalog(self, request: web.Request) -> web.StreamResponse:
+        try:
+            offset = int(request.query.get("offset", "0"))
+            limit = int(request.query.get("limit", "1000"))
+        except ValueError:
+            return _bad_request("offset and limit must be integers")
+        if offset < 0 or not 0 <= limit <= _MAX_CATALOG_PAGE:
+            return _bad_request(f"offset >= 0 and 0 <= limit <= {_MAX_CATALOG_PAGE}")
+        size = self.catalog.size
+        ids = [self.catalog.id_at(i) for i in range(min(offset, size), min(offset + limit, size))]
+        return _json({"ids": ids, "size": size})
+
+
+async def serve_forever(sim: Simulator) -> None:
+    """Run ``sim`` until cancelled (what ``taogate sim`` does)."""
+    await sim.serve_forever()

@@ -1,0 +1,68 @@
+"""The command line: config check, help texts, exit codes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from taogate.cli import app
+
+runner = CliRunner()
+
+
+def test_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.startswith("taogate ")
+
+
+def test_sim_help() -> None:
+    result = runner.invoke(app, ["sim", "--help"])
+    assert result.exit_code == 0
+    assert "--config" in result.output
+    assert "--port" in result.output
+
+
+def test_config_check_masks_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TG_CLI_SECRET", "cli-secret-value")
+    path = tmp_path / "taogate.toml"
+    path.write_text(
+        '[[credentials]]\napp_key = "12345678"\nsecret_env = "TG_CLI_SECRET"\n'
+        '[[credentials]]\napp_key = "87654321"\nsecret = "inline-secret-value"\n'
+        '[redis]\nurl = "redis://:redis-password@127.0.0.1:6380/0"\n',
+        encoding="utf-8",
+    )
+    result = runner.invoke(app, ["config", "check", str(path)])
+    assert result.exit_code == 0, result.output
+    for secret in ("cli-secret-value", "inline-secret-value", "redis-password"):
+        assert secret not in result.output
+    assert "2 credentials" in result.output
+
+
+def test_config_check_names_the_field_and_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[[credentials]]\napp_key = "k"\nsecret = "x"\nqps = 0\n', encoding="utf-8")
+    result = runner.invoke(app, ["config", "check", str(path)])
+    assert result.exit_code == 2
+    assert "credentials[0].qps" in result.output
+
+
+def test_example_config_is_valid() -> None:
+    example = Path(__file__).parents[2] / "taogate.example.toml"
+    result = runner.invoke(app, ["config", "check", str(example)])
+    assert result.exit_code == 0, result.output
+
+
+def test_sim_refuses_bad_options(tmp_path: Path) -> None:
+    path = tmp_path / "t.toml"
+    path.write_text('[[credentials]]\napp_key = "k1"\nsecret = "x"\n', encoding="utf-8")
+    result = runner.invoke(app, ["sim", "--config", str(path), "--latency-ms", "500,100"])
+    assert result.exit_code == 2
+    assert "latency_ms" in result.output
+    empty = tmp_path / "empty.toml"
+    empty.write_text("", encoding="utf-8")
+    result = runner.invoke(app, ["sim", "--config", str(empty)])
+    assert result.exit_code == 2
+    assert "credentials" in result.output

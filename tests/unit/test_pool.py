@@ -1,0 +1,179 @@
+"""The credential pool on a fake clock: pacing, bans, AIMD, quarantine, budgets."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from decimal import Decimal
+
+import pytest
+
+from taogate import Credential, NoCredentialAvailable
+from taogate.quota.pool import CredentialPool, CredentialStatus, PoolPolicy
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def cred(key: str, qps: float = 10.0, **kw: object) -> Credential:
+    return Credential(app_key=key, secret="s-" + key, qps=qps, **kw)  # type: ignore[arg-type]
+
+
+def drain(
+    pool: CredentialPool, clock: FakeClock, seconds: float, step: float = 0.001
+) -> list[tuple[float, str]]:
+    """Take every lease the pool grants over ``seconds`` of fake time."""
+    sent = []
+    end = clock.now + seconds
+    while clock.now < end:
+        lease = pool.try_acquire()
+        if lease is None:
+            clock.now += step
+            continue
+        sent.append((clock.now, lease.credential.app_key))
+        pool.on_success(lease)
+    return sent
+
+
+def test_pacing_follows_qps_times_safety() -> None:
+    clock = FakeClock()
+    pool = CredentialPool([cred("k1")], PoolPolicy(safety_factor=0.8), clock=clock)
+    sent = drain(pool, clock, 10.0)
+    assert len(sent) == pytest.approx(80, abs=1)
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(sent)]
+    assert min(gaps) >= 0.125 - 1e-6
+
+
+def test_window_guard_at_full_rate() -> None:
+    clock = FakeClock()
+    pool = CredentialPool(
+        [cred("k1")], PoolPolicy(safety_factor=1.0, window_guard_s=0.02), clock=clock
+    )
+    times = [t for t, _ in drain(pool, clock, 5.0)]
+    for i in range(len(times) - 10):
+        assert times[i + 10] - times[i] >= 1.02 - 1e-9
+
+
+def test_soonest_credential_is_chosen_and_load_spreads() -> None:
+    clock = FakeClock()
+    pool = CredentialPool(
+        [cred("k1"), cred("k2"), cred("k3")], PoolPolicy(safety_factor=0.9), clock=clock
+    )
+    sent = drain(pool, clock, 10.0)
+    per_key = {k: sum(1 for _, key in sent if key == k) for k in ("k1", "k2", "k3")}
+    assert all(88 <= n <= 91 for n in per_key.values()), per_key
+    assert pool.total_rate() == pytest.approx(27.0)
+
+
+def test_ban_pauses_and_aimd_halves_then_recovers() -> None:
+    clock = FakeClock()
+    policy = PoolPolicy(safety_factor=1.0, recovery_per_s=0.1)
+    pool = CredentialPool([cred("k1")], policy, clock=clock)
+    lease = pool.try_acquire()
+    assert lease is not None
+    pool.on_rate_limited(lease, retry_after=3.0)
+    assert pool.status(lease.credential) is CredentialStatus.BANNED
+    assert pool.try_acquire() is None
+    credential, at = pool.next_ready()
+    assert credential is not None
+    assert at == pytest.approx(1003.0)
+    assert pool.rate(lease.credential) == pytest.approx(5.0)
+    clock.now += 3.0
+    assert pool.rate(lease.credential) == pytest.approx(8.0)  # (0.5 + 0.1 * 3) of 10 qps
+    assert pool.try_acquire() is not None
+    clock.now += 10.0
+    assert pool.rate(lease.credential) == pytest.approx(10.0)
+
+
+def test_quarantine_and_half_open_probe() -> None:
+    clock = FakeClock()
+    good, bad = cred("good"), cred("bad")
+    pool = CredentialPool([bad, good], PoolPolicy(probe_after_s=30.0), clock=clock)
+    lease = pool.try_acquire()
+    assert lease is not None
+    assert lease.credential is bad
+    pool.on_invalid(lease)
+    assert pool.status(bad) is CredentialStatus.QUARANTINED
+    # the others carry the load meanwhile
+    assert {k for _, k in drain(pool, clock, 5.0)} == {"good"}
+    clock.now += 30.0
+    probe = None
+    while probe is None or probe.credential is not bad:
+        probe = pool.try_acquire()
+        clock.now += 0.01
+    assert pool.status(bad) is CredentialStatus.PROBING
+    # one probe at a time
+    assert all(k == "good" for _, k in drain(pool, clock, 1.0))
+    pool.on_invalid(probe)
+    row = next(r for r in pool.snapshot() if r["credential"] == bad.masked)
+    assert row["probe_in_s"] == pytest.approx(60.0)  # backs off
+    clock.now += 60.0
+    probe = None
+    while probe is None or probe.credential is not bad:
+        probe = pool.try_acquire()
+        clock.now += 0.01
+    pool.on_success(probe)
+    assert pool.status(bad) is CredentialStatus.ACTIVE
+
+
+def test_all_quarantined_raises_with_retry_after() -> None:
+    clock = FakeClock()
+    pool = CredentialPool([cred("k1")], PoolPolicy(probe_after_s=30.0), clock=clock)
+    lease = pool.try_acquire()
+    assert lease is not None
+    pool.on_invalid(lease)
+    credential, at = pool.next_ready()
+    assert credential is None
+    assert at == pytest.approx(1030.0)
+    assert pool.total_rate() == 0
+
+
+async def test_acquire_raises_when_nothing_is_usable() -> None:
+    clock = FakeClock()
+    pool = CredentialPool([cred("k1")], clock=clock)
+    lease = pool.try_acquire()
+    assert lease is not None
+    pool.on_invalid(lease)
+    with pytest.raises(NoCredentialAvailable) as info:
+        await pool.acquire()
+    assert info.value.retry_after == pytest.approx(30.0)
+
+
+def test_daily_budget_counts_per_beijing_day() -> None:
+    clock = FakeClock()
+    wall = [1704124700.0]  # 2024-01-01 23:58:20 in Beijing
+    pool = CredentialPool([cred("k1", daily_budget=3)], clock=clock, wall_clock=lambda: wall[0])
+    assert len(drain(pool, clock, 5.0)) == 3
+    assert pool.status(pool.credentials[0]) is CredentialStatus.EXHAUSTED
+    credential, at = pool.next_ready()
+    assert credential is None
+    assert math.isinf(at)
+    wall[0] += 200  # past midnight in Beijing
+    assert len(drain(pool, clock, 5.0)) == 3
+
+
+def test_cost_and_release_unused() -> None:
+    clock = FakeClock()
+    pool = CredentialPool([cred("k1", cost_per_call=Decimal("0.01"))], clock=clock)
+    lease = pool.try_acquire()
+    assert lease is not None
+    assert pool.snapshot()[0]["cost"] == "0.01"
+    pool.release_unused(lease)
+    row = pool.snapshot()[0]
+    assert row["cost"] == "0.00"
+    assert row["calls"] == 0
+    assert pool.try_acquire() is not None  # the slot came back
+
+
+def test_policy_validation() -> None:
+    with pytest.raises(ValueError, match="safety_factor"):
+        PoolPolicy(safety_factor=1.2)
+    with pytest.raises(ValueError, match="AIMD"):
+        PoolPolicy(aimd_decrease=1.0)
+    with pytest.raises(ValueError, match="at least one"):
+        CredentialPool([], clock=FakeClock())
