@@ -4,10 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help setup test lint format typecheck pytest demo sim bench bench-sim clean
+.PHONY: help setup test lint format typecheck pytest demo sim bench bench-pipeline bench-sim bench-l1 clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml scripts/setup
 	@PYTHON=$(PYTHON) scripts/setup
@@ -39,10 +39,16 @@ demo: setup  ## the demo: simulator + signed calls against it (no Redis needed)
 sim: setup  ## run the TOP simulator with taogate.example.toml
 	$(BIN)/taogate sim --config taogate.example.toml
 
-bench: bench-sim  ## every benchmark kept in bench/ (JSON + PNG under bench/results/)
+bench: bench-sim bench-l1 bench-pipeline  ## every benchmark (JSON + PNG under bench/results/)
+
+bench-pipeline: setup  ## taogate bench: cold flood, hot Zipf, outage, duplicate burst, L1 micro (~3 min)
+	$(BIN)/taogate bench
 
 bench-sim: setup  ## the simulator's capacity: 40-id calls per second at zero latency
 	$(BIN)/python bench/sim_capacity.py
+
+bench-l1: setup  ## L1 eviction: LRU vs W-TinyLFU on Zipf traces
+	$(BIN)/python bench/l1_eviction.py
 
 clean:  ## remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .coverage

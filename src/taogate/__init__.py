@@ -6,6 +6,7 @@ The public face. Implementation lives in private modules; integrations in subpac
 
 import importlib.metadata as _metadata
 
+from taogate._dispatch import Priority
 from taogate._errors import (
     BatchTooLarge,
     ConfigurationError,
@@ -25,9 +26,10 @@ from taogate._errors import (
     UpstreamTransient,
     UpstreamUnavailable,
 )
+from taogate._gateway import Gateway
 from taogate._ids import IdPolicy
 from taogate._masking import mask_id, mask_secret
-from taogate._model import FinalPriceBasis, Item
+from taogate._model import FinalPriceBasis, Item, Lookup, Source
 from taogate._settings import Settings, load_settings
 from taogate.providers.base import Credential, Provider
 
@@ -45,18 +47,22 @@ __all__ = [
     "CredentialInvalid",
     "DeadlineExceeded",
     "FinalPriceBasis",
+    "Gateway",
     "IdPolicy",
     "InvalidItemId",
     "InvalidRequest",
     "Item",
     "ItemNotFound",
+    "Lookup",
     "LookupFailed",
     "NoCredentialAvailable",
     "Overloaded",
+    "Priority",
     "ProtocolMismatch",
     "Provider",
     "RateLimited",
     "Settings",
+    "Source",
     "TaogateError",
     "UpstreamBadRequest",
     "UpstreamError",

@@ -86,6 +86,15 @@ class CircuitBreaker:
             return 0.0
         return max(0.0, self._opened_at + self.policy.open_s - self._clock())
 
+    def permits(self) -> bool:
+        """Whether :meth:`allow` would let a call through now (nothing is taken)."""
+        state = self.state
+        if state is BreakerState.CLOSED:
+            return True
+        if state is BreakerState.OPEN:
+            return False
+        return self._probes_out + self._probes_ok < self.policy.half_open_probes
+
     def allow(self) -> bool:
         """Whether a call may go now; in half-open each allowed call is a probe to record."""
         state = self.state

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from taogate._breaker import BreakerState, CircuitBreaker, RetryBudget, backoff
+from taogate._breaker import CircuitBreaker, RetryBudget, backoff
 from taogate._errors import (
     CredentialInvalid,
     DeadlineExceeded,
@@ -288,15 +288,10 @@ class Dispatcher:
             if eligible == 0:
                 await self._sleep_for_work(None if math.isinf(soonest) else soonest - now)
                 continue
-            state = self._breaker.state
-            if state is BreakerState.OPEN:
+            if not self._breaker.permits():
+                # open, or half-open with every probe out: answer now, do not queue behind it
                 self.stats.unavailable += 1
-                self._fail_queued(
-                    UpstreamUnavailable(
-                        "the upstream is failing; circuit breaker open",
-                        retry_after=self._breaker.retry_after(),
-                    )
-                )
+                self._fail_queued(self._breaker_error())
                 continue
             try:
                 lease = await self._pool.acquire()
@@ -309,15 +304,21 @@ class Dispatcher:
             if not batch:
                 self._pool.release_unused(lease)
                 continue
-            if not self._breaker.allow():
+            if not self._breaker.allow():  # the last probe went while we waited for the lease
                 self._pool.release_unused(lease)
-                self._requeue(batch)
-                # half-open with every probe out: wait for one to come back
-                await self._sleep_for_work(self._breaker.policy.open_s)
+                self.stats.unavailable += 1
+                for pending in batch:
+                    self._settle(pending, self._breaker_error())
                 continue
             task = asyncio.get_running_loop().create_task(self._call(lease, batch))
             self._calls.add(task)
             task.add_done_callback(self._calls.discard)
+
+    def _breaker_error(self) -> UpstreamUnavailable:
+        return UpstreamUnavailable(
+            f"the upstream is failing; circuit breaker {self._breaker.state}",
+            retry_after=self._breaker.retry_after() or self._rtt,
+        )
 
     async def _fill_window(self) -> None:
         """With fewer than ``max_batch`` ids pending, wait out the batching window."""

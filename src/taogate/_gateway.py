@@ -210,10 +210,11 @@ class Gateway:
         out: dict[str, Lookup],
     ) -> None:
         dispatcher = self.dispatcher
-        if self.breaker.state is BreakerState.OPEN:
+        if not self.breaker.permits():
+            # open, or half-open with its probes out: fail fast (or serve stale), never queue
             error: Exception = UpstreamUnavailable(
-                "the upstream is failing; circuit breaker open",
-                retry_after=self.breaker.retry_after(),
+                f"the upstream is failing; circuit breaker {self.breaker.state}",
+                retry_after=self.breaker.retry_after() or dispatcher.rtt_estimate,
             )
             for num_iid in ids:
                 out[num_iid] = self._fallback(num_iid, stale, error)

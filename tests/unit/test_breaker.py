@@ -155,3 +155,17 @@ def test_backoff_is_jittered_and_capped() -> None:
     assert all(0 <= v <= 1.0 for v in values)
     assert backoff(1, base_s=0.1, rng=rng) <= 0.1
     assert max(backoff(10, base_s=0.1, cap_s=1.0, rng=rng) for _ in range(100)) > 0.5
+
+
+def test_permits_tells_without_taking() -> None:
+    breaker, clock = make()
+    assert breaker.permits()
+    for _ in range(4):
+        breaker.record(failed=True, duration_s=0.1)
+    assert not breaker.permits()
+    clock.advance(5.0)
+    assert breaker.permits()
+    assert breaker.permits()  # asking twice takes nothing
+    assert breaker.allow()
+    assert breaker.allow()
+    assert not breaker.permits()

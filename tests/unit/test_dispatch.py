@@ -346,3 +346,29 @@ async def test_closing_fails_waiting_lookups(make: GatewayFactory) -> None:
     await gw.aclose()
     result = await task
     assert isinstance(result[IDS[0]].error, UpstreamUnavailable)
+
+
+async def test_half_open_with_its_probe_out_fails_fast(make: GatewayFactory) -> None:
+    provider = FakeProvider.with_ids(IDS)
+    policy = BreakerPolicy(window=4, min_calls=2, failure_ratio=0.5, open_s=5.0, half_open_probes=1)
+    clock = OffsetClock()
+    async with make(provider, breaker_policy=policy, clock=clock) as gw:
+        provider.fail_next(*(UpstreamTransient("HTTP 503") for _ in range(2)))
+        await gw.get_many([IDS[1]], allow_stale=False)  # two failed attempts open it
+        assert gw.breaker.state == "open"
+        clock.advance(5.0)
+        gate = asyncio.Event()
+        provider.gate = gate
+        provider.entered.clear()
+        probe = asyncio.create_task(gw.get(IDS[2]))
+        await provider.entered.wait()  # the probe is out
+        assert not gw.breaker.permits()
+        started = asyncio.get_running_loop().time()
+        refused = await gw.get_many([IDS[3]], allow_stale=False)
+        waited = asyncio.get_running_loop().time() - started
+        gate.set()
+        answered = await probe
+    assert isinstance(refused[IDS[3]].error, UpstreamUnavailable)
+    assert waited < 0.05  # answered at once, not queued behind the probe
+    assert answered.item is not None
+    assert gw.breaker.state == "closed"

@@ -7,6 +7,8 @@ import math
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from taogate import Credential, NoCredentialAvailable
 from taogate.quota.pool import CredentialPool, CredentialStatus, PoolPolicy
@@ -177,3 +179,33 @@ def test_policy_validation() -> None:
         PoolPolicy(aimd_decrease=1.0)
     with pytest.raises(ValueError, match="at least one"):
         CredentialPool([], clock=FakeClock())
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    qps=st.sampled_from([1.0, 5.0, 10.0]),
+    safety=st.sampled_from([0.5, 0.8, 0.9, 1.0]),
+    keys=st.integers(min_value=1, max_value=4),
+    gaps=st.lists(st.floats(min_value=0.0, max_value=0.3), min_size=1, max_size=150),
+)
+def test_no_credential_ever_exceeds_its_qps_in_any_second(
+    qps: float, safety: float, keys: int, gaps: list[float]
+) -> None:
+    """For any pattern of acquire attempts, no key is granted more than qps in a second."""
+    clock = FakeClock()
+    pool = CredentialPool(
+        [cred(f"k{i}", qps=qps) for i in range(keys)], PoolPolicy(safety_factor=safety), clock=clock
+    )
+    granted: dict[str, list[float]] = {}
+    for gap in gaps:
+        clock.now += gap
+        lease = pool.try_acquire()
+        if lease is not None:
+            granted.setdefault(lease.credential.app_key, []).append(clock.now)
+            pool.on_success(lease)
+    for times in granted.values():
+        j = 0
+        for i, t in enumerate(times):
+            while times[j] <= t - 1.0:
+                j += 1
+            assert i - j + 1 <= qps

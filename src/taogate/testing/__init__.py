@@ -8,15 +8,19 @@ the tests and the benchmarks run without real keys.
 from __future__ import annotations
 
 from taogate.testing._catalog import Catalog, ItemInfo, ItemKind, ItemState
+from taogate.testing._fakes import FakeCall, FakeProvider, make_item
 from taogate.testing._sim import Simulator, serve_forever
 from taogate.testing._sim_state import SimKey
 
 __all__ = [
     "Catalog",
+    "FakeCall",
+    "FakeProvider",
     "ItemInfo",
     "ItemKind",
     "ItemState",
     "SimKey",
     "Simulator",
+    "make_item",
     "serve_forever",
 ]

@@ -51,6 +51,8 @@ class FakeProvider:
     bad_ids: set[str] = field(default_factory=set)
     calls: list[FakeCall] = field(default_factory=list)
     gate: asyncio.Event | None = None
+    #: set when a call starts (tests clear it to wait for the next call)
+    entered: asyncio.Event = field(default_factory=asyncio.Event)
     _failures: deque[BaseException] = field(default_factory=deque)
     closed: bool = False
 
@@ -68,6 +70,7 @@ class FakeProvider:
 
     async def fetch(self, ids: Sequence[str], credential: Credential) -> Mapping[str, Item]:
         self.calls.append(FakeCall(tuple(ids), credential.app_key))
+        self.entered.set()
         if self.gate is not None:
             await self.gate.wait()
         else:

@@ -1,0 +1,234 @@
+"""What every benchmark scenario needs: a simulator process, its judge routes, latencies.
+
+The simulator runs as its own process (``taogate sim``) so that it never shares a core or an
+event loop with the gateway it judges; scenarios talk to its control routes over loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from taogate._settings import Settings
+
+__all__ = ["Check", "LatencyLog", "SimProcess", "SimSpec", "free_port", "gateway_settings"]
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimSpec:
+    """A simulator for one scenario: its keys and its ``[sim]`` values."""
+
+    keys: int = 3
+    qps: float = 10.0
+    latency_ms: tuple[float, float] = (200.0, 500.0)
+    catalog_size: int = 100_000
+    seed: int = 7
+    price_changes_per_hour: float = 1.0
+    ban_s: float = 10.0
+    absent_ratio: float = 0.02
+
+    def app_keys(self) -> list[tuple[str, str]]:
+        """``(app_key, secret)`` pairs; bench-only secrets, generated per run."""
+        return [(f"3100000{i}", f"bench-{os.getpid()}-{i}") for i in range(self.keys)]
+
+    def toml(self, port: int) -> str:
+        lines = []
+        for key, secret in self.app_keys():
+            lines += [
+                "[[credentials]]",
+                f'app_key = "{key}"',
+                f'secret = "{secret}"',
+                f"qps = {self.qps}",
+                "",
+            ]
+        low, high = self.latency_ms
+        lines += [
+            "[sim]",
+            f"port = {port}",
+            f"latency_ms = [{low}, {high}]",
+            f"catalog_size = {self.catalog_size}",
+            f"seed = {self.seed}",
+            f"price_changes_per_hour = {self.price_changes_per_hour}",
+            f"ban_s = {self.ban_s}",
+            f"absent_ratio = {self.absent_ratio}",
+        ]
+        return "\n".join(lines) + "\n"
+
+
+class SimProcess:
+    """``taogate sim`` in a child process, with its control routes as methods."""
+
+    def __init__(self, spec: SimSpec) -> None:
+        self.spec = spec
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.url = self.base_url + "/router/rest"
+        self._dir = tempfile.TemporaryDirectory(prefix="taogate-bench-")
+        self._proc: asyncio.subprocess.Process | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> SimProcess:
+        config = Path(self._dir.name) / "sim.toml"
+        config.write_text(self.spec.toml(self.port), encoding="utf-8")
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "taogate.cli",
+            "sim",
+            "--config",
+            str(config),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                await self.stats()
+                return self
+            except aiohttp.ClientError:
+                if self._proc.returncode is not None or time.monotonic() > deadline:
+                    await self.__aexit__()
+                    raise RuntimeError("the simulator did not start") from None
+                await asyncio.sleep(0.1)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(proc.wait(), timeout=10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        self._dir.cleanup()
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
+    async def _json(self, method: str, path: str, **kw: Any) -> Any:
+        assert self._session is not None
+        async with self._session.request(method, self.base_url + path, **kw) as resp:
+            resp.raise_for_status()
+            return await resp.json()
+
+    async def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._json("GET", "/_sim/stats")
+        return result
+
+    async def truth(self, ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        out: dict[str, dict[str, Any] | None] = {}
+        for i in range(0, len(ids), 1000):
+            doc = await self._json(
+                "GET", "/_sim/truth", params={"ids": ",".join(ids[i : i + 1000])}
+            )
+            out.update(doc["items"])
+        return out
+
+    async def catalog(self, limit: int) -> list[str]:
+        doc = await self._json("GET", "/_sim/catalog", params={"offset": 0, "limit": limit})
+        return list(doc["ids"])
+
+    async def fault(self, kind: str, duration_s: float, **extra: Any) -> None:
+        await self._json(
+            "POST", "/_sim/faults", json={"kind": kind, "duration_s": duration_s, **extra}
+        )
+
+    async def reset(self) -> None:
+        await self._json("POST", "/_sim/reset")
+
+
+def gateway_settings(
+    sim: SimProcess,
+    *,
+    safety_factor: float = 0.9,
+    max_age_s: float = 600.0,
+    max_stale_s: float = 3600.0,
+    deadline_s: float = 3.0,
+    l1_max_entries: int = 200_000,
+) -> Settings:
+    """Settings for a gateway in front of ``sim`` with its keys."""
+    return Settings(
+        upstream={"url": sim.url, "timeout_s": 5.0},
+        credentials=[
+            {"app_key": key, "secret": secret, "qps": sim.spec.qps}
+            for key, secret in sim.spec.app_keys()
+        ],
+        cache={
+            "max_age_s": max_age_s,
+            "max_stale_s": max_stale_s,
+            "l1_max_entries": l1_max_entries,
+        },
+        limits={"safety_factor": safety_factor, "deadline_s": deadline_s},
+    )
+
+
+@dataclass(slots=True)
+class LatencyLog:
+    """Latencies in seconds, with percentiles."""
+
+    values: list[float] = field(default_factory=list)
+
+    def add(self, seconds: float) -> None:
+        self.values.append(seconds)
+
+    def extend(self, values: Iterable[float]) -> None:
+        self.values.extend(values)
+
+    def percentile(self, q: float) -> float | None:
+        if not self.values:
+            return None
+        ordered = sorted(self.values)
+        return ordered[min(len(ordered) - 1, int(q / 100.0 * len(ordered)))]
+
+    def summary_ms(self) -> dict[str, float | int | None]:
+        def ms(v: float | None) -> float | None:
+            return None if v is None else round(v * 1000.0, 2)
+
+        return {
+            "count": len(self.values),
+            "p50_ms": ms(self.percentile(50)),
+            "p90_ms": ms(self.percentile(90)),
+            "p99_ms": ms(self.percentile(99)),
+            "max_ms": ms(max(self.values) if self.values else None),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One figure an issue names: the target, what was measured, and whether it was met."""
+
+    name: str
+    target: str
+    measured: Any
+    passed: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "target": self.target,
+            "measured": self.measured,
+            "passed": self.passed,
+        }
