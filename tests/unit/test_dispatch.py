@@ -119,7 +119,7 @@ async def test_cancelled_waiter_does_not_cancel_the_flight(make: GatewayFactory)
     async with make(provider) as gw:
         first = asyncio.create_task(gw.get(IDS[0]))
         second = asyncio.create_task(gw.get(IDS[0]))
-        await asyncio.sleep(0.05)
+        await provider.entered.wait()  # the call is out
         first.cancel()
         with pytest.raises(asyncio.CancelledError):
             await first
@@ -241,19 +241,22 @@ async def test_open_breaker_fails_fast_or_serves_stale(make: GatewayFactory) -> 
 
 
 async def test_overload_is_answered_at_once(make: GatewayFactory) -> None:
-    gate = asyncio.Event()
-    provider = FakeProvider.with_ids(IDS, gate=gate)
+    provider = FakeProvider.with_ids(IDS)
     async with make(provider, settings(qps=2.0, keys=1)) as gw:
-        # 2 calls/s of 40 ids: 400 ids need ~5 s; a 1.5 s deadline admits the first batches only
-        task = asyncio.create_task(gw.get_many(IDS, deadline_s=1.5))
-        await asyncio.sleep(0.05)
-        gate.set()
-        results = await task
-    refused = [r for r in results.values() if isinstance(r.error, Overloaded)]
-    answered = [r for r in results.values() if r.item is not None]
-    assert refused
-    assert answered
-    assert all(r.error.retry_after is not None and r.error.retry_after > 0 for r in refused)  # type: ignore[union-attr]
+        # 2 calls/s of 40 ids: 400 ids need ~5 s; a 1.5 s deadline admits the first batches only.
+        # The decision is made when the ids are submitted: the refused flights are already done.
+        flights = gw.dispatcher.submit(
+            IDS, priority=Priority.INTERACTIVE, deadline=asyncio.get_running_loop().time() + 1.5
+        )
+        refused = {i: f for i, f in flights.items() if f.done()}
+        admitted = [i for i, f in flights.items() if not f.done()]
+    assert 40 <= len(admitted) <= 120
+    assert admitted == IDS[: len(admitted)]  # the head of the queue is admitted, in order
+    errors = [f.exception() for f in refused.values()]
+    assert all(isinstance(e, Overloaded) for e in errors)
+    assert all(
+        e.retry_after is not None and e.retry_after > 0 for e in errors if isinstance(e, Overloaded)
+    )
 
 
 async def test_deadline_exceeded_when_the_answer_is_late(make: GatewayFactory) -> None:
@@ -270,7 +273,7 @@ async def test_interactive_goes_before_bulk(make: GatewayFactory) -> None:
     async with make(provider, settings(qps=5.0, keys=1)) as gw:
         await gw.get(IDS[0])  # the next slot is 0.2 s away
         bulk = asyncio.create_task(gw.get_many(IDS[100:180], priority=Priority.BULK, deadline_s=30))
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # the bulk ids are queued first
         interactive = asyncio.create_task(gw.get_many(IDS[200:210]))
         await asyncio.gather(bulk, interactive)
     second = provider.calls[1].ids
@@ -342,7 +345,7 @@ async def test_closing_fails_waiting_lookups(make: GatewayFactory) -> None:
     gw = make(provider)
     await gw.start()
     task = asyncio.create_task(gw.get_many([IDS[0]], allow_stale=False, deadline_s=10))
-    await asyncio.sleep(0.02)
+    await provider.entered.wait()
     await gw.aclose()
     result = await task
     assert isinstance(result[IDS[0]].error, UpstreamUnavailable)

@@ -320,7 +320,7 @@ def _report(
             Check(
                 "uncached failures p99 once the breaker is open",
                 "<= 50 ms",
-                None if p99_open is None else round(p99_open * 1000, 1),
+                None if p99_open is None else round(p99_open * 1000, 2),
                 p99_open is not None and p99_open <= 0.05,
             ),
             Check(
