@@ -22,6 +22,7 @@ the quota allows:
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import math
@@ -48,7 +49,7 @@ from taogate._model import Item
 from taogate.providers.base import Provider
 from taogate.quota.pool import CredentialPool, Lease
 
-__all__ = ["Dispatcher", "DispatcherStats", "Priority"]
+__all__ = ["WAIT_BUCKETS", "Dispatcher", "DispatcherStats", "Priority"]
 
 log = logging.getLogger("taogate.dispatch")
 
@@ -75,6 +76,10 @@ class _Pending:
     not_before: float = 0.0
 
 
+#: Upper bounds (seconds) of the queue-wait histogram's buckets.
+WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
 @dataclass(slots=True)
 class DispatcherStats:
     """Counters for metrics and benchmarks."""
@@ -93,6 +98,13 @@ class DispatcherStats:
     expired: int = 0
     unavailable: int = 0
     batch_sizes: dict[int, int] = field(default_factory=dict)
+    #: ids sent, by how long they waited in the queue (bucket i: <= WAIT_BUCKETS[i]; last: more)
+    wait_counts: list[int] = field(default_factory=lambda: [0] * (len(WAIT_BUCKETS) + 1))
+    wait_sum_s: float = 0.0
+
+    def observe_wait(self, seconds: float) -> None:
+        self.wait_counts[bisect.bisect_left(WAIT_BUCKETS, seconds)] += 1
+        self.wait_sum_s += seconds
 
 
 def _consume(future: Flight) -> None:
@@ -349,6 +361,7 @@ class Dispatcher:
                     self._settle(pending, DeadlineExceeded("the deadline passed in the queue"))
                     continue
                 batch.append(pending)
+                self.stats.observe_wait(now - pending.enqueued_at)
                 if len(batch) == self.max_batch:
                     return batch
         return batch

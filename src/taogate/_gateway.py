@@ -122,6 +122,11 @@ class Gateway:
             await self._provider.aclose()
 
     @property
+    def started(self) -> bool:
+        """Whether the gateway is started and not yet closed."""
+        return self._started
+
+    @property
     def dispatcher(self) -> Dispatcher:
         if self._dispatcher is None:
             raise RuntimeError("the gateway is not started; use 'async with Gateway(...)'")

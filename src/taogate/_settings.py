@@ -167,7 +167,19 @@ class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     clients: list[ClientSettings] = Field(default_factory=list)
+    #: ``/metrics`` needs a client token too (health routes never do).
     metrics_token_required: bool = False
+    #: Requests in progress at once; beyond it a request is shed with 503 at once.
+    max_in_flight: int = Field(default=2048, ge=1)
+    #: Most ids in one ``POST /v1/items:batch``.
+    max_batch_ids: int = Field(default=1000, ge=1)
+    #: Largest request body in bytes.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    #: Log one JSON line per request (costs CPU on the hit path; errors are always logged).
+    access_log: bool = False
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: Seconds a shutdown waits for requests in progress to finish.
+    graceful_shutdown_s: float = Field(default=10.0, ge=0)
 
 
 class EgressSettings(_Section):
@@ -267,6 +279,12 @@ class Settings(BaseSettings):
                 who = mask_id(c.app_key)
                 raise ValueError(f"credential {who} names unknown egress {c.egress!r}")
         return self
+
+    def secret_values(self) -> list[str]:
+        """Every secret and token configured, for log redaction (never for display)."""
+        values = [c.secret.get_secret_value() for c in self.credentials if c.secret is not None]
+        values += [c.token.get_secret_value() for c in self.server.clients if c.token is not None]
+        return [v for v in values if v]
 
     def build_credentials(self) -> list[Credential]:
         """The credentials as the library takes them."""

@@ -177,6 +177,78 @@ def load_settings_with_sim(settings: Settings, sim_overrides: dict[str, Any]) ->
 
 
 @app.command()
+def serve(
+    config: ConfigOption,
+    host: Annotated[str | None, typer.Option(help="Address to bind [server.host].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind [server.port].")] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker processes; without Redis each gets quota ÷ N.")
+    ] = 1,
+) -> None:
+    """Run the HTTP service until SIGINT/SIGTERM; in-flight requests finish before it stops."""
+    from taogate.http._serve import serve as run_service
+
+    settings = _load(config)
+    if not settings.credentials:
+        _fail(f"{config}: the service needs at least one [[credentials]] entry")
+    run_service(settings, config_path=str(config), host=host, port=port, workers=workers)
+
+
+@app.command()
+def keys(
+    config: ConfigOption,
+    url: Annotated[
+        str | None, typer.Option(help="The service's base URL [from server.host/port].")
+    ] = None,
+    token_env: Annotated[
+        str | None,
+        typer.Option(help="Variable holding an admin token [the first admin client's token]."),
+    ] = None,
+) -> None:
+    """Show the credential pool of a running service: rate, bans, quarantine, budget, cost."""
+    import os
+
+    import httpx
+    from rich.table import Table
+
+    settings = _load(config)
+    base = url or f"http://{settings.server.host}:{settings.server.port}"
+    token = os.environ.get(token_env) if token_env else None
+    if token is None:
+        admin = next((c for c in settings.server.clients if c.admin), None)
+        if admin is not None and admin.token is not None:
+            token = admin.token.get_secret_value()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        resp = httpx.get(f"{base}/v1/admin/keys", headers=headers, timeout=5.0)
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach {base}: {type(exc).__name__}", code=1)
+    if resp.status_code != 200:
+        detail = resp.json().get("detail", resp.text) if resp.content else resp.reason_phrase
+        _fail(f"{base} answered {resp.status_code}: {detail}", code=1)
+    doc = resp.json()
+    table = Table(title=f"credentials at {base} (breaker {doc['breaker']})")
+    columns = (
+        "credential",
+        "status",
+        "rate",
+        "configured_qps",
+        "banned_for_s",
+        "probe_in_s",
+        "calls_today",
+        "daily_budget",
+        "rate_limited",
+        "invalid",
+        "cost",
+    )
+    for column in columns:
+        table.add_column(column.replace("_", " "))
+    for row in doc["credentials"]:
+        table.add_row(*("" if row[c] is None else str(row[c]) for c in columns))
+    console.print(table)
+
+
+@app.command()
 def demo(
     seconds: Annotated[float, typer.Option(help="Longest the demo may run.")] = 60.0,
 ) -> None:

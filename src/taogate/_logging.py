@@ -1,0 +1,96 @@
+"""Structured JSON logs: one object per line, the request id attached, secrets redacted.
+
+``configure_logging`` installs a handler on the ``taogate`` logger (and uvicorn's) that writes
+JSON lines with ``ts``, ``level``, ``logger``, ``msg``, ``request_id`` and any ``extra`` fields.
+A filter replaces every configured secret with its masked form before anything is written —
+defence in depth behind the rule that code never logs a secret in the first place.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import sys
+import time
+from collections.abc import Iterable
+from typing import IO, Any
+
+import orjson
+
+from taogate._masking import mask_secret
+
+__all__ = ["JsonFormatter", "RedactSecrets", "configure_logging", "request_id_var"]
+
+#: The id of the request being served, for every log line written while serving it.
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "taogate_request_id", default=None
+)
+
+_STANDARD = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """A log record as one JSON object."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        request_id = request_id_var.get()
+        if request_id is not None:
+            doc["request_id"] = request_id
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                doc[key] = value
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(doc, default=str).decode()
+
+
+class RedactSecrets(logging.Filter):
+    """Replace any configured secret in a record's final text with its masked form."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self._secrets:
+            return True
+        text = record.getMessage()
+        redacted = self._redact(text)
+        if redacted != text:
+            record.msg, record.args = redacted, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self._redact(record.exc_text)
+        for key, value in list(vars(record).items()):
+            if key not in _STANDARD and isinstance(value, str):
+                setattr(record, key, self._redact(value))
+        return True
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, mask_secret(secret))
+        return text
+
+
+def configure_logging(
+    level: str = "info", *, secrets: Iterable[str] = (), stream: IO[str] | None = None
+) -> logging.Handler:
+    """Send taogate's and uvicorn's logs to ``stream`` (stderr) as redacted JSON lines."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RedactSecrets(secrets))
+    for name in ("taogate", "uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers = [handler]
+        logger.setLevel(level.upper())
+        logger.propagate = False
+    return handler

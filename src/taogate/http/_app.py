@@ -1,0 +1,369 @@
+"""The ASGI app: routes, the edge middleware, problem answers and the gateway's lifespan.
+
+Starlette routes behind one pure ASGI middleware (request id, admission control, metrics,
+access log) — no ``BaseHTTPMiddleware``, no response models: the L1 hit path is a dict lookup,
+a GCRA check and an ``orjson.dumps``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from taogate._errors import InvalidRequest, TaogateError
+from taogate._gateway import Gateway
+from taogate._logging import request_id_var
+from taogate._settings import Settings
+from taogate.http._auth import Client, Clients
+from taogate.http._metrics import Metrics
+from taogate.http._openapi import openapi_document
+from taogate.http._problems import Problem, problem_for_error
+from taogate.providers.base import Provider
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("taogate.http")
+access_log = logging.getLogger("taogate.access")
+
+_JSON = "application/json"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_UNGUARDED = frozenset({"/healthz", "/readyz", "/metrics"})
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _json(doc: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(doc), status_code=status, media_type=_JSON)
+
+
+def _query_float(request: Request, name: str, low: float, high: float) -> float | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise Problem("bad-request", f"{name} must be a number of seconds") from None
+    if not low <= value <= high or math.isnan(value):
+        raise Problem("bad-request", f"{name} must be between {low:g} and {high:g}")
+    return value
+
+
+def _query_bool(request: Request, name: str) -> bool | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    if raw.lower() in _TRUE:
+        return True
+    if raw.lower() in _FALSE:
+        return False
+    raise Problem("bad-request", f"{name} must be true or false")
+
+
+class _Api:
+    """The handlers, with the gateway and the clients they share."""
+
+    def __init__(self, settings: Settings, gateway: Gateway, clients: Clients, metrics: Metrics):
+        self.settings = settings
+        self.gw = gateway
+        self.clients = clients
+        self.metrics = metrics
+        self.openapi = orjson.dumps(openapi_document(settings))
+        self.ready = False
+
+    def _client(self, request: Request, *, admin: bool = False) -> Client:
+        client = self.clients.authenticate(request.headers.get("authorization"))
+        if admin and not client.admin:
+            raise Problem("forbidden", f"client {client.name!r} is not an operator (admin)")
+        self.clients.admit(client)
+        return client
+
+    async def get_item(self, request: Request) -> Response:
+        self._client(request)
+        num_iid: str = request.path_params["num_iid"]
+        max_age = _query_float(request, "max_age", 0, 86400)
+        allow_stale = _query_bool(request, "allow_stale")
+        try:
+            results = await self.gw.get_many(
+                (num_iid,),
+                max_age_s=max_age,
+                allow_stale=True if allow_stale is None else allow_stale,
+            )
+        except InvalidRequest as exc:
+            raise problem_for_error(exc, num_iid) from None
+        lookup = results[num_iid]
+        if lookup.error is not None:
+            raise problem_for_error(lookup.error, num_iid)
+        if lookup.item is None:
+            raise Problem("item-not-found", f"item {num_iid} does not exist", num_iid=num_iid)
+        return _json(lookup.to_dict())
+
+    async def _ids_body(self, request: Request, extra: frozenset[str]) -> dict[str, Any]:
+        body = await request.body()
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise Problem("bad-request", "the body is not valid JSON") from None
+        if not isinstance(doc, dict):
+            raise Problem("bad-request", 'the body must be a JSON object {"ids": [...]}')
+        unknown = set(doc) - extra - {"ids"}
+        if unknown:
+            raise Problem("bad-request", f"unknown field(s): {', '.join(sorted(unknown))}")
+        ids = doc.get("ids")
+        if not isinstance(ids, list) or not ids:
+            raise Problem("bad-request", '"ids" must be a non-empty array of strings')
+        if len(ids) > self.settings.server.max_batch_ids:
+            raise Problem(
+                "batch-too-large",
+                f"{len(ids)} ids; at most {self.settings.server.max_batch_ids} per request",
+            )
+        policy = self.settings.upstream.id_policy
+        for num_iid in ids:
+            if not isinstance(num_iid, str):
+                raise Problem("invalid-item-id", "every id must be a string")
+            try:
+                policy.check(num_iid)
+            except InvalidRequest as exc:
+                raise problem_for_error(exc, num_iid) from None
+        return doc
+
+    async def batch(self, request: Request) -> Response:
+        self._client(request)
+        doc = await self._ids_body(request, frozenset({"max_age", "allow_stale"}))
+        max_age = doc.get("max_age")
+        if "max_age" in doc and (
+            max_age is None
+            or isinstance(max_age, bool)
+            or not isinstance(max_age, int | float)
+            or not 0 <= max_age <= 86400
+        ):
+            raise Problem("bad-request", "max_age must be a number of seconds from 0 to 86400")
+        allow_stale = doc.get("allow_stale", True)
+        if not isinstance(allow_stale, bool):
+            raise Problem("bad-request", "allow_stale must be true or false")
+        results = await self.gw.get_many(
+            doc["ids"],
+            max_age_s=None if max_age is None else float(max_age),
+            allow_stale=allow_stale,
+        )
+        out: dict[str, Any] = {}
+        for num_iid, lookup in results.items():
+            if lookup.error is not None:
+                problem = problem_for_error(lookup.error, num_iid)
+                out[num_iid] = {"error": problem.body(request.url.path, request_id_var.get())}
+            else:
+                out[num_iid] = lookup.to_dict()
+        return _json({"results": out})
+
+    async def invalidate(self, request: Request) -> Response:
+        self._client(request, admin=True)
+        doc = await self._ids_body(request, frozenset())
+        count = await self.gw.invalidate(doc["ids"])
+        log.info("invalidated %d of %d ids", count, len(doc["ids"]))
+        return _json({"invalidated": count})
+
+    async def keys(self, request: Request) -> Response:
+        self._client(request, admin=True)
+        snap = self.gw.snapshot()
+        return _json({"credentials": snap["credentials"], "breaker": snap["breaker"]})
+
+    async def healthz(self, request: Request) -> Response:
+        return _json({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        if not self.ready or not self.gw.started:
+            raise Problem(
+                "unavailable",
+                "starting or shutting down",
+                headers={"Retry-After": "1"},
+                retry_after=1,
+            )
+        snap = self.gw.snapshot()
+        usable = sum(1 for c in snap["credentials"] if c["status"] in ("active", "banned"))
+        return _json(
+            {
+                "status": "ready",
+                "mode": "local",
+                "breaker": snap["breaker"],
+                "credentials": len(snap["credentials"]),
+                "credentials_usable": usable,
+            }
+        )
+
+    async def metrics_route(self, request: Request) -> Response:
+        if self.settings.server.metrics_token_required:
+            self.clients.authenticate(request.headers.get("authorization"))
+        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def openapi_route(self, request: Request) -> Response:
+        return Response(self.openapi, media_type=_JSON)
+
+
+class _Edge:
+    """Request id, admission control, metrics and access log, as one pure ASGI layer."""
+
+    def __init__(self, app: ASGIApp, *, settings: Settings, metrics: Metrics) -> None:
+        self.app = app
+        self.max_in_flight = settings.server.max_in_flight
+        self.metrics = metrics
+        self.access = settings.server.access_log
+        self.in_flight = 0
+        self._prefix = os.urandom(3).hex()
+        self._counter = 0
+
+    def _request_id(self, scope: Scope) -> str:
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                text = str(value.decode("latin-1"))
+                if _REQUEST_ID.fullmatch(text):
+                    return text
+                break
+        self._counter += 1
+        return f"{self._prefix}-{self._counter:x}"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = self._request_id(scope)
+        token = request_id_var.set(request_id)
+        status = 500
+        header = (b"x-request-id", request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        guarded = scope["path"] not in _UNGUARDED
+        try:
+            if guarded and self.in_flight >= self.max_in_flight:
+                self.metrics.shed.inc()
+                problem = Problem(
+                    "shed",
+                    f"{self.in_flight} requests in progress; retry shortly",
+                    headers={"Retry-After": "1"},
+                    retry_after=1,
+                )
+                await problem.response(scope["path"], request_id)(scope, receive, send_with_id)
+                return
+            if guarded:
+                self.in_flight += 1
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                if guarded:
+                    self.in_flight -= 1
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            elapsed = time.perf_counter() - started
+            self.metrics.requests.labels(template, scope["method"], str(status)).inc()
+            self.metrics.latency.labels(template).observe(elapsed)
+            if self.access:
+                access_log.info(
+                    "%s %s %d",
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    extra={
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 3),
+                        "route": template,
+                    },
+                )
+            request_id_var.reset(token)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    provider: Provider | None = None,
+    clock: Callable[[], float] | None = None,
+) -> Starlette:
+    """The ASGI app for ``settings``; the gateway starts and stops with the app's lifespan."""
+    metrics = Metrics()
+    gateway = Gateway(settings, provider=provider, clock=clock)
+    clients = Clients(settings.server.clients, clock=clock or time.monotonic)
+    api = _Api(settings, gateway, clients, metrics)
+    metrics.watch(gateway)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gateway.start()
+        api.ready = True
+        if clients.open:
+            log.warning("no [[server.clients]] configured: the API accepts every caller")
+        log.info(
+            "taogate ready",
+            extra={
+                "credentials": [c.masked for c in gateway.pool.credentials],
+                "clients": clients.describe(),
+            },
+        )
+        try:
+            yield
+        finally:
+            api.ready = False
+            await gateway.aclose()
+            log.info("taogate stopped")
+
+    async def on_problem(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, Problem)
+        return exc.response(request.url.path, request_id_var.get())
+
+    async def on_http(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        slug = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}.get(
+            exc.status_code, "bad-request"
+        )
+        problem = Problem(slug, str(exc.detail), headers=dict(exc.headers or {}))
+        problem.status = exc.status_code  # e.g. 405 keeps its Allow header
+        return problem.response(request.url.path, request_id_var.get())
+
+    async def on_error(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, TaogateError):
+            return problem_for_error(exc).response(request.url.path, request_id_var.get())
+        log.exception("unhandled error")
+        return Problem("internal-error", "an unexpected error; see the server log").response(
+            request.url.path, request_id_var.get()
+        )
+
+    routes = [
+        Route("/v1/items/{num_iid}", api.get_item, methods=["GET"]),
+        Route("/v1/items:batch", api.batch, methods=["POST"]),
+        Route("/v1/items:invalidate", api.invalidate, methods=["POST"]),
+        Route("/v1/admin/keys", api.keys, methods=["GET"]),
+        Route("/healthz", api.healthz, methods=["GET"]),
+        Route("/readyz", api.readyz, methods=["GET"]),
+        Route("/metrics", api.metrics_route, methods=["GET"]),
+        Route("/openapi.json", api.openapi_route, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={Problem: on_problem, HTTPException: on_http, Exception: on_error},
+        max_body_size=settings.server.max_body_bytes,
+    )
+    app.add_middleware(_Edge, settings=settings, metrics=metrics)
+    app.state.gateway = gateway
+    app.state.metrics = metrics
+    return app

@@ -1,0 +1,92 @@
+"""Callers of the HTTP service: bearer tokens from config, each client with its own rate.
+
+A client's rate is a GCRA limit with a burst of one second's worth of requests. With no
+``[[server.clients]]`` configured the service is open (for local use; a warning says so).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from taogate._masking import mask_secret
+from taogate._settings import ClientSettings
+from taogate.http._problems import Problem
+from taogate.quota.gcra import Gcra
+
+__all__ = ["Client", "Clients"]
+
+
+@dataclass(slots=True, eq=False)
+class Client:
+    """One caller: its name, whether it may use operator routes, and its limit state."""
+
+    name: str
+    admin: bool
+    gcra: Gcra
+    tat: float = field(default=0.0)
+
+
+ANONYMOUS_RATE = 1e9
+
+
+class Clients:
+    """Token lookup and per-client limits."""
+
+    def __init__(self, configured: Sequence[ClientSettings], *, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._by_token: dict[str, Client] = {}
+        for c in configured:
+            assert c.token is not None  # resolved by the settings validator
+            burst = max(1, math.ceil(c.rate))
+            client = Client(c.name, c.admin, Gcra(rate=c.rate, burst=burst))
+            self._by_token[c.token.get_secret_value()] = client
+        self.open = not self._by_token
+        self._anonymous = Client("anonymous", True, Gcra(rate=ANONYMOUS_RATE, burst=1 << 30))
+
+    def authenticate(self, authorization: str | None) -> Client:
+        """The client a request's ``Authorization`` header names, or a 401 problem."""
+        if self.open:
+            return self._anonymous
+        if not authorization:
+            raise Problem(
+                "unauthorized",
+                "send 'Authorization: Bearer <token>'",
+                headers={"WWW-Authenticate": 'Bearer realm="taogate"'},
+            )
+        scheme, _, token = authorization.partition(" ")
+        client = self._by_token.get(token.strip()) if scheme.lower() == "bearer" else None
+        if client is None:
+            raise Problem(
+                "unauthorized",
+                "unknown token" if scheme.lower() == "bearer" else "use the Bearer scheme",
+                headers={"WWW-Authenticate": 'Bearer realm="taogate", error="invalid_token"'},
+            )
+        return client
+
+    def admit(self, client: Client) -> None:
+        """Count one request against the client's rate, or raise a 429 problem."""
+        now = self._clock()
+        decision = client.gcra.check(client.tat, now)
+        if decision.allowed:
+            client.tat = decision.tat
+            return
+        retry = max(1, math.ceil(decision.retry_after))
+        limit = client.gcra.burst
+        raise Problem(
+            "client-rate-limited",
+            f"client {client.name!r} is over its rate of {client.gcra.rate:g} requests/s",
+            headers={
+                "Retry-After": str(retry),
+                "RateLimit-Limit": str(limit),
+                "RateLimit-Remaining": "0",
+                "RateLimit-Reset": str(retry),
+                "RateLimit-Policy": f"{limit};w=1",
+            },
+            retry_after=retry,
+        )
+
+    def describe(self) -> list[str]:
+        """Configured client names with masked tokens, for start-up logs."""
+        return [f"{c.name} ({mask_secret(t)})" for t, c in self._by_token.items()]

@@ -1,0 +1,247 @@
+"""Prometheus metrics, named ``taogate_*``, with bounded labels.
+
+Request counters and latencies are updated as requests are served; everything the gateway
+already counts (cache, dispatcher, pool, breaker) is read at scrape time by a collector, so the
+hot path pays for two metric updates and no more. Each app has its own registry: importing
+taogate registers nothing. Credential labels are masked app keys, never secrets. Money is an
+exact decimal in ``taogate keys``; here, as Prometheus needs, a float.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from taogate._breaker import BreakerState
+from taogate._dispatch import WAIT_BUCKETS, Priority
+
+if TYPE_CHECKING:
+    from taogate._gateway import Gateway
+
+__all__ = ["Metrics"]
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+BATCH_BUCKETS = (1, 5, 10, 20, 30, 39, 40)
+_BREAKER_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
+
+
+class Metrics:
+    """The registry of one app and the instruments its handlers update."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "taogate_http_requests",
+            "HTTP requests answered, by route template, method and status.",
+            ("route", "method", "status"),
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "taogate_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route template.",
+            ("route",),
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.shed = Counter(
+            "taogate_shed_requests",
+            "Requests refused at once because too many were in progress.",
+            registry=self.registry,
+        )
+
+    def watch(self, gateway: Gateway) -> None:
+        """Export the gateway's own counters at scrape time."""
+        self.registry.register(_GatewayCollector(gateway))
+
+
+def _f(value: object) -> float:
+    return float(Decimal(str(value))) if value is not None else 0.0
+
+
+class _GatewayCollector(Collector):
+    def __init__(self, gateway: Gateway) -> None:
+        self._gw = gateway
+
+    def collect(self) -> Iterator[Metric]:
+        gw = self._gw
+        if not gw.started:  # scraped before start or after stop: nothing to tell
+            return
+        snap = gw.snapshot()
+        d = snap["dispatcher"]
+
+        lookups = CounterMetricFamily(
+            "taogate_lookups", "Item lookups answered, by outcome.", labels=("outcome",)
+        )
+        hits = snap["l1_hits"]
+        lookups.add_metric(("l1_hit",), hits)
+        lookups.add_metric(("miss",), snap["lookups"] - hits)
+        lookups.add_metric(("stale",), snap["stale_served"])
+        yield lookups
+        cache_hits = CounterMetricFamily(
+            "taogate_cache_hits", "Fresh answers from a cache tier.", labels=("tier",)
+        )
+        cache_hits.add_metric(("l1",), hits)
+        yield cache_hits
+        yield CounterMetricFamily(
+            "taogate_stale_answers",
+            "Answers served stale because the upstream could not answer.",
+            value=snap["stale_served"],
+        )
+        yield CounterMetricFamily(
+            "taogate_refresh_ahead", "Ids refreshed ahead of expiry.", value=snap["refresh_ahead"]
+        )
+        yield GaugeMetricFamily("taogate_l1_entries", "Entries in L1.", value=snap["l1_entries"])
+        yield GaugeMetricFamily(
+            "taogate_l1_bytes", "Approximate bytes in L1.", value=snap["l1_bytes"]
+        )
+        yield CounterMetricFamily(
+            "taogate_l1_evictions",
+            "Entries evicted from L1 by its bounds.",
+            value=gw.cache.l1.evictions,
+        )
+
+        calls = CounterMetricFamily(
+            "taogate_upstream_calls", "Upstream calls, by outcome.", labels=("outcome",)
+        )
+        failed = d["rate_limited"] + d["credential_invalid"] + d["transient"]
+        calls.add_metric(("ok",), d["calls_ok"])
+        calls.add_metric(("rate_limited",), d["rate_limited"])
+        calls.add_metric(("credential_invalid",), d["credential_invalid"])
+        calls.add_metric(("transient",), d["transient"])
+        calls.add_metric(("other",), max(0, d["calls"] - d["calls_ok"] - failed))
+        yield calls
+        yield CounterMetricFamily("taogate_upstream_ids", "Ids sent upstream.", value=d["ids_sent"])
+        yield CounterMetricFamily(
+            "taogate_upstream_items_found", "Items the upstream returned.", value=d["items_found"]
+        )
+        sizes: dict[int, int] = snap["dispatcher"]["batch_sizes"]
+        buckets = [
+            (str(b), sum(n for size, n in sizes.items() if size <= b)) for b in BATCH_BUCKETS
+        ]
+        buckets.append(("+Inf", sum(sizes.values())))
+        yield HistogramMetricFamily(
+            "taogate_upstream_items_per_call",
+            "Ids carried by each upstream call.",
+            buckets=buckets,
+            sum_value=sum(size * n for size, n in sizes.items()),
+        )
+        for name, key, text in (
+            ("taogate_singleflight_joins", "joined", "Lookups that joined an id already pending."),
+            ("taogate_retries", "retries", "Batches retried after a transient fault."),
+            ("taogate_bisections", "bisections", "Refused batches split to find a bad id."),
+            (
+                "taogate_overloaded",
+                "overloaded",
+                "Ids refused: the queue could not meet the deadline.",
+            ),
+            ("taogate_expired", "expired", "Ids whose deadline passed in the queue."),
+        ):
+            yield CounterMetricFamily(name, text, value=d[key])
+
+        depth = GaugeMetricFamily(
+            "taogate_dispatch_queue_depth",
+            "Ids waiting to be sent, by priority.",
+            labels=("priority",),
+        )
+        for p in Priority:
+            depth.add_metric((p.name.lower(),), snap["queued"][p.name.lower()])
+        yield depth
+        yield GaugeMetricFamily(
+            "taogate_dispatch_in_flight", "Ids in calls on the wire.", value=snap["in_flight"]
+        )
+        cumulative, running = [], 0
+        for bound, count in zip((*WAIT_BUCKETS, float("inf")), d["wait_counts"], strict=True):
+            running += count
+            cumulative.append(("+Inf" if bound == float("inf") else str(bound), running))
+        yield HistogramMetricFamily(
+            "taogate_dispatch_queue_wait_seconds",
+            "How long ids waited before being sent.",
+            buckets=cumulative,
+            sum_value=d["wait_sum_s"],
+        )
+
+        breaker = GaugeMetricFamily(
+            "taogate_breaker_state",
+            "Circuit breaker: 0 closed, 1 half-open, 2 open.",
+            labels=("provider",),
+        )
+        breaker.add_metric(("upstream",), _BREAKER_VALUE[gw.breaker.state])
+        yield breaker
+        yield CounterMetricFamily(
+            "taogate_breaker_opened", "Times the breaker opened.", value=gw.breaker.opened_count
+        )
+
+        rows = snap["credentials"]
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
+            "rate": GaugeMetricFamily(
+                "taogate_credential_rate",
+                "Calls/s the pool allows the credential now.",
+                labels=("credential",),
+            ),
+            "configured_qps": GaugeMetricFamily(
+                "taogate_credential_qps",
+                "The platform's rate for the credential (config).",
+                labels=("credential",),
+            ),
+            "calls": CounterMetricFamily(
+                "taogate_credential_calls",
+                "Calls sent with the credential.",
+                labels=("credential",),
+            ),
+            "calls_today": GaugeMetricFamily(
+                "taogate_credential_calls_today",
+                "Calls today (Beijing day), against the budget.",
+                labels=("credential",),
+            ),
+            "rate_limited": CounterMetricFamily(
+                "taogate_code7",
+                "Rate-limit answers (code 7 and kin) for the credential.",
+                labels=("credential",),
+            ),
+            "banned_for_s": GaugeMetricFamily(
+                "taogate_credential_banned_seconds",
+                "Seconds left of the credential's ban.",
+                labels=("credential",),
+            ),
+            "in_flight": GaugeMetricFamily(
+                "taogate_credential_in_flight",
+                "Calls on the wire with the credential.",
+                labels=("credential",),
+            ),
+            "cost": CounterMetricFamily(
+                "taogate_cost",
+                "Money spent on calls with the credential.",
+                labels=("credential",),
+            ),
+        }
+        budget = GaugeMetricFamily(
+            "taogate_credential_daily_budget",
+            "The credential's daily call budget (config).",
+            labels=("credential",),
+        )
+        status = GaugeMetricFamily(
+            "taogate_credential_status",
+            "1 for the credential's current status.",
+            labels=("credential", "status"),
+        )
+        for row in rows:
+            label = (str(row["credential"]),)
+            for key, family in families.items():
+                family.add_metric(label, _f(row[key]))
+            if row["daily_budget"] is not None:
+                budget.add_metric(label, float(row["daily_budget"]))
+            for s in ("active", "banned", "quarantined", "probing", "exhausted"):
+                status.add_metric((*label, s), 1.0 if row["status"] == s else 0.0)
+        yield from families.values()
+        yield budget
+        yield status

@@ -1,0 +1,129 @@
+"""RFC 9457 problem details: every failure the service answers, as ``application/problem+json``.
+
+Each problem has a stable ``type`` (``urn:taogate:problem:<slug>``, listed in
+docs/http.md), the HTTP ``status``, a ``title``, a ``detail`` for this occurrence, the
+``instance`` path and the ``request_id``; some carry ``num_iid`` or ``retry_after``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from taogate._errors import (
+    BatchTooLarge,
+    CredentialInvalid,
+    InvalidRequest,
+    ItemNotFound,
+    LookupFailed,
+    ProtocolMismatch,
+    RateLimited,
+    UpstreamBadRequest,
+    UpstreamTransient,
+)
+
+__all__ = ["PROBLEM_TYPES", "Problem", "problem_for_error"]
+
+#: slug -> (status, title)
+PROBLEM_TYPES: dict[str, tuple[int, str]] = {
+    "bad-request": (400, "Bad request"),
+    "invalid-item-id": (400, "Invalid item id"),
+    "batch-too-large": (400, "Too many ids"),
+    "unauthorized": (401, "Missing or unknown bearer token"),
+    "forbidden": (403, "This client may not use this route"),
+    "item-not-found": (404, "Item does not exist"),
+    "not-found": (404, "No such route"),
+    "method-not-allowed": (405, "Method not allowed"),
+    "payload-too-large": (413, "Request body too large"),
+    "upstream-rejected-id": (422, "The upstream refuses this item id"),
+    "client-rate-limited": (429, "Client over its rate limit"),
+    "internal-error": (500, "Internal error"),
+    "upstream-protocol": (502, "The upstream refused the gateway's requests"),
+    "unavailable": (503, "No answer within the deadline"),
+    "shed": (503, "Too many requests in progress"),
+}
+
+
+class Problem(Exception):
+    """A problem answer; raise it from a handler or build one with :func:`problem_for_error`."""
+
+    def __init__(
+        self,
+        slug: str,
+        detail: str,
+        *,
+        headers: dict[str, str] | None = None,
+        **extensions: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.slug = slug
+        self.status, self.title = PROBLEM_TYPES[slug]
+        self.detail = detail
+        self.headers = headers or {}
+        self.extensions = {k: v for k, v in extensions.items() if v is not None}
+
+    def body(self, instance: str, request_id: str | None) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "type": f"urn:taogate:problem:{self.slug}",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            "instance": instance,
+        }
+        if request_id is not None:
+            doc["request_id"] = request_id
+        doc.update(self.extensions)
+        return doc
+
+    def response(self, instance: str, request_id: str | None) -> Response:
+        return Response(
+            orjson.dumps(self.body(instance, request_id)),
+            status_code=self.status,
+            headers=self.headers,
+            media_type="application/problem+json",
+        )
+
+
+def _retry_headers(retry_after: float | None) -> tuple[dict[str, str], int]:
+    seconds = max(1, math.ceil(retry_after)) if retry_after is not None else 1
+    return {"Retry-After": str(seconds)}, seconds
+
+
+def problem_for_error(error: BaseException, num_iid: str | None = None) -> Problem:
+    """The problem that answers a lookup's error (never leaking secrets or internals)."""
+    if isinstance(error, ItemNotFound):
+        return Problem("item-not-found", str(error), num_iid=num_iid)
+    if isinstance(error, InvalidRequest):
+        slug = "batch-too-large" if isinstance(error, BatchTooLarge) else "invalid-item-id"
+        return Problem(slug, str(error), num_iid=num_iid)
+    if isinstance(error, UpstreamBadRequest):
+        return Problem(
+            "upstream-rejected-id",
+            f"the upstream refuses item {num_iid}: {error.message}",
+            num_iid=num_iid,
+            upstream_code=error.code,
+            upstream_sub_code=error.sub_code,
+        )
+    if isinstance(error, ProtocolMismatch):
+        return Problem(
+            "upstream-protocol",
+            "the upstream refused the gateway's request itself; an operator must check "
+            "the upstream settings and the clock",
+            upstream_code=error.code,
+        )
+    if isinstance(error, LookupFailed | UpstreamTransient | RateLimited | CredentialInvalid):
+        retry = getattr(error, "retry_after", None)
+        headers, seconds = _retry_headers(retry)
+        detail = str(error) if isinstance(error, LookupFailed) else "the upstream is failing"
+        return Problem(
+            "unavailable",
+            detail,
+            headers=headers,
+            num_iid=num_iid,
+            retry_after=seconds,
+            reason=type(error).__name__,
+        )
+    return Problem("internal-error", "an unexpected error; see the server log for this request id")

@@ -1,0 +1,87 @@
+"""Running the service on uvicorn: one process, or several workers sharing the quota.
+
+Without Redis, workers cannot share limits, so each takes its share: every credential's ``qps``
+and ``daily_budget`` divided by the number of workers. N workers together then never exceed a
+key's quota. Shutdown is graceful: uvicorn stops accepting, waits up to
+``[server] graceful_shutdown_s`` for requests in progress, then the gateway closes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import uvicorn
+from starlette.applications import Starlette
+
+from taogate._logging import configure_logging
+from taogate._settings import Settings, load_settings
+from taogate.http._app import create_app
+
+__all__ = ["app_from_env", "serve", "share_quota"]
+
+CONFIG_ENV = "TAOGATE_CONFIG_FILE"
+WORKERS_ENV = "TAOGATE_WORKERS_SHARE"
+
+
+def share_quota(settings: Settings, workers: int) -> Settings:
+    """``settings`` with each credential's rate and daily budget divided among ``workers``."""
+    if workers <= 1:
+        return settings
+    credentials = [
+        c.model_copy(
+            update={
+                "qps": c.qps / workers,
+                "daily_budget": None
+                if c.daily_budget is None
+                else max(1, math.floor(c.daily_budget / workers)),
+            }
+        )
+        for c in settings.credentials
+    ]
+    return settings.model_copy(update={"credentials": credentials})
+
+
+def app_from_env() -> Starlette:
+    """The app for a uvicorn worker process (``--workers N``): config from the environment."""
+    settings = load_settings(os.environ.get(CONFIG_ENV) or None)
+    settings = share_quota(settings, int(os.environ.get(WORKERS_ENV, "1")))
+    configure_logging(settings.server.log_level, secrets=settings.secret_values())
+    return create_app(settings)
+
+
+def serve(
+    settings: Settings,
+    *,
+    config_path: str | None,
+    host: str | None = None,
+    port: int | None = None,
+    workers: int = 1,
+) -> None:
+    """Run until SIGINT/SIGTERM, then shut down gracefully."""
+    server = settings.server
+    common = {
+        "host": host or server.host,
+        "port": server.port if port is None else port,
+        "timeout_graceful_shutdown": server.graceful_shutdown_s,
+        "log_config": None,
+        "access_log": False,  # our own access log, when enabled, carries the request id
+        "lifespan": "on",
+        "http": "httptools",
+        "loop": "uvloop",
+        "server_header": False,
+    }
+    if workers <= 1:
+        configure_logging(server.log_level, secrets=settings.secret_values())
+        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+        return
+    os.environ[WORKERS_ENV] = str(workers)
+    if config_path:
+        os.environ[CONFIG_ENV] = config_path
+    configure_logging(server.log_level, secrets=settings.secret_values())
+    uvicorn.run(
+        "taogate.http._serve:app_from_env",
+        factory=True,
+        workers=workers,
+        **common,  # type: ignore[arg-type]
+    )
