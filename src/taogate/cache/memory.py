@@ -93,6 +93,17 @@ class MemoryCache:
             out[num_iid] = entry
         return out
 
+    def get(self, num_iid: str, now: float) -> CacheEntry | None:
+        """The live entry for one id (marked recently used), or ``None``."""
+        entry = self._data.get(num_iid)
+        if entry is None:
+            return None
+        if entry.keep_until <= now:
+            self._remove(num_iid)
+            return None
+        self._data.move_to_end(num_iid)
+        return entry
+
     def peek(self, num_iid: str) -> CacheEntry | None:
         """The entry for ``num_iid`` without touching its recency (for tests and tools)."""
         return self._data.get(num_iid)

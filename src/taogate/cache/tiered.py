@@ -69,6 +69,13 @@ class TieredCache:
                 view.stale[num_iid] = entry
         return view
 
+    def fresh(self, num_iid: str, *, max_age_s: float, now: float) -> CacheEntry | None:
+        """The entry for one id if it is fresh for ``max_age_s`` (the hit path of one lookup)."""
+        entry = self.l1.get(num_iid, now)
+        if entry is None or now >= entry.fresh_until or now - entry.fetched_at > max_age_s:
+            return None
+        return entry
+
     def store(self, ids: Iterable[str], items: Mapping[str, Item]) -> None:
         """Write an upstream answer: found items and, for the other ids, "not found"."""
         now = self._clock()

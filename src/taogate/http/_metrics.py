@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import (
@@ -58,6 +58,19 @@ class Metrics:
             "Requests refused at once because too many were in progress.",
             registry=self.registry,
         )
+
+        # labelled children, looked up once: labels() takes a lock and builds a tuple each call
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one answered request and its latency."""
+        key = (route, method, status)
+        pair = self._children.get(key)
+        if pair is None:
+            pair = (self.requests.labels(route, method, str(status)), self.latency.labels(route))
+            self._children[key] = pair
+        pair[0].inc()
+        pair[1].observe(seconds)
 
     def watch(self, gateway: Gateway) -> None:
         """Export the gateway's own counters at scrape time."""
