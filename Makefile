@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help setup test lint format typecheck pytest demo sim bench bench-pipeline bench-sim bench-l1 clean
+.PHONY: help setup test lint format typecheck pytest demo sim bench bench-pipeline bench-sim bench-l1 bench-http clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -33,19 +33,23 @@ format: setup  ## apply ruff's fixes and formatting
 pytest: setup  ## only the tests (ARGS="-k name" to pick)
 	$(BIN)/pytest $(ARGS)
 
-demo: setup  ## the demo: simulator + signed calls against it (no Redis needed)
+demo: setup  ## the demo: simulator + gateway + live load, then a naive client (~1 min, no Redis)
 	$(BIN)/taogate demo
 
 sim: setup  ## run the TOP simulator with taogate.example.toml
 	$(BIN)/taogate sim --config taogate.example.toml
 
-bench: bench-sim bench-l1 bench-pipeline  ## every benchmark (JSON + PNG under bench/results/)
+bench: bench-sim bench-l1 bench-pipeline bench-http  ## every benchmark (JSON + PNG under bench/results/)
 
 bench-pipeline: setup  ## taogate bench: cold flood, hot Zipf, outage, duplicate burst, L1 micro (~3 min)
 	$(BIN)/taogate bench
 
 bench-sim: setup  ## the simulator's capacity: 40-id calls per second at zero latency
 	$(BIN)/python bench/sim_capacity.py
+
+bench-http: setup  ## the HTTP hit path vs bare Starlette, and cold-miss latency (needs wrk)
+	@command -v wrk >/dev/null || { echo "bench-http needs wrk: apt-get install wrk"; exit 1; }
+	$(BIN)/python bench/http_hit.py
 
 bench-l1: setup  ## L1 eviction: LRU vs W-TinyLFU on Zipf traces
 	$(BIN)/python bench/l1_eviction.py

@@ -66,6 +66,7 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._probes_out = 0
         self._probes_ok = 0
+        self._generation = 0
         self.opened_count = 0
 
     @property
@@ -78,7 +79,14 @@ class CircuitBreaker:
             self._state = BreakerState.HALF_OPEN
             self._probes_out = 0
             self._probes_ok = 0
+            self._generation += 1
         return self._state
+
+    @property
+    def generation(self) -> int:
+        """Changes at every change of state; a call records with the one it was let out in."""
+        _ = self.state
+        return self._generation
 
     def retry_after(self) -> float:
         """Seconds until an open breaker lets a probe through (0 when not open)."""
@@ -107,10 +115,16 @@ class CircuitBreaker:
         self._probes_out += 1
         return True
 
-    def record(self, *, failed: bool, duration_s: float) -> None:
-        """The outcome of a call that :meth:`allow` let through."""
+    def record(self, *, failed: bool, duration_s: float, generation: int | None = None) -> None:
+        """The outcome of a call that :meth:`allow` let through.
+
+        With ``generation`` (read when the call was let out), an outcome from an earlier state
+        is ignored: a call sent before the breaker opened is no probe of the half-open state.
+        """
         slow = duration_s >= self.policy.slow_call_s
         state = self.state
+        if generation is not None and generation != self._generation:
+            return
         if state is BreakerState.HALF_OPEN:
             self._probes_out = max(0, self._probes_out - 1)
             if failed or slow:
@@ -130,9 +144,9 @@ class CircuitBreaker:
         ):
             self._open()
 
-    def release(self) -> None:
+    def release(self, generation: int | None = None) -> None:
         """A call that :meth:`allow` let through ended without an outcome (it was cancelled)."""
-        if self._state is BreakerState.HALF_OPEN:
+        if self._state is BreakerState.HALF_OPEN and generation in (None, self._generation):
             self._probes_out = max(0, self._probes_out - 1)
 
     def _push(self, failed: bool, slow: bool) -> None:
@@ -147,10 +161,12 @@ class CircuitBreaker:
     def _open(self) -> None:
         self._state = BreakerState.OPEN
         self._opened_at = self._clock()
+        self._generation += 1
         self.opened_count += 1
 
     def _close(self) -> None:
         self._state = BreakerState.CLOSED
+        self._generation += 1
         self._outcomes.clear()
         self._failures = 0
         self._slow = 0

@@ -66,6 +66,13 @@ class Priority(IntEnum):
 
 
 @dataclass(slots=True, eq=False)
+class _Lineage:
+    """The calls left to bisect one refused batch."""
+
+    calls_left: int
+
+
+@dataclass(slots=True, eq=False)
 class _Pending:
     num_iid: str
     future: Flight
@@ -74,6 +81,7 @@ class _Pending:
     enqueued_at: float
     attempts: int = 0
     not_before: float = 0.0
+    lineage: _Lineage | None = None
 
 
 #: Upper bounds (seconds) of the queue-wait histogram's buckets.
@@ -305,13 +313,16 @@ class Dispatcher:
                 self.stats.unavailable += 1
                 self._fail_queued(self._breaker_error())
                 continue
+            # Batch first, then the slot: the lease is stamped right before the call goes out,
+            # so the pool's pacing and window guard hold for what the upstream sees, and a
+            # credential banned or quarantined meanwhile is never used.
+            await self._fill_window()
             try:
                 lease = await self._pool.acquire()
             except NoCredentialAvailable as exc:
                 self.stats.unavailable += 1
                 self._fail_queued(exc)
                 continue
-            await self._fill_window()
             batch = self._take(self._clock())
             if not batch:
                 self._pool.release_unused(lease)
@@ -322,7 +333,8 @@ class Dispatcher:
                 for pending in batch:
                     self._settle(pending, self._breaker_error())
                 continue
-            task = asyncio.get_running_loop().create_task(self._call(lease, batch))
+            generation = self._breaker.generation
+            task = asyncio.get_running_loop().create_task(self._call(lease, batch, generation))
             self._calls.add(task)
             task.add_done_callback(self._calls.discard)
 
@@ -348,23 +360,31 @@ class Dispatcher:
             await self._sleep_for_work(left)
 
     def _take(self, now: float) -> list[_Pending]:
-        if self._groups:
-            return self._groups.popleft()
+        while self._groups:
+            group = [p for p in self._groups.popleft() if not self._expired(p, now)]
+            if group:
+                return group
         batch: list[_Pending] = []
         for queue in self._queues:
             for num_iid, pending in list(queue.items()):
                 if pending.not_before > now:
                     continue
                 del queue[num_iid]
-                if pending.deadline < now:
-                    self.stats.expired += 1
-                    self._settle(pending, DeadlineExceeded("the deadline passed in the queue"))
+                if self._expired(pending, now):
                     continue
                 batch.append(pending)
                 self.stats.observe_wait(now - pending.enqueued_at)
                 if len(batch) == self.max_batch:
                     return batch
         return batch
+
+    def _expired(self, pending: _Pending, now: float) -> bool:
+        """Settle ``pending`` as expired if its deadline has passed (no quota spent on it)."""
+        if pending.deadline >= now:
+            return False
+        self.stats.expired += 1
+        self._settle(pending, DeadlineExceeded("the deadline passed in the queue"))
+        return True
 
     def _requeue(self, batch: Sequence[_Pending], *, not_before: float = 0.0) -> None:
         """Put ids back at the head of their queues (in their order)."""
@@ -377,7 +397,7 @@ class Dispatcher:
 
     # --- one upstream call ---------------------------------------------------------------
 
-    async def _call(self, lease: Lease, batch: list[_Pending]) -> None:
+    async def _call(self, lease: Lease, batch: list[_Pending], generation: int) -> None:
         ids = [p.num_iid for p in batch]
         started = self._clock()
         self.stats.calls += 1
@@ -389,39 +409,47 @@ class Dispatcher:
         except RateLimited as exc:
             self.stats.rate_limited += 1
             self._pool.on_rate_limited(lease, exc.retry_after)
-            self._breaker.release()
+            self._breaker.release(generation)
             log.warning("rate limited: %s; %d ids requeued", exc, len(ids))
             self._requeue(batch)
         except CredentialInvalid as exc:
             self.stats.credential_invalid += 1
             self._pool.on_invalid(lease)
-            self._breaker.record(failed=False, duration_s=self._clock() - started)
+            self._breaker.record(
+                failed=False, duration_s=self._clock() - started, generation=generation
+            )
             log.error("credential refused, quarantined: %s", exc)
             self._requeue(batch)
         except UpstreamBadRequest as exc:
             self._pool.on_done(lease)
-            self._breaker.record(failed=False, duration_s=self._clock() - started)
+            self._breaker.record(
+                failed=False, duration_s=self._clock() - started, generation=generation
+            )
             self._bisect(batch, exc)
         except ProtocolMismatch as exc:
             self._pool.on_done(lease)
-            self._breaker.record(failed=False, duration_s=self._clock() - started)
+            self._breaker.record(
+                failed=False, duration_s=self._clock() - started, generation=generation
+            )
             log.error("upstream refused the request itself: %s", exc)
             for pending in batch:
                 self._settle(pending, exc)
         except UpstreamTransient as exc:
             self.stats.transient += 1
             self._pool.on_done(lease)
-            self._breaker.record(failed=True, duration_s=self._clock() - started)
+            self._breaker.record(
+                failed=True, duration_s=self._clock() - started, generation=generation
+            )
             self._retry_or_fail(batch, exc)
         except asyncio.CancelledError:
             self._pool.on_done(lease)
-            self._breaker.release()
+            self._breaker.release(generation)
             for pending in batch:
                 self._settle(pending, UpstreamUnavailable("the gateway is closing"))
             raise
         except Exception as exc:  # a bug (ours or the provider's): fail loudly, never hang
             self._pool.on_done(lease)
-            self._breaker.release()
+            self._breaker.release(generation)
             log.exception("unexpected error from the provider")
             for pending in batch:
                 self._settle(pending, exc)
@@ -429,18 +457,43 @@ class Dispatcher:
             duration = self._clock() - started
             self.stats.calls_ok += 1
             self.stats.items_found += len(items)
-            self._pool.on_success(lease)
-            self._breaker.record(failed=False, duration_s=duration)
             self._rtt = 0.8 * self._rtt + 0.2 * duration
+            self._pool.on_success(lease)
+            self._breaker.record(failed=False, duration_s=duration, generation=generation)
             if self._on_result is not None:
-                self._on_result(ids, items)  # the cache is written before anyone wakes
+                try:
+                    self._on_result(ids, items)  # the cache is written before anyone wakes
+                except Exception:  # a cache that cannot be written must not lose the answer
+                    log.exception("writing the answer to the cache failed")
             for pending in batch:
                 self._settle(pending, items.get(pending.num_iid))
         finally:
+            # whatever happened above, no flight of this batch is left hanging
+            for pending in batch:
+                if not pending.future.done() and self._index.get(pending.num_iid) is pending:
+                    if pending.num_iid in self._queues[pending.priority] or any(
+                        pending in g for g in self._groups
+                    ):
+                        continue  # requeued: it will be sent again
+                    self._settle(pending, UpstreamUnavailable("the call ended without an answer"))
             self._wakeup.set()
 
     def _bisect(self, batch: list[_Pending], exc: UpstreamBadRequest) -> None:
-        """Split a refused batch until the bad id stands alone; only that id fails."""
+        """Split a refused batch until the bad id stands alone; only that id fails.
+
+        The splits of one original batch share a budget of calls (enough to isolate two bad
+        ids): a refusal that is not about one id — every half refused — ends there instead of
+        spending a call per id.
+        """
+        lineage = batch[0].lineage
+        if lineage is None:
+            lineage = _Lineage(calls_left=4 * max(1, math.ceil(math.log2(max(2, len(batch))))))
+            for pending in batch:
+                pending.lineage = lineage
+        if len(batch) > 1 and lineage.calls_left < 2:
+            for pending in batch:
+                self._settle(pending, exc)
+            return
         if len(batch) == 1:
             (pending,) = batch
             self._settle(
@@ -456,6 +509,7 @@ class Dispatcher:
             )
             return
         self.stats.bisections += 1
+        lineage.calls_left -= 2
         half = len(batch) // 2
         self._groups.appendleft(batch[half:])
         self._groups.appendleft(batch[:half])

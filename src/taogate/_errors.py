@@ -15,9 +15,9 @@ The tree::
     │       └── NoCredentialAvailable   every credential is quarantined or out of budget
     └── UpstreamError               the upstream (or the way to it) failed; carries context
         ├── RateLimited             codes 4-8 and reseller quota codes: pause the credential
-        ├── CredentialInvalid       codes 11-13, 24-29: quarantine the credential
+        ├── CredentialInvalid       codes 11-13, 25, 27, 29: quarantine the credential
         ├── UpstreamBadRequest      codes 40/41/43/50, ``isv.*``, old-format ids: do not retry
-        ├── ProtocolMismatch        codes 9, 21-23, 30-34, 47: our request is wrong for every id
+        ├── ProtocolMismatch        codes 9, 21-24, 26, 28, 30-34: our request is wrong for all
         └── UpstreamTransient       codes 10/15, ``isp.*``, HTTP 5xx, timeouts, bad bodies: retry
 
 Messages and attributes never hold a secret: credentials appear as masked ids only.

@@ -218,7 +218,7 @@ class Gateway:
         cache = self.cache
         max_age = cache.max_age_s if max_age_s is None else max_age_s
         max_stale = (
-            (cache.max_stale_s if max_stale_s is None else max_stale_s) if allow_stale else 0.0
+            (cache.max_stale_s if max_stale_s is None else max_stale_s) if allow_stale else None
         )
         deadline = self._clock() + (
             self.settings.limits.deadline_s if deadline_s is None else deadline_s

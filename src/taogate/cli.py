@@ -250,47 +250,28 @@ def keys(
 
 @app.command()
 def demo(
-    seconds: Annotated[float, typer.Option(help="Longest the demo may run.")] = 60.0,
+    seconds: Annotated[
+        float, typer.Option(min=10, max=600, help="How long the gateway runs under load.")
+    ] = 45.0,
+    rate: Annotated[
+        float, typer.Option(min=10, max=5000, help="Lookups per second offered.")
+    ] = 600.0,
+    walkthrough: Annotated[
+        bool, typer.Option(help="Instead: signed calls against the simulator, step by step.")
+    ] = False,
 ) -> None:
-    """Start the simulator and walk through signed calls against it (no Redis, no real keys)."""
+    """Start the simulator, the gateway and live load, then compare with a naive client.
+
+    No Redis and no real keys: everything runs on loopback and stops by itself (about a minute).
+    """
+    if walkthrough:
+        from taogate._walkthrough import run_walkthrough
+
+        _run(run_walkthrough(console, budget_s=seconds))
+        return
     from taogate._demo import run_demo
 
-    _run(run_demo(console, budget_s=seconds))
-
-
-@app.command()
-def bench(
-    scenario: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--scenario",
-            "-s",
-            help="cold | zipf | outage | dup | micro (repeat; default: all).",
-        ),
-    ] = None,
-    quick: Annotated[bool, typer.Option(help="Short smoke runs, not the issue's figures.")] = False,
-    out: Annotated[Path, typer.Option(help="Where to write JSON and PNG.")] = Path("bench/results"),
-) -> None:
-    """Benchmark the pipeline against the simulator: cold flood vs a naive client, hot Zipf,
-    duplicate burst, outage, L1 micro. Every scenario is bounded in time and stops by itself.
-    """
-    from taogate.bench import SCENARIOS, run_bench
-
-    chosen = scenario or list(SCENARIOS)
-    unknown = [s for s in chosen if s not in SCENARIOS]
-    if unknown:
-        _fail(f"unknown scenario {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
-    name = "pipeline-quick" if quick else "pipeline"
-    report = _run(run_bench(console, scenarios=chosen, quick=quick, out=out, name=name))
-    failed = [
-        c["name"]
-        for r in report.values()
-        if isinstance(r, dict)
-        for c in r.get("checks", [])
-        if not c["passed"]
-    ]
-    if failed and not quick:
-        console.print(f"[yellow]{len(failed)} figure(s) not met:[/] {', '.join(failed)}")
+    _run(run_demo(console, seconds=seconds, rate=rate))
 
 
 def main() -> None:

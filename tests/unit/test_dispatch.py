@@ -375,3 +375,63 @@ async def test_half_open_with_its_probe_out_fails_fast(make: GatewayFactory) -> 
     assert waited < 0.05  # answered at once, not queued behind the probe
     assert answered.item is not None
     assert gw.breaker.state == "closed"
+
+
+async def test_a_cache_that_fails_to_write_does_not_lose_the_answer() -> None:
+    from taogate._breaker import CircuitBreaker, RetryBudget
+    from taogate._dispatch import Dispatcher
+    from taogate.quota.pool import CredentialPool
+
+    def broken_sink(ids: object, items: object) -> None:
+        raise RuntimeError("cache down")
+
+    loop = asyncio.get_running_loop()
+    provider = FakeProvider.with_ids(IDS)
+    pool = CredentialPool(settings().build_credentials(), clock=loop.time)
+    dispatcher = Dispatcher(
+        provider,
+        pool,
+        breaker=CircuitBreaker(clock=loop.time),
+        retry_budget=RetryBudget(clock=loop.time),
+        clock=loop.time,
+        on_result=broken_sink,
+    )
+    dispatcher.start()
+    try:
+        flights = dispatcher.submit(
+            [IDS[0]], priority=Priority.INTERACTIVE, deadline=loop.time() + 5
+        )
+        item = await flights[IDS[0]]
+        assert item is not None
+        await dispatcher.wait_idle()  # nothing left hanging
+        again = dispatcher.submit([IDS[0]], priority=Priority.INTERACTIVE, deadline=loop.time() + 5)
+        assert await again[IDS[0]] is not None
+    finally:
+        await dispatcher.aclose()
+    assert len(provider.calls) == 2
+
+
+async def test_a_refusal_of_the_whole_request_stops_bisecting(make: GatewayFactory) -> None:
+    provider = FakeProvider.with_ids(IDS, bad_ids=set(IDS[:40]))  # every id refused
+    async with make(provider) as gw:
+        results = await gw.get_many(IDS[:40])
+    assert all(isinstance(r.error, UpstreamBadRequest) for r in results.values())
+    assert len(provider.calls) <= 1 + 24  # not 79: one call per id and every split
+
+
+async def test_allow_stale_false_never_serves_stale(make: GatewayFactory) -> None:
+    provider = FakeProvider.with_ids(IDS)
+    s = settings()
+    s = s.model_copy(
+        update={"cache": s.cache.model_copy(update={"max_age_s": 100.0, "ttl_jitter": 0.5})}
+    )
+    clock = OffsetClock()
+    async with make(provider, s, clock=clock) as gw:
+        await gw.get(IDS[0])
+        entry = gw.cache.l1.peek(IDS[0])
+        assert entry is not None
+        clock.advance(entry.fresh_until - entry.fetched_at + 0.1)  # past its jittered freshness
+        provider.fail_next(*(UpstreamTransient("HTTP 503") for _ in range(5)))
+        strict = await gw.get_many([IDS[0]], allow_stale=False)
+    assert strict[IDS[0]].error is not None
+    assert not strict[IDS[0]].stale

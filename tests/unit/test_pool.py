@@ -209,3 +209,47 @@ def test_no_credential_ever_exceeds_its_qps_in_any_second(
             while times[j] <= t - 1.0:
                 j += 1
             assert i - j + 1 <= qps
+
+
+def test_calls_in_flight_when_quarantine_begins_do_not_decide_it() -> None:
+    clock = FakeClock()
+    pool = CredentialPool([cred("k1", qps=1000)], PoolPolicy(probe_after_s=30.0), clock=clock)
+    leases = []
+    for _ in range(6):
+        lease = pool.try_acquire()
+        assert lease is not None
+        leases.append(lease)
+        clock.now += 0.01
+    for lease in leases[:4]:
+        pool.on_invalid(lease)  # one revocation seen by four calls: one quarantine
+    pool.on_success(leases[4])  # an old call that went through proves nothing now
+    row = pool.snapshot()[0]
+    assert row["status"] == "quarantined"
+    assert row["probe_in_s"] == pytest.approx(30.0, abs=0.1)
+    clock.now += 30.0
+    probe = pool.try_acquire()
+    assert probe is not None
+    assert probe.probe
+    pool.on_done(leases[5])  # an old call ending does not free a second probe
+    assert pool.try_acquire() is None
+    pool.on_success(probe)
+    assert pool.snapshot()[0]["status"] == "active"
+
+
+def test_one_ban_halves_the_rate_once() -> None:
+    clock = FakeClock()
+    pool = CredentialPool([cred("k1", qps=100)], PoolPolicy(safety_factor=1.0), clock=clock)
+    leases = []
+    for _ in range(5):
+        lease = pool.try_acquire()
+        assert lease is not None
+        leases.append(lease)
+        clock.now += 0.011
+    for lease in leases:
+        pool.on_rate_limited(lease, retry_after=2.0)
+    assert pool.rate(leases[0].credential) == pytest.approx(50.0)
+    clock.now += 2.0
+    again = pool.try_acquire()
+    assert again is not None
+    pool.on_rate_limited(again, retry_after=2.0)  # a new ban: halved again
+    assert pool.rate(again.credential) == pytest.approx(25.0, rel=0.1)

@@ -232,3 +232,68 @@ class Check:
             "measured": self.measured,
             "passed": self.passed,
         }
+
+
+class GatewayProcess:
+    """``taogate serve`` in a child process, in front of ``sim``, with one client token."""
+
+    def __init__(
+        self, sim: SimProcess, *, token: str, safety_factor: float = 0.9, max_age_s: float = 600.0
+    ) -> None:
+        self.sim = sim
+        self._max_age = max_age_s
+        self.token = token
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self._safety = safety_factor
+        self._dir = tempfile.TemporaryDirectory(prefix="taogate-gw-")
+        self._proc: asyncio.subprocess.Process | None = None
+
+    async def __aenter__(self) -> GatewayProcess:
+        creds = "\n".join(
+            f'[[credentials]]\napp_key = "{k}"\nsecret = "{s}"\nqps = {self.sim.spec.qps}\n'
+            for k, s in self.sim.spec.app_keys()
+        )
+        config = Path(self._dir.name) / "taogate.toml"
+        config.write_text(
+            f'[upstream]\nurl = "{self.sim.url}"\n\n{creds}\n'
+            f"[limits]\nsafety_factor = {self._safety}\n\n"
+            f"[cache]\nmax_age_s = {self._max_age}\n\n"
+            f'[server]\nport = {self.port}\nlog_level = "warning"\n\n'
+            f'[[server.clients]]\nname = "demo"\ntoken = "{self.token}"\nrate = 1000000\n',
+            encoding="utf-8",
+        )
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "taogate.cli",
+            "serve",
+            "--config",
+            str(config),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        async with aiohttp.ClientSession() as session:
+            for _ in range(300):
+                try:
+                    async with session.get(self.base_url + "/readyz") as resp:
+                        if resp.status == 200:
+                            return self
+                except aiohttp.ClientError:
+                    pass
+                if self._proc.returncode is not None:
+                    break
+                await asyncio.sleep(0.1)
+        await self.__aexit__()
+        raise RuntimeError("the gateway did not start")
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), timeout=15)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        self._dir.cleanup()

@@ -50,8 +50,13 @@ class TieredCache:
         self._clock = clock
         self._rng = rng or random.Random()
 
-    def lookup(self, ids: Sequence[str], *, max_age_s: float, max_stale_s: float) -> CacheView:
-        """Split ``ids`` into fresh hits, stale fallbacks and misses (stale ones miss too)."""
+    def lookup(
+        self, ids: Sequence[str], *, max_age_s: float, max_stale_s: float | None
+    ) -> CacheView:
+        """Split ``ids`` into fresh hits, stale fallbacks and misses (stale ones miss too).
+
+        ``max_stale_s = None`` means no stale fallback at all (``allow_stale=False``).
+        """
         now = self._clock()
         entries = self.l1.get_many(ids)
         view = CacheView()
@@ -65,7 +70,7 @@ class TieredCache:
                 view.fresh[num_iid] = entry
                 continue
             view.missing.append(num_iid)
-            if age <= max_age_s + max_stale_s:
+            if max_stale_s is not None and age <= max_age_s + max_stale_s:
                 view.stale[num_iid] = entry
         return view
 

@@ -93,9 +93,11 @@ def response_key(method: str) -> str:
 
 _BAN = re.compile(r"ban will last for\s+(\d+(?:\.\d+)?)\s+more seconds", re.IGNORECASE)
 _RATE_CODES: Final = frozenset({4, 5, 6, 7, 8})
-_CREDENTIAL_CODES: Final = frozenset({11, 12, 13, 24, 25, 26, 27, 28, 29})
+_CREDENTIAL_CODES: Final = frozenset({11, 12, 13, 25, 27, 29})
 _BAD_REQUEST_CODES: Final = frozenset({40, 41, 43, 50})
-_PROTOCOL_CODES: Final = frozenset({9, 21, 22, 23, 30, 31, 32, 33, 34, 42, 44, 47, 53})
+# "Missing" signature/session/app key (24/26/28) are faults in how the request is built, for
+# every credential alike: a protocol problem, not a bad key.
+_PROTOCOL_CODES: Final = frozenset({9, 21, 22, 23, 24, 26, 28, 30, 31, 32, 33, 34, 42, 44, 47, 53})
 _OLD_ID_SUB_CODE: Final = "-4003"
 _SCOPES: Final = {
     "accesscontrol.limited-by-app-access-count": "app",

@@ -69,6 +69,7 @@ class _State:
     tat: float = 0.0
     sent: deque[float] = field(default_factory=deque)
     banned_until: float = 0.0
+    banned_at: float = -math.inf
     factor: float = 1.0
     decreased_at: float = 0.0
     factor_at_decrease: float = 1.0
@@ -93,6 +94,8 @@ class Lease:
     granted_at: float
     state: _State = field(repr=False)
     previous_tat: float = field(repr=False)
+    #: the one call a quarantined credential is let out for; only its outcome decides
+    probe: bool = False
 
 
 class CredentialPool:
@@ -230,13 +233,14 @@ class CredentialPool:
         limit = max(1, math.floor(s.credential.qps))
         while len(s.sent) > limit:
             s.sent.popleft()
-        if s.quarantined:
+        probe = s.quarantined  # _usable() lets a quarantined credential out for one probe only
+        if probe:
             s.probing = True
         s.in_flight += 1
         s.calls += 1
         s.calls_today += 1
         s.cost += s.credential.cost_per_call
-        return Lease(s.credential, now, s, previous)
+        return Lease(s.credential, now, s, previous, probe)
 
     # --- outcomes ----------------------------------------------------------------------
 
@@ -245,20 +249,24 @@ class CredentialPool:
         s = lease.state
         s.in_flight -= 1
         s.calls -= 1
-        s.calls_today -= 1
+        s.calls_today = max(0, s.calls_today - 1)  # the Beijing day may have turned meanwhile
         s.cost -= s.credential.cost_per_call
         if s.sent and s.sent[-1] == lease.granted_at:
             s.sent.pop()
         if s.tat > lease.previous_tat:
             s.tat = lease.previous_tat
-        s.probing = False
+        if lease.probe:
+            s.probing = False
         self._changed.set()
 
     def on_success(self, lease: Lease) -> None:
-        """The call went through: a probing credential is trusted again."""
+        """The call went through; a successful probe ends the quarantine.
+
+        A call sent before the quarantine began proves nothing about the credential now.
+        """
         s = lease.state
         s.in_flight -= 1
-        if s.quarantined:
+        if lease.probe:
             s.quarantined = s.probing = False
             s.probe_after_s = 0.0
         self._changed.set()
@@ -267,30 +275,43 @@ class CredentialPool:
         """The call ended in a way that says nothing about the credential."""
         s = lease.state
         s.in_flight -= 1
-        s.probing = False
+        if lease.probe:
+            s.probing = False
         self._changed.set()
 
     def on_rate_limited(self, lease: Lease, retry_after: float) -> None:
-        """Code 7 and kin: pause the credential for the ban and halve its rate."""
+        """Code 7 and kin: pause the credential for the ban and halve its rate, once per ban.
+
+        Calls already on the wire when the ban began come back limited too; they extend the
+        ban but do not halve the rate again.
+        """
         s = lease.state
         now = self._clock()
         s.in_flight -= 1
         s.rate_limited += 1
+        if lease.granted_at >= s.banned_at:
+            factor = self._factor(s, now)
+            s.factor = s.factor_at_decrease = max(
+                self.policy.aimd_min_factor, factor * self.policy.aimd_decrease
+            )
+            s.decreased_at = now
+            s.banned_at = now
         s.banned_until = max(s.banned_until, now + retry_after)
-        factor = self._factor(s, now)
-        s.factor = s.factor_at_decrease = max(
-            self.policy.aimd_min_factor, factor * self.policy.aimd_decrease
-        )
-        s.decreased_at = now
-        s.probing = False
+        if lease.probe:
+            s.probing = False
         self._changed.set()
 
     def on_invalid(self, lease: Lease) -> None:
-        """Codes 25/27/29 and kin: quarantine; probe again later, backing off."""
+        """Codes 25/27/29 and kin: quarantine; probe again later, backing off per failed probe.
+
+        Calls already on the wire when the quarantine began do not move the probe time.
+        """
         s = lease.state
-        now = self._clock()
         s.in_flight -= 1
         s.invalid += 1
+        if s.quarantined and not lease.probe:
+            return
+        now = self._clock()
         s.probe_after_s = min(
             self.policy.max_probe_after_s,
             max(self.policy.probe_after_s, s.probe_after_s * 2),
