@@ -274,6 +274,41 @@ def demo(
     _run(run_demo(console, seconds=seconds, rate=rate))
 
 
+@app.command()
+def bench(
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scenario",
+            "-s",
+            help="cold | zipf | outage | dup | micro (repeat; default: all).",
+        ),
+    ] = None,
+    quick: Annotated[bool, typer.Option(help="Short smoke runs, not the issue's figures.")] = False,
+    out: Annotated[Path, typer.Option(help="Where to write JSON and PNG.")] = Path("bench/results"),
+) -> None:
+    """Benchmark the pipeline against the simulator: cold flood vs a naive client, hot Zipf,
+    duplicate burst, outage, L1 micro. Every scenario is bounded in time and stops by itself.
+    """
+    from taogate.bench import SCENARIOS, run_bench
+
+    chosen = scenario or list(SCENARIOS)
+    unknown = [s for s in chosen if s not in SCENARIOS]
+    if unknown:
+        _fail(f"unknown scenario {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+    name = "pipeline-quick" if quick else "pipeline"
+    report = _run(run_bench(console, scenarios=chosen, quick=quick, out=out, name=name))
+    failed = [
+        c["name"]
+        for r in report.values()
+        if isinstance(r, dict)
+        for c in r.get("checks", [])
+        if not c["passed"]
+    ]
+    if failed and not quick:
+        console.print(f"[yellow]{len(failed)} figure(s) not met:[/] {', '.join(failed)}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

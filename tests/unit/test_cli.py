@@ -66,3 +66,12 @@ def test_sim_refuses_bad_options(tmp_path: Path) -> None:
     result = runner.invoke(app, ["sim", "--config", str(empty)])
     assert result.exit_code == 2
     assert "credentials" in result.output
+
+
+def test_every_command_is_there() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("sim", "serve", "keys", "demo", "bench", "config"):
+        assert command in result.output, command
+    for command in ("serve", "keys", "demo", "bench"):
+        assert runner.invoke(app, [command, "--help"]).exit_code == 0, command
