@@ -48,7 +48,7 @@ class RedisServer:
     def start(self) -> None:
         binary = shutil.which("redis-server")
         assert binary is not None
-        self.proc = subprocess.Popen(  # noqa: S603 - the suite's own server, fixed arguments
+        self.proc = subprocess.Popen(
             [
                 binary,
                 "--port",

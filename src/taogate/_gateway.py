@@ -13,7 +13,7 @@ import asyncio
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from taogate._breaker import BreakerPolicy, BreakerState, CircuitBreaker, RetryBudget
 from taogate._dispatch import Dispatcher, Priority
@@ -21,10 +21,13 @@ from taogate._errors import DeadlineExceeded, InvalidRequest, UpstreamUnavailabl
 from taogate._model import Item, Lookup, Source
 from taogate._settings import Settings
 from taogate.cache.memory import MemoryCache
-from taogate.cache.tiered import TieredCache
+from taogate.cache.tiered import CacheView, TieredCache
 from taogate.providers import build_provider
 from taogate.providers.base import Provider
 from taogate.quota.pool import CredentialPool, PoolPolicy
+
+if TYPE_CHECKING:
+    from taogate.shared._backend import SharedBackend
 
 __all__ = ["Gateway"]
 
@@ -94,6 +97,14 @@ class Gateway:
             clock=clock,
             rng=self._rng,
         )
+        self.shared: SharedBackend | None = None
+        if s.redis.url:
+            from taogate.shared._backend import SharedBackend  # only with Redis configured
+
+            self.shared = SharedBackend(
+                s, self.pool, self.pool.policy, on_invalidate=self.cache.invalidate, clock=clock
+            )
+            await self.shared.start()
         self._dispatcher = Dispatcher(
             self._provider,
             self.pool,
@@ -101,7 +112,7 @@ class Gateway:
             retry_budget=RetryBudget(clock=clock),
             clock=clock,
             batch_window_s=s.limits.batch_window_ms / 1000.0,
-            on_result=self.cache.store,
+            on_result=self._store,
             rng=self._rng,
         )
         self._dispatcher.start()
@@ -109,6 +120,7 @@ class Gateway:
         self.hits = 0
         self.stale_served = 0
         self.refreshes = 0
+        self.l2_hits = 0
         self._started = True
 
     async def aclose(self) -> None:
@@ -118,6 +130,8 @@ class Gateway:
         self._started = False
         if self._dispatcher is not None:
             await self._dispatcher.aclose()
+        if self.shared is not None:
+            await self.shared.aclose()
         if self._owns_provider and self._provider is not None:
             await self._provider.aclose()
 
@@ -238,6 +252,8 @@ class Gateway:
         self.hits += len(view.fresh)
         if refresh:
             self._refresh_ahead(refresh)
+        if view.missing and self.shared is not None:
+            await self._from_l2(view, max_age, out)
         if view.missing:
             await self._fetch(view.missing, view.stale, priority, deadline, out)
         return {num_iid: out[num_iid] for num_iid in wanted}
@@ -281,6 +297,51 @@ class Gateway:
             age = entry.age(now) if entry is not None else 0.0
             out[num_iid] = Lookup(num_iid=num_iid, item=item, source=Source.UPSTREAM, age_s=age)
 
+    def _store(self, ids: Sequence[str], items: Mapping[str, Item]) -> None:
+        """An upstream answer: into L1 now, into L2 in the background."""
+        self.cache.store(ids, items)
+        if self.shared is not None:
+            entries = {i: e for i in ids if (e := self.cache.l1.peek(i)) is not None}
+            self.shared.l2_put_later(entries)
+
+    async def _from_l2(self, view: CacheView, max_age: float, out: dict[str, Lookup]) -> None:
+        """Answer what L2 holds fresh (filling L1); keep older L2 answers as stale fallbacks."""
+        assert self.shared is not None
+        found = await self.shared.l2_get(view.missing)
+        if not found:
+            return
+        now = self._clock()
+        still: list[str] = []
+        for num_iid in view.missing:
+            e = found.get(num_iid)
+            if e is None:
+                still.append(num_iid)
+                continue
+            if now < e.fresh_until and now - e.fetched_at <= max_age:
+                self.cache.l1.put(
+                    num_iid,
+                    e.item,
+                    fresh_s=e.fresh_until - e.fetched_at,
+                    keep_s=e.keep_until - e.fetched_at,
+                    fetched_at=e.fetched_at,
+                )
+                out[num_iid] = Lookup(
+                    num_iid=num_iid, item=e.item, source=Source.L2, age_s=now - e.fetched_at
+                )
+                self.l2_hits += 1
+                continue
+            still.append(num_iid)
+            if num_iid not in view.stale and now < e.keep_until:
+                entry = self.cache.l1.put(
+                    num_iid,
+                    e.item,
+                    fresh_s=0.0,
+                    keep_s=e.keep_until - e.fetched_at,
+                    fetched_at=e.fetched_at,
+                )
+                view.stale[num_iid] = entry
+        view.missing = still
+
     def _fallback(self, num_iid: str, stale: Mapping[str, Any], error: BaseException) -> Lookup:
         entry = stale.get(num_iid)
         if entry is not None:
@@ -308,8 +369,12 @@ class Gateway:
         dispatcher.submit(ids, priority=Priority.REFRESH, deadline=deadline)
 
     async def invalidate(self, ids: Iterable[str]) -> int:
-        """Forget ``ids`` so that the next lookup asks the upstream; returns how many were held."""
-        return self.cache.invalidate(self._id_policy.check(i) for i in ids)
+        """Forget ``ids`` here, in L2 and in every replica's L1; returns how many L1 held here."""
+        checked = [self._id_policy.check(i) for i in ids]
+        count = self.cache.invalidate(checked)
+        if self.shared is not None:
+            await self.shared.invalidate(checked)
+        return count
 
     # --- state ---------------------------------------------------------------------------
 
@@ -321,6 +386,8 @@ class Gateway:
             "l1_hits": self.hits,
             "stale_served": self.stale_served,
             "refresh_ahead": self.refreshes,
+            "l2_hits": self.l2_hits,
+            "redis": None if self.shared is None else self.shared.describe(),
             "l1_entries": len(self.cache.l1),
             "l1_bytes": self.cache.l1.bytes,
             "breaker": str(self.breaker.state),

@@ -87,6 +87,23 @@ class Item:
     user_type: int | None = None
     volume: int | None = None
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Item:
+        """The inverse of :meth:`to_dict` (money back to ``Decimal``)."""
+        money = (
+            "reserve_price",
+            "zk_final_price",
+            "final_price",
+            "coupon_amount",
+            "coupon_start_fee",
+        )
+        values = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        for name in money:
+            if values.get(name) is not None:
+                values[name] = Decimal(values[name])
+        values["final_price_basis"] = FinalPriceBasis(values["final_price_basis"])
+        return cls(**values)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: money as exact decimal strings, absent fields left out."""
         out: dict[str, Any] = {}

@@ -138,9 +138,24 @@ class CacheSettings(_Section):
 
 
 class RedisSettings(_Section):
-    """``[redis]``: absent ``url`` means single-process mode."""
+    """``[redis]``: absent ``url`` means single-process mode.
+
+    ``url`` is ``redis://``/``rediss://``/``unix://`` for one node (or a proxy),
+    ``redis+sentinel://host:26379,host2:26379/mymaster`` for Sentinel; ``cluster = true`` uses
+    redis-py's cluster client with ``url`` naming any node.
+    """
 
     url: str | None = None
+    cluster: bool = False
+    #: Every key taogate writes starts with it (several gateways can share one Redis).
+    prefix: str = Field(default="tg", pattern=r"^[A-Za-z0-9_.:-]{1,32}$")
+    #: Bound on any one Redis call; past it the call counts as failed. No request waits longer.
+    timeout_s: float = Field(default=0.25, gt=0, le=10)
+    heartbeat_s: float = Field(default=1.0, gt=0)
+    #: A replica silent this long no longer counts as live.
+    replica_ttl_s: float = Field(default=5.0, gt=0)
+    #: Shared L2 cache of answers (with Redis configured).
+    l2: bool = True
 
     def __repr__(self) -> str:
         return f"RedisSettings(url={mask_url(self.url) if self.url else None!r})"

@@ -27,7 +27,7 @@ def test_exported_members_are_sorted_and_real() -> None:
     for name in taogate.__all__:
         assert hasattr(taogate, name), name
     public = {n for n in dir(taogate) if not n.startswith("_")}
-    modules = {"bench", "cache", "cli", "http", "providers", "quota", "testing"}
+    modules = {"bench", "cache", "cli", "http", "providers", "quota", "shared", "testing"}
     assert public - modules <= set(taogate.__all__)
 
 
@@ -132,3 +132,16 @@ def test_item_to_dict_uses_exact_strings() -> None:
     assert out["final_price_basis"] == "discount"
     assert "coupon_amount" not in out
     assert out["volume"] == 3
+
+
+def test_import_opens_nothing_and_leaves_integrations_out() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, taogate; "
+        "print(sorted(m for m in sys.modules if m in ('redis', 'prometheus_client', "
+        "'taogate.shared', 'taogate.http', 'starlette')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

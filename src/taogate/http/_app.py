@@ -234,10 +234,12 @@ class _Api:
             )
         snap = self.gw.snapshot()
         usable = sum(1 for c in snap["credentials"] if c["status"] in ("active", "banned"))
+        redis = snap["redis"]
         return _json(
             {
                 "status": "ready",
-                "mode": "local",
+                "mode": "single" if redis is None else redis["mode"],
+                "live_replicas": 1 if redis is None else redis["live_replicas"],
                 "breaker": snap["breaker"],
                 "credentials": len(snap["credentials"]),
                 "credentials_usable": usable,

@@ -104,7 +104,28 @@ class _GatewayCollector(Collector):
             "taogate_cache_hits", "Fresh answers from a cache tier.", labels=("tier",)
         )
         cache_hits.add_metric(("l1",), hits)
+        cache_hits.add_metric(("l2",), snap["l2_hits"])
         yield cache_hits
+        redis = snap["redis"]
+        mode = GaugeMetricFamily(
+            "taogate_mode",
+            "1 for the replica's mode: single (no Redis), shared, local.",
+            labels=("mode",),
+        )
+        for m in ("single", "shared", "local"):
+            current = "single" if redis is None else redis["mode"]
+            mode.add_metric((m,), 1.0 if m == current else 0.0)
+        yield mode
+        yield GaugeMetricFamily(
+            "taogate_replicas_live",
+            "Live replicas as the heartbeat last counted them.",
+            value=1 if redis is None else redis["live_replicas"],
+        )
+        yield CounterMetricFamily(
+            "taogate_mode_changes",
+            "Switches between shared and local mode.",
+            value=0 if redis is None else redis["mode_changes"],
+        )
         yield CounterMetricFamily(
             "taogate_stale_answers",
             "Answers served stale because the upstream could not answer.",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import time
 from collections import deque
@@ -26,13 +27,55 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import Protocol
 
-from taogate._errors import NoCredentialAvailable
+from taogate._errors import NoCredentialAvailable, TaogateError
 from taogate.providers.base import Credential
 from taogate.providers.top import BEIJING
 from taogate.quota.gcra import Gcra
 
-__all__ = ["CredentialPool", "CredentialStatus", "Lease", "PoolPolicy"]
+__all__ = [
+    "CredentialPool",
+    "CredentialStatus",
+    "Lease",
+    "PoolPolicy",
+    "SharedLimiter",
+    "SharedUnavailable",
+    "SharedVerdict",
+]
+
+log = logging.getLogger("taogate.pool")
+
+
+class SharedUnavailable(TaogateError):
+    """The shared limiter (Redis) did not answer in time; the pool falls back to local limits."""
+
+
+@dataclass(frozen=True, slots=True)
+class SharedVerdict:
+    """The shared limiter's answer: granted now, or how long to wait and why."""
+
+    granted: bool
+    wait_s: float
+    reason: str
+    server_us: int
+    probe: bool
+
+
+class SharedLimiter(Protocol):
+    """The seam to limits shared by every replica (``taogate.shared``): one call per decision."""
+
+    async def acquire(self, credential: Credential) -> SharedVerdict: ...
+
+    async def record(
+        self,
+        credential: Credential,
+        op: str,
+        *,
+        granted_us: int,
+        probe: bool,
+        retry_after: float = 0.0,
+    ) -> object: ...
 
 
 class CredentialStatus(StrEnum):
@@ -84,6 +127,9 @@ class _State:
     invalid: int = 0
     cost: Decimal = Decimal(0)
     in_flight: int = 0
+    #: not before this (local clock): what the shared limiter last said about this credential
+    hold_until: float = 0.0
+    shared_reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +142,16 @@ class Lease:
     previous_tat: float = field(repr=False)
     #: the one call a quarantined credential is let out for; only its outcome decides
     probe: bool = False
+    #: server time (µs) of the shared grant; ``None`` when the lease was granted locally
+    server_us: int | None = None
+
+
+_SHARED_STATUS = {
+    "banned": CredentialStatus.BANNED,
+    "quarantined": CredentialStatus.QUARANTINED,
+    "probing": CredentialStatus.PROBING,
+    "budget": CredentialStatus.EXHAUSTED,
+}
 
 
 class CredentialPool:
@@ -116,6 +172,13 @@ class CredentialPool:
         self._wall_clock = wall_clock
         self._states = [_State(c) for c in credentials]
         self._changed = asyncio.Event()
+        #: limits shared with other replicas; ``None``: this process decides alone
+        self.shared: SharedLimiter | None = None
+        #: this replica's share of each quota while it decides alone (1 / live replicas)
+        self.share = 1.0
+        #: called when the shared limiter fails, so the owner can switch to local mode
+        self.on_shared_failure: Callable[[BaseException], None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     # --- rates -------------------------------------------------------------------------
 
@@ -126,19 +189,17 @@ class CredentialPool:
         s.factor = min(1.0, climbed)
         return s.factor
 
+    def _rate(self, s: _State, now: float) -> float:
+        return s.credential.qps * self.policy.safety_factor * self._factor(s, now) * self.share
+
     def rate(self, credential: Credential) -> float:
         """The calls per second the pool allows ``credential`` now."""
-        s = self._state(credential)
-        return s.credential.qps * self.policy.safety_factor * self._factor(s, self._clock())
+        return self._rate(self._state(credential), self._clock())
 
     def total_rate(self) -> float:
         """Calls per second all usable credentials allow together now."""
         now = self._clock()
-        return sum(
-            s.credential.qps * self.policy.safety_factor * self._factor(s, now)
-            for s in self._states
-            if self._usable(s, now)
-        )
+        return sum(self._rate(s, now) for s in self._states if self._usable(s, now))
 
     # --- readiness ---------------------------------------------------------------------
 
@@ -157,11 +218,8 @@ class CredentialPool:
         return self._budget_left(s)
 
     def _ready_at(self, s: _State, now: float) -> float:
-        gcra = Gcra(
-            rate=s.credential.qps * self.policy.safety_factor * self._factor(s, now),
-            burst=self.policy.burst,
-        )
-        at = max(now, gcra.ready_at(s.tat, now), s.banned_until)
+        gcra = Gcra(rate=self._rate(s, now), burst=self.policy.burst)
+        at = max(now, gcra.ready_at(s.tat, now), s.banned_until, s.hold_until)
         limit = max(1, math.floor(s.credential.qps))
         if len(s.sent) >= limit:
             at = max(at, s.sent[-limit] + 1.0 + self.policy.window_guard_s)
@@ -212,7 +270,17 @@ class CredentialPool:
                 retry = None if math.isinf(at) else max(0.0, at - now)
                 raise NoCredentialAvailable("no usable credential", retry_after=retry)
             if at <= now:
-                return self._grant(self._state(credential), now)
+                s = self._state(credential)
+                if self.shared is None:
+                    return self._grant(s, now)
+                verdict = await self._ask_shared(credential)
+                if verdict is None:  # Redis failed: the owner switched to local limits
+                    continue
+                if verdict.granted:
+                    return self._grant(s, self._clock(), verdict)
+                s.hold_until = self._clock() + verdict.wait_s
+                s.shared_reason = verdict.reason
+                continue
             if deadline is not None and at > deadline:
                 raise NoCredentialAvailable(
                     "no credential can send before the deadline", retry_after=at - now
@@ -221,11 +289,8 @@ class CredentialPool:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout=at - now)
 
-    def _grant(self, s: _State, now: float) -> Lease:
-        gcra = Gcra(
-            rate=s.credential.qps * self.policy.safety_factor * self._factor(s, now),
-            burst=self.policy.burst,
-        )
+    def _grant(self, s: _State, now: float, verdict: SharedVerdict | None = None) -> Lease:
+        gcra = Gcra(rate=self._rate(s, now), burst=self.policy.burst)
         previous = s.tat
         decision = gcra.check(s.tat, now)
         s.tat = decision.tat if decision.allowed else max(s.tat, now) + gcra.interval
@@ -233,14 +298,56 @@ class CredentialPool:
         limit = max(1, math.floor(s.credential.qps))
         while len(s.sent) > limit:
             s.sent.popleft()
-        probe = s.quarantined  # _usable() lets a quarantined credential out for one probe only
+        # _usable() lets a quarantined credential out for one probe only; with shared limits the
+        # shared state says whether this call is the probe
+        probe = s.quarantined or (verdict is not None and verdict.probe)
         if probe:
             s.probing = True
+        s.shared_reason = ""
         s.in_flight += 1
         s.calls += 1
         s.calls_today += 1
         s.cost += s.credential.cost_per_call
-        return Lease(s.credential, now, s, previous, probe)
+        return Lease(
+            s.credential, now, s, previous, probe, None if verdict is None else verdict.server_us
+        )
+
+    async def _ask_shared(self, credential: Credential) -> SharedVerdict | None:
+        assert self.shared is not None
+        try:
+            return await self.shared.acquire(credential)
+        except SharedUnavailable as exc:
+            self._shared_failed(exc)
+            return None
+
+    def _shared_failed(self, exc: BaseException) -> None:
+        log.warning("shared limits unavailable: %s; deciding locally", exc)
+        if self.on_shared_failure is not None:
+            self.on_shared_failure(exc)
+        else:
+            self.shared = None
+
+    def _tell_shared(self, lease: Lease, op: str, retry_after: float = 0.0) -> None:
+        """Record an outcome in the shared state, in the background (it never blocks a call)."""
+        shared = self.shared
+        if shared is None or lease.server_us is None:
+            return
+
+        async def record() -> None:
+            try:
+                await shared.record(
+                    lease.credential,
+                    op,
+                    granted_us=lease.server_us or 0,
+                    probe=lease.probe,
+                    retry_after=retry_after,
+                )
+            except SharedUnavailable as exc:
+                self._shared_failed(exc)
+
+        task = asyncio.get_running_loop().create_task(record())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # --- outcomes ----------------------------------------------------------------------
 
@@ -257,6 +364,7 @@ class CredentialPool:
             s.tat = lease.previous_tat
         if lease.probe:
             s.probing = False
+        self._tell_shared(lease, "release")
         self._changed.set()
 
     def on_success(self, lease: Lease) -> None:
@@ -269,6 +377,7 @@ class CredentialPool:
         if lease.probe:
             s.quarantined = s.probing = False
             s.probe_after_s = 0.0
+            self._tell_shared(lease, "probe_ok")
         self._changed.set()
 
     def on_done(self, lease: Lease) -> None:
@@ -277,6 +386,7 @@ class CredentialPool:
         s.in_flight -= 1
         if lease.probe:
             s.probing = False
+            self._tell_shared(lease, "probe_end")
         self._changed.set()
 
     def on_rate_limited(self, lease: Lease, retry_after: float) -> None:
@@ -299,6 +409,7 @@ class CredentialPool:
         s.banned_until = max(s.banned_until, now + retry_after)
         if lease.probe:
             s.probing = False
+        self._tell_shared(lease, "ban", retry_after)
         self._changed.set()
 
     def on_invalid(self, lease: Lease) -> None:
@@ -309,6 +420,7 @@ class CredentialPool:
         s = lease.state
         s.in_flight -= 1
         s.invalid += 1
+        self._tell_shared(lease, "invalid")
         if s.quarantined and not lease.probe:
             return
         now = self._clock()
@@ -326,6 +438,8 @@ class CredentialPool:
     def status(self, credential: Credential) -> CredentialStatus:
         s = self._state(credential)
         now = self._clock()
+        if s.hold_until > now and s.shared_reason in _SHARED_STATUS:
+            return _SHARED_STATUS[s.shared_reason]  # what another replica learned
         if s.quarantined:
             return CredentialStatus.PROBING if s.probing else CredentialStatus.QUARANTINED
         if not self._budget_left(s):
@@ -346,7 +460,14 @@ class CredentialPool:
                     "status": str(self.status(c)),
                     "rate": round(c.qps * self.policy.safety_factor * self._factor(s, now), 3),
                     "configured_qps": c.qps,
-                    "banned_for_s": round(max(0.0, s.banned_until - now), 3),
+                    "banned_for_s": round(
+                        max(
+                            0.0,
+                            s.banned_until - now,
+                            s.hold_until - now if s.shared_reason == "banned" else 0.0,
+                        ),
+                        3,
+                    ),
                     "probe_in_s": round(max(0.0, s.probe_at - now), 3) if s.quarantined else None,
                     "calls": s.calls,
                     "calls_today": s.calls_today,

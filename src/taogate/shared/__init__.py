@@ -1,0 +1,4 @@
+"""State shared by every replica through Redis: limits, L2, invalidations, membership.
+
+Imported only when ``[redis] url`` is set; ``import taogate`` never opens a connection.
+"""

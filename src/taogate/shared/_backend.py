@@ -1,0 +1,281 @@
+"""This replica's link to the shared engine: limits, L2, invalidations, membership, failover.
+
+In ``shared`` mode the credential pool asks Redis for every slot, answers are written to and
+read from the L2 tier, invalidations reach every replica through pub/sub, and a heartbeat keeps
+the count of live replicas. When Redis fails (any call past ``[redis] timeout_s``), the replica
+switches to ``local`` mode at once: it keeps serving from L1, and limits each credential to its
+share of the quota — ``qps ÷ live replicas`` as last known — so the replicas together still
+stay under the quota. A reconnect loop with back-off returns it to ``shared`` mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any
+
+import orjson
+from redis.exceptions import RedisError
+
+from taogate._model import Item
+from taogate._settings import Settings
+from taogate.cache.memory import CacheEntry
+from taogate.quota.pool import CredentialPool, PoolPolicy
+from taogate.shared._client import RedisClient, connect
+from taogate.shared._limits import SharedLimits
+
+__all__ = ["L2Entry", "SharedBackend"]
+
+log = logging.getLogger("taogate.shared")
+_FAILURES = (RedisError, OSError, TimeoutError)
+
+
+@dataclass(frozen=True, slots=True)
+class L2Entry:
+    """An answer from L2, its times on this replica's clock."""
+
+    item: Item | None
+    fetched_at: float
+    fresh_until: float
+    keep_until: float
+
+
+class SharedBackend:
+    """Owns the Redis client and the replica's mode; the gateway starts and closes it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pool: CredentialPool,
+        policy: PoolPolicy,
+        *,
+        on_invalidate: Callable[[list[str]], object],
+        clock: Callable[[], float],
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings.redis
+        self.pool = pool
+        self.replica_id = f"{os.uname().nodename}-{os.getpid()}-{os.urandom(3).hex()}"
+        self.mode = "local"
+        self.live_replicas = 1
+        self.mode_changes = 0
+        self._on_invalidate = on_invalidate
+        self._clock = clock
+        self._wall = wall_clock
+        self._prefix = self.settings.prefix
+        self._client: RedisClient = connect(self.settings)
+        self.limits = SharedLimits(
+            self._client,
+            prefix=self._prefix,
+            policy=policy,
+            probe_hold_s=max(10.0, 2 * settings.upstream.timeout_s),
+        )
+        lua = files("taogate.shared").joinpath("lua")
+        self._heartbeat = self._client.register_script(lua.joinpath("heartbeat.lua").read_text())
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
+        self._recovered = asyncio.Event()
+        self._lost = asyncio.Event()
+        pool.on_shared_failure = self.lost
+
+    # --- keys ----------------------------------------------------------------------------
+
+    @property
+    def channel(self) -> str:
+        return f"{self._prefix}:invalidate"
+
+    def item_key(self, num_iid: str) -> str:
+        return f"{self._prefix}:i:{num_iid}"
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Join the replicas (or start in local mode if Redis is down) and start the loops."""
+        try:
+            await self._beat()
+            self._shared()
+        except _FAILURES as exc:
+            self.lost(exc)
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._heartbeats(), name="taogate-heartbeat"),
+            loop.create_task(self._reconnects(), name="taogate-reconnect"),
+            loop.create_task(self._subscriber(), name="taogate-invalidations"),
+        ]
+
+    async def aclose(self) -> None:
+        for task in [*self._tasks, *self._background]:
+            task.cancel()
+        for task in [*self._tasks, *self._background]:
+            with contextlib.suppress(asyncio.CancelledError, *_FAILURES):
+                await task
+        if self.mode == "shared":
+            with contextlib.suppress(*_FAILURES):
+                await self._client.zrem(self._replicas_key, self.replica_id)
+        with contextlib.suppress(*_FAILURES):
+            await self._client.aclose()
+
+    # --- mode ----------------------------------------------------------------------------
+
+    @property
+    def _replicas_key(self) -> str:
+        return f"{{{self._prefix}:m}}:replicas"
+
+    def _shared(self) -> None:
+        if self.mode != "shared":
+            self.mode = "shared"
+            self.mode_changes += 1
+            log.info(
+                "shared mode: limits, L2 and invalidations through Redis",
+                extra={"live_replicas": self.live_replicas},
+            )
+        self.pool.share = 1.0
+        self.pool.shared = self.limits
+        self._lost.clear()
+        self._recovered.set()
+
+    def lost(self, exc: BaseException) -> None:
+        """Redis failed: decide locally on this replica's share until it is back."""
+        self.pool.shared = None
+        self.pool.share = 1.0 / max(1, self.live_replicas)
+        if self.mode != "local" or not self._lost.is_set():
+            self.mode_changes += self.mode != "local"
+            self.mode = "local"
+            log.warning(
+                "Redis unavailable (%s): local mode, each key at 1/%d of its quota",
+                type(exc).__name__,
+                max(1, self.live_replicas),
+            )
+        self._recovered.clear()
+        self._lost.set()
+
+    async def _beat(self) -> None:
+        count = await self._heartbeat(
+            keys=[self._replicas_key], args=[self.replica_id, self.settings.replica_ttl_s]
+        )
+        self.live_replicas = max(1, int(count))
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_s)
+            if self.mode != "shared":
+                continue
+            try:
+                await self._beat()
+            except _FAILURES as exc:
+                self.lost(exc)
+
+    async def _reconnects(self) -> None:
+        """While in local mode, try Redis again with jittered back-off; return to shared."""
+        delay = 0.1
+        while True:
+            await self._lost.wait()
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            try:
+                await self._beat()
+            except _FAILURES:
+                delay = min(2.0, delay * 2)
+                continue
+            delay = 0.1
+            self._shared()
+
+    async def _subscriber(self) -> None:
+        """Apply every replica's invalidations to this L1."""
+        while True:
+            await self._recovered.wait()
+            pubsub = self._client.pubsub()
+            try:
+                await pubsub.subscribe(self.channel)
+                while self.mode == "shared":
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is not None and message.get("type") == "message":
+                        ids = orjson.loads(message["data"])
+                        self._on_invalidate([str(i) for i in ids])
+            except _FAILURES as exc:
+                self.lost(exc)
+            finally:
+                with contextlib.suppress(*_FAILURES):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    # --- L2 ------------------------------------------------------------------------------
+
+    async def l2_get(self, ids: Sequence[str]) -> dict[str, L2Entry]:
+        """Answers L2 holds for ``ids`` (empty in local mode; a failure switches to local)."""
+        if self.mode != "shared" or not self.settings.l2 or not ids:
+            return {}
+        keys = [self.item_key(i) for i in ids]
+        try:
+            if self.settings.cluster:
+                raw = await self._client.mget_nonatomic(keys)  # type: ignore[union-attr]
+            else:
+                raw = await self._client.mget(keys)
+        except _FAILURES as exc:
+            self.lost(exc)
+            return {}
+        now_mono, now_wall = self._clock(), self._wall()
+        out: dict[str, L2Entry] = {}
+        for num_iid, blob in zip(ids, raw, strict=True):
+            if blob is None:
+                continue
+            doc = orjson.loads(blob)
+            shift = now_mono - now_wall  # wall time on this replica's monotonic clock
+            out[num_iid] = L2Entry(
+                item=None if doc["i"] is None else Item.from_dict(doc["i"]),
+                fetched_at=doc["f"] + shift,
+                fresh_until=doc["u"] + shift,
+                keep_until=doc["k"] + shift,
+            )
+        return out
+
+    def l2_put_later(self, entries: Mapping[str, CacheEntry]) -> None:
+        """Write fresh answers to L2 in the background (the callers never wait for it)."""
+        if self.mode != "shared" or not self.settings.l2 or not entries:
+            return
+        task = asyncio.get_running_loop().create_task(self._l2_put(dict(entries)))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _l2_put(self, entries: dict[str, CacheEntry]) -> None:
+        now_mono, now_wall = self._clock(), self._wall()
+        shift = now_wall - now_mono
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for num_iid, e in entries.items():
+                    ttl = max(1, int(e.keep_until - now_mono) + 1)
+                    doc = {
+                        "i": None if e.item is None else e.item.to_dict(),
+                        "f": e.fetched_at + shift,
+                        "u": e.fresh_until + shift,
+                        "k": e.keep_until + shift,
+                    }
+                    pipe.set(self.item_key(num_iid), orjson.dumps(doc), ex=ttl)
+                await pipe.execute()
+        except _FAILURES as exc:
+            self.lost(exc)
+
+    async def invalidate(self, ids: Iterable[str]) -> None:
+        """Drop ``ids`` from L2 and from every replica's L1."""
+        ids = list(ids)
+        if self.mode != "shared" or not ids:
+            return
+        try:
+            for num_iid in ids:  # one key at a time: cluster-safe, and invalidations are rare
+                await self._client.delete(self.item_key(num_iid))
+            await self._client.publish(self.channel, orjson.dumps(ids))
+        except _FAILURES as exc:
+            self.lost(exc)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "live_replicas": self.live_replicas,
+            "replica": self.replica_id,
+            "mode_changes": self.mode_changes,
+        }

@@ -1,0 +1,43 @@
+"""One pooled redis-py asyncio client for a node, a Sentinel master or a Cluster."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.sentinel import Sentinel
+
+from taogate._errors import ConfigurationError
+from taogate._settings import RedisSettings
+
+__all__ = ["RedisClient", "connect"]
+
+RedisClient = Redis | RedisCluster
+
+
+def connect(settings: RedisSettings) -> RedisClient:
+    """A client for ``settings.url``; no connection is opened until the first command."""
+    if not settings.url:
+        raise ConfigurationError("[redis] url is not set", field="redis.url")
+    options: dict[str, Any] = {
+        "socket_timeout": settings.timeout_s,
+        "socket_connect_timeout": settings.timeout_s,
+        "retry_on_timeout": False,
+        "health_check_interval": 0,
+    }
+    if settings.cluster:
+        return RedisCluster.from_url(settings.url, **options)
+    if settings.url.startswith("redis+sentinel://"):
+        parts = urlsplit(settings.url)
+        hosts = []
+        for hostport in parts.netloc.rsplit("@", 1)[-1].split(","):
+            host, _, port = hostport.partition(":")
+            hosts.append((host, int(port or 26379)))
+        service = parts.path.strip("/") or "mymaster"
+        sentinel = Sentinel(hosts, sentinel_kwargs=options, **options)  # type: ignore[no-untyped-call]
+        master: Redis = sentinel.master_for(service, **options)
+        return master
+    client: Redis = Redis.from_url(settings.url, **options)
+    return client

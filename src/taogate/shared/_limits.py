@@ -1,0 +1,120 @@
+"""Credential limits shared by every replica: one atomic Lua script per decision.
+
+Each credential's state lives in one hash and one list under the hash tag
+``{<prefix>:c:<app_key>}``, so every script touches one slot and runs on Redis Cluster. The
+scripts read the server's clock (``TIME``), are loaded once and called by ``EVALSHA``
+(redis-py's ``Script`` reloads them on ``NOSCRIPT``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from taogate.providers.base import Credential
+from taogate.quota.pool import PoolPolicy, SharedUnavailable, SharedVerdict
+
+__all__ = ["SharedLimits", "SharedState"]
+
+_LUA = files("taogate.shared").joinpath("lua")
+KEY_TTL_S = 3 * 86_400  # a day's budget counter must outlive the day
+
+
+@dataclass(frozen=True, slots=True)
+class SharedState:
+    """A credential's shared state after an outcome was recorded (server time, seconds)."""
+
+    banned_until: float
+    quarantined: bool
+    probe_at: float
+    factor: float
+    server_now: float
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class SharedLimits:
+    """The GCRA, window guard, bans, quarantine, AIMD and budgets of every credential."""
+
+    def __init__(
+        self, client: Any, *, prefix: str, policy: PoolPolicy, probe_hold_s: float
+    ) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._policy = policy
+        self._probe_hold_s = probe_hold_s
+        self._acquire = client.register_script(_LUA.joinpath("acquire.lua").read_text())
+        self._outcome = client.register_script(_LUA.joinpath("outcome.lua").read_text())
+
+    def keys(self, credential: Credential) -> list[str]:
+        tag = f"{{{self._prefix}:c:{credential.app_key}}}"
+        return [f"{tag}:state", f"{tag}:sent"]
+
+    async def acquire(self, credential: Credential) -> SharedVerdict:
+        """Take a slot for ``credential`` if every replica's shared schedule allows it now."""
+        p = self._policy
+        args = [
+            credential.qps,
+            p.safety_factor,
+            p.burst,
+            p.window_guard_s,
+            p.recovery_per_s,
+            credential.daily_budget or 0,
+            KEY_TTL_S,
+            self._probe_hold_s,
+        ]
+        try:
+            granted, wait_us, reason, now_us, probe = await self._acquire(
+                keys=self.keys(credential), args=args
+            )
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise SharedUnavailable(f"shared limits unavailable ({type(exc).__name__})") from None
+        return SharedVerdict(
+            granted=bool(int(granted)),
+            wait_s=int(wait_us) / 1e6,
+            reason=_text(reason),
+            server_us=int(now_us),
+            probe=bool(int(probe)),
+        )
+
+    async def record(
+        self,
+        credential: Credential,
+        op: str,
+        *,
+        granted_us: int,
+        probe: bool,
+        retry_after: float = 0.0,
+    ) -> SharedState:
+        """Record an outcome: ``ban``, ``invalid``, ``probe_ok``, ``probe_end`` or ``release``."""
+        p = self._policy
+        args = [
+            op,
+            granted_us,
+            retry_after,
+            p.aimd_decrease,
+            p.aimd_min_factor,
+            p.recovery_per_s,
+            p.probe_after_s,
+            p.max_probe_after_s,
+            int(probe),
+            KEY_TTL_S,
+        ]
+        try:
+            banned_us, quarantined, probe_us, factor_m, now_us = await self._outcome(
+                keys=self.keys(credential)[:1], args=args
+            )
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise SharedUnavailable(f"shared limits unavailable ({type(exc).__name__})") from None
+        return SharedState(
+            banned_until=int(banned_us) / 1e6,
+            quarantined=bool(int(quarantined)),
+            probe_at=int(probe_us) / 1e6,
+            factor=int(factor_m) / 1e6,
+            server_now=int(now_us) / 1e6,
+        )

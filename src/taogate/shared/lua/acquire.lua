@@ -1,0 +1,64 @@
+-- Take one call slot for a credential, atomically, for every replica at once.
+-- KEYS[1] the credential's state hash, KEYS[2] its list of recent send times (one hash slot).
+-- ARGV: qps, safety, burst, window_guard_s, recovery_per_s, daily_budget (0 = none),
+--       key_ttl_s, probe_hold_s
+-- Returns {granted 0|1, wait_us, reason, now_us, probe 0|1}. Times come from the server (TIME),
+-- so replicas with drifting clocks still share one schedule.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local qps, safety, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local guard, recovery, budget = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local ttl, probe_hold = tonumber(ARGV[7]), tonumber(ARGV[8])
+
+local f = redis.call('HMGET', KEYS[1], 'tat', 'banned_until', 'factor', 'factor_at',
+  'decreased_at', 'quarantined', 'probe_at', 'probing_until', 'day', 'calls_today')
+local tat = tonumber(f[1]) or 0
+local banned_until = tonumber(f[2]) or 0
+local factor = tonumber(f[3]) or 1
+local factor_at = tonumber(f[4]) or 1
+local decreased_at = tonumber(f[5]) or 0
+local quarantined = tonumber(f[6]) or 0
+local probe_at = tonumber(f[7]) or 0
+local probing_until = tonumber(f[8]) or 0
+local day = tonumber(f[9]) or -1
+local calls_today = tonumber(f[10]) or 0
+
+local function us(x) return math.floor(x * 1000000) end
+local function wait(seconds, reason) return {0, math.ceil(seconds * 1000000), reason, us(now), 0} end
+
+local probe = 0
+if quarantined == 1 then
+  if now < probe_at then return wait(probe_at - now, 'quarantined') end
+  if now < probing_until then return wait(probing_until - now, 'probing') end
+  probe = 1
+end
+if now < banned_until then return wait(banned_until - now, 'banned') end
+
+local today = math.floor((now + 28800) / 86400)  -- the Beijing calendar day
+if today ~= day then day = today; calls_today = 0 end
+if budget > 0 and calls_today >= budget then
+  return wait((today + 1) * 86400 - 28800 - now, 'budget')
+end
+
+if factor < 1 then factor = math.min(1, factor_at + recovery * (now - decreased_at)) end
+local interval = (1 / (qps * safety * factor)) * (1 + 1e-9)
+local tolerance = (burst - 1) * interval
+local start = math.max(tat, now)
+if start - now > tolerance then return wait(start - now - tolerance, 'rate') end
+
+local limit = math.max(1, math.floor(qps))
+if redis.call('LLEN', KEYS[2]) >= limit then
+  local free_at = tonumber(redis.call('LINDEX', KEYS[2], -limit)) + 1 + guard
+  if now < free_at then return wait(free_at - now, 'window') end
+end
+
+redis.call('HSET', KEYS[1], 'tat', string.format('%.6f', start + interval),
+  'factor', string.format('%.6f', factor), 'day', day, 'calls_today', calls_today + 1)
+if probe == 1 then
+  redis.call('HSET', KEYS[1], 'probing_until', string.format('%.6f', now + probe_hold))
+end
+redis.call('RPUSH', KEYS[2], string.format('%.6f', now))
+redis.call('LTRIM', KEYS[2], -limit, -1)
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('EXPIRE', KEYS[2], ttl)
+return {1, 0, 'ok', us(now), probe}

@@ -1,0 +1,62 @@
+-- Record what the upstream said about a credential's call, for every replica.
+-- KEYS[1] the credential's state hash.
+-- ARGV: op ('ban' | 'invalid' | 'probe_ok' | 'probe_end' | 'release'), granted_at_us,
+--       retry_after_s, aimd_decrease, aimd_min_factor, recovery_per_s, probe_after_s,
+--       max_probe_after_s, is_probe (0|1), key_ttl_s
+-- Returns {banned_until_us, quarantined, probe_at_us, factor_millionths, now_us}.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local op = ARGV[1]
+local granted = tonumber(ARGV[2]) / 1000000
+local retry_after = tonumber(ARGV[3])
+local decrease, min_factor, recovery = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local base_probe, max_probe = tonumber(ARGV[7]), tonumber(ARGV[8])
+local is_probe, ttl = tonumber(ARGV[9]), tonumber(ARGV[10])
+
+local f = redis.call('HMGET', KEYS[1], 'banned_until', 'banned_at', 'factor', 'factor_at',
+  'decreased_at', 'quarantined', 'probe_at', 'probe_after', 'day', 'calls_today')
+local banned_until = tonumber(f[1]) or 0
+local banned_at = tonumber(f[2]) or -1
+local factor = tonumber(f[3]) or 1
+local factor_at = tonumber(f[4]) or 1
+local decreased_at = tonumber(f[5]) or 0
+local quarantined = tonumber(f[6]) or 0
+local probe_at = tonumber(f[7]) or 0
+local probe_after = tonumber(f[8]) or 0
+local function fmt(x) return string.format('%.6f', x) end
+
+if op == 'ban' then
+  if factor < 1 then factor = math.min(1, factor_at + recovery * (now - decreased_at)) end
+  if granted >= banned_at then  -- once per ban: calls already on the wire do not halve again
+    factor = math.max(min_factor, factor * decrease)
+    redis.call('HSET', KEYS[1], 'factor', fmt(factor), 'factor_at', fmt(factor),
+      'decreased_at', fmt(now), 'banned_at', fmt(now))
+  end
+  banned_until = math.max(banned_until, now + retry_after)
+  redis.call('HSET', KEYS[1], 'banned_until', fmt(banned_until))
+  if is_probe == 1 then redis.call('HSET', KEYS[1], 'probing_until', '0') end
+elseif op == 'invalid' then
+  if quarantined == 0 or is_probe == 1 then
+    probe_after = math.min(max_probe, math.max(base_probe, probe_after * 2))
+    quarantined = 1
+    probe_at = now + probe_after
+    redis.call('HSET', KEYS[1], 'quarantined', 1, 'probe_at', fmt(probe_at),
+      'probe_after', fmt(probe_after), 'probing_until', '0')
+  end
+elseif op == 'probe_ok' then
+  if is_probe == 1 then
+    quarantined = 0
+    redis.call('HSET', KEYS[1], 'quarantined', 0, 'probe_after', 0, 'probing_until', '0')
+  end
+elseif op == 'probe_end' then
+  if is_probe == 1 then redis.call('HSET', KEYS[1], 'probing_until', '0') end
+elseif op == 'release' then
+  local today = math.floor((granted + 28800) / 86400)
+  if tonumber(f[9]) == today and (tonumber(f[10]) or 0) > 0 then
+    redis.call('HINCRBY', KEYS[1], 'calls_today', -1)
+  end
+  if is_probe == 1 then redis.call('HSET', KEYS[1], 'probing_until', '0') end
+end
+redis.call('EXPIRE', KEYS[1], ttl)
+return {math.floor(banned_until * 1000000), quarantined, math.floor(probe_at * 1000000),
+  math.floor(factor * 1000000), math.floor(now * 1000000)}

@@ -1,0 +1,90 @@
+"""The shared limiter's Lua scripts against a real redis-server the suite started."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from taogate import Credential
+from taogate.quota.pool import PoolPolicy
+from taogate.shared._limits import SharedLimits
+from tests.conftest import RedisServer
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def client(redis_server: RedisServer) -> AsyncIterator[Redis]:
+    r = Redis.from_url(redis_server.url)
+    yield r
+    await r.aclose()
+
+
+def limits(client: Redis, **policy: float) -> SharedLimits:
+    prefix = "t" + os.urandom(4).hex()  # each test its own keys on the shared test server
+    return SharedLimits(client, prefix=prefix, policy=PoolPolicy(**policy), probe_hold_s=10.0)  # type: ignore[arg-type]
+
+
+async def test_grants_at_the_rate_then_waits(client: Redis) -> None:
+    shared = limits(client, safety_factor=1.0)
+    cred = Credential(app_key="k1", secret="s", qps=10)
+    first = await shared.acquire(cred)
+    second = await shared.acquire(cred)
+    assert first.granted
+    assert first.reason == "ok"
+    assert not second.granted
+    assert second.reason == "rate"
+    assert 0.05 < second.wait_s <= 0.1 + 1e-3
+
+
+async def test_keys_share_one_hash_slot(client: Redis) -> None:
+    shared = limits(client)
+    state, sent = shared.keys(Credential(app_key="k1", secret="s"))
+    assert state.split("}")[0] == sent.split("}")[0]
+    assert state.startswith("{")
+
+
+async def test_ban_is_seen_by_every_acquire_and_halves_once(client: Redis) -> None:
+    shared = limits(client, safety_factor=1.0)
+    cred = Credential(app_key="k1", secret="s", qps=100)
+    lease = await shared.acquire(cred)
+    state = await shared.record(cred, "ban", granted_us=lease.server_us, probe=False, retry_after=2)
+    assert state.factor == pytest.approx(0.5, abs=0.01)
+    again = await shared.record(cred, "ban", granted_us=lease.server_us, probe=False, retry_after=2)
+    assert again.factor == pytest.approx(0.5, abs=0.01)  # the same ban, seen by a second call
+    verdict = await shared.acquire(cred)
+    assert not verdict.granted
+    assert verdict.reason == "banned"
+    assert 1.5 < verdict.wait_s <= 2.0
+
+
+async def test_quarantine_lets_one_probe_out(client: Redis) -> None:
+    shared = limits(client, probe_after_s=0.0)
+    cred = Credential(app_key="k1", secret="s", qps=1_000_000)
+    lease = await shared.acquire(cred)
+    await shared.record(cred, "invalid", granted_us=lease.server_us, probe=False)
+    probe = await shared.acquire(cred)  # probe_after 0: the probe may go at once
+    assert probe.granted
+    assert probe.probe
+    other = await shared.acquire(cred)
+    assert not other.granted
+    assert other.reason == "probing"
+    state = await shared.record(cred, "probe_ok", granted_us=probe.server_us, probe=True)
+    assert not state.quarantined
+    assert (await shared.acquire(cred)).granted
+
+
+async def test_daily_budget_is_shared(client: Redis) -> None:
+    shared_a = limits(client)
+    shared_b = SharedLimits(client, prefix=shared_a._prefix, policy=PoolPolicy(), probe_hold_s=10)
+    cred = Credential(app_key="k1", secret="s", qps=1_000_000, daily_budget=3)
+    granted = 0
+    for shared in (shared_a, shared_b) * 3:
+        granted += (await shared.acquire(cred)).granted
+    assert granted == 3
+    verdict = await shared_b.acquire(cred)
+    assert verdict.reason == "budget"
+    assert 0 < verdict.wait_s <= 86_400
