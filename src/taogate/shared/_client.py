@@ -24,11 +24,10 @@ def connect(settings: RedisSettings) -> RedisClient:
     options: dict[str, Any] = {
         "socket_timeout": settings.timeout_s,
         "socket_connect_timeout": settings.timeout_s,
-        "retry_on_timeout": False,
-        "health_check_interval": 0,
     }
     if settings.cluster:
         return RedisCluster.from_url(settings.url, **options)
+    options["retry_on_timeout"] = False
     if settings.url.startswith("redis+sentinel://"):
         parts = urlsplit(settings.url)
         hosts = []

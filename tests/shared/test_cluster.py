@@ -1,0 +1,63 @@
+"""The shared engine on a real 3-node Redis Cluster: every script's keys in one slot."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+
+import pytest
+
+from taogate import Settings, Source
+from taogate._gateway import Gateway
+from taogate._settings import SimSettings
+from taogate.testing import SimKey, Simulator
+from tests.conftest import RedisCluster
+
+pytestmark = pytest.mark.integration
+
+KEYS = [SimKey(app_key=f"9000000{i}", secret=f"cluster-secret-{i}", qps=10.0) for i in range(3)]
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[Simulator]:
+    cfg = SimSettings(latency_ms=(10.0, 30.0), catalog_size=5_000, seed=8)
+    async with Simulator(KEYS, settings=cfg, port=0) as simulator:
+        yield simulator
+
+
+async def test_gateways_share_limits_l2_and_invalidation_on_a_cluster(
+    sim: Simulator, redis_cluster: RedisCluster
+) -> None:
+    prefix = "c" + os.urandom(3).hex()
+    settings = Settings(
+        upstream={"url": sim.url},
+        credentials=[{"app_key": k.app_key, "secret": k.secret, "qps": k.qps} for k in KEYS],
+        limits={"safety_factor": 1.0},
+        redis={"url": redis_cluster.url, "cluster": True, "prefix": prefix, "heartbeat_s": 0.2},
+    )
+    ids = sim.catalog.ids()[:600]
+    async with Gateway(settings) as a, Gateway(settings) as b:
+        assert a.shared is not None
+        assert a.shared.mode == "shared"
+        await asyncio.gather(
+            *(g.get_many(ids[i::20]) for i, g in zip(range(20), [a, b] * 10, strict=True))
+        )
+        await asyncio.sleep(0.3)
+        assert a.shared.live_replicas == 2
+        only_a = sim.catalog.ids()[1000]
+        await a.get(only_a)
+        await asyncio.sleep(0.2)  # written behind to L2
+        from_l2 = await b.get(only_a)
+        assert b.cache.l1.peek(only_a) is not None
+        await a.invalidate([only_a])
+        await asyncio.sleep(0.2)
+        assert b.cache.l1.peek(only_a) is None  # the invalidation crossed the cluster
+        assert a.shared.mode == "shared"
+        assert b.shared is not None
+        assert b.shared.mode == "shared"
+    stats = sim.stats()
+    for key in KEYS:
+        assert stats["keys"][key.app_key]["code7"] == 0
+        assert stats["keys"][key.app_key]["max_calls_in_1s"] <= 10
+    assert from_l2.source is Source.L2
