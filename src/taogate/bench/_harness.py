@@ -238,10 +238,20 @@ class GatewayProcess:
     """``taogate serve`` in a child process, in front of ``sim``, with one client token."""
 
     def __init__(
-        self, sim: SimProcess, *, token: str, safety_factor: float = 0.9, max_age_s: float = 600.0
+        self,
+        sim: SimProcess,
+        *,
+        token: str,
+        safety_factor: float = 0.9,
+        max_age_s: float = 600.0,
+        redis_url: str | None = None,
+        redis_prefix: str = "tg",
     ) -> None:
         self.sim = sim
         self._max_age = max_age_s
+        self._redis = (
+            f'[redis]\nurl = "{redis_url}"\nprefix = "{redis_prefix}"\n\n' if redis_url else ""
+        )
         self.token = token
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -258,7 +268,7 @@ class GatewayProcess:
         config.write_text(
             f'[upstream]\nurl = "{self.sim.url}"\n\n{creds}\n'
             f"[limits]\nsafety_factor = {self._safety}\n\n"
-            f"[cache]\nmax_age_s = {self._max_age}\n\n"
+            f"[cache]\nmax_age_s = {self._max_age}\n\n{self._redis}"
             f'[server]\nport = {self.port}\nlog_level = "warning"\n\n'
             f'[[server.clients]]\nname = "demo"\ntoken = "{self.token}"\nrate = 1000000\n',
             encoding="utf-8",

@@ -349,6 +349,15 @@ class CredentialPool:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    def pause_all(self, seconds: float, reason: str = "switch") -> None:
+        """Hold every credential for ``seconds`` (when the limiter changes hands, so calls from
+        before and after the change never share a one-second window)."""
+        until = self._clock() + seconds
+        for s in self._states:
+            s.hold_until = max(s.hold_until, until)
+            s.shared_reason = reason
+        self._changed.set()
+
     # --- outcomes ----------------------------------------------------------------------
 
     def release_unused(self, lease: Lease) -> None:

@@ -35,6 +35,8 @@ __all__ = ["L2Entry", "SharedBackend"]
 
 log = logging.getLogger("taogate.shared")
 _FAILURES = (RedisError, OSError, TimeoutError)
+#: Seconds every credential waits when the limiter changes hands (one platform window + guard).
+_SWITCH_PAUSE_S = 1.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +132,8 @@ class SharedBackend:
 
     def _shared(self) -> None:
         if self.mode != "shared":
+            if self.mode_changes:  # back from local mode: let the local calls' second pass
+                self.pool.pause_all(_SWITCH_PAUSE_S)
             self.mode = "shared"
             self.mode_changes += 1
             log.info(
@@ -146,7 +150,10 @@ class SharedBackend:
         self.pool.shared = None
         self.pool.share = 1.0 / max(1, self.live_replicas)
         if self.mode != "local" or not self._lost.is_set():
-            self.mode_changes += self.mode != "local"
+            if self.mode == "shared":
+                # the shared schedule's last second is unknown here: wait it out
+                self.pool.pause_all(_SWITCH_PAUSE_S)
+                self.mode_changes += 1
             self.mode = "local"
             log.warning(
                 "Redis unavailable (%s): local mode, each key at 1/%d of its quota",
