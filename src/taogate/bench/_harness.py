@@ -148,8 +148,16 @@ class SimProcess:
         return out
 
     async def catalog(self, limit: int) -> list[str]:
-        doc = await self._json("GET", "/_sim/catalog", params={"offset": 0, "limit": limit})
-        return list(doc["ids"])
+        ids: list[str] = []
+        while len(ids) < limit:  # the simulator pages at 100,000
+            page = min(100_000, limit - len(ids))
+            doc = await self._json(
+                "GET", "/_sim/catalog", params={"offset": len(ids), "limit": page}
+            )
+            if not doc["ids"]:
+                break
+            ids.extend(doc["ids"])
+        return ids
 
     async def fault(self, kind: str, duration_s: float, **extra: Any) -> None:
         await self._json(
@@ -246,7 +254,11 @@ class GatewayProcess:
         max_age_s: float = 600.0,
         redis_url: str | None = None,
         redis_prefix: str = "tg",
+        log: Path | None = None,
+        log_level: str = "warning",
     ) -> None:
+        self._log = log
+        self._log_level = log_level
         self.sim = sim
         self._max_age = max_age_s
         self._redis = (
@@ -269,7 +281,7 @@ class GatewayProcess:
             f'[upstream]\nurl = "{self.sim.url}"\n\n{creds}\n'
             f"[limits]\nsafety_factor = {self._safety}\n\n"
             f"[cache]\nmax_age_s = {self._max_age}\n\n{self._redis}"
-            f'[server]\nport = {self.port}\nlog_level = "warning"\n\n'
+            f'[server]\nport = {self.port}\nlog_level = "{self._log_level}"\n\n'
             f'[[server.clients]]\nname = "demo"\ntoken = "{self.token}"\nrate = 1000000\n',
             encoding="utf-8",
         )
@@ -281,7 +293,7 @@ class GatewayProcess:
             "--config",
             str(config),
             stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
+            stderr=self._log.open("ab") if self._log else asyncio.subprocess.DEVNULL,
         )
         async with aiohttp.ClientSession() as session:
             for _ in range(300):

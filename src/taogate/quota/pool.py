@@ -48,7 +48,11 @@ log = logging.getLogger("taogate.pool")
 
 
 class SharedUnavailable(TaogateError):
-    """The shared limiter (Redis) did not answer in time; the pool falls back to local limits."""
+    """The shared limiter (Redis) failed; ``timeout`` tells a slow answer from a refusal."""
+
+    def __init__(self, message: str, *, timeout: bool = False) -> None:
+        super().__init__(message)
+        self.timeout = timeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +97,8 @@ class PoolPolicy:
     safety_factor: float = 0.8
     burst: int = 1
     window_guard_s: float = 0.02
+    #: extra margin of a replica's own window while it decides alone for a share of the quota
+    local_guard_s: float = 0.1
     aimd_decrease: float = 0.5
     aimd_min_factor: float = 0.25
     recovery_per_s: float = 0.01
@@ -217,12 +223,23 @@ class CredentialPool:
             return False
         return self._budget_left(s)
 
+    def _window_limit(self, s: _State) -> int:
+        """Calls this process may make in one platform window: its share of the key's qps.
+
+        Deciding alone for a share of the quota, each replica keeps its own window with the
+        guard's margin, so the replicas' windows add up to the platform's, jitter included.
+        """
+        return max(1, math.floor(s.credential.qps * self.share + 1e-9))
+
     def _ready_at(self, s: _State, now: float) -> float:
         gcra = Gcra(rate=self._rate(s, now), burst=self.policy.burst)
         at = max(now, gcra.ready_at(s.tat, now), s.banned_until, s.hold_until)
-        limit = max(1, math.floor(s.credential.qps))
+        limit = self._window_limit(s)
         if len(s.sent) >= limit:
-            at = max(at, s.sent[-limit] + 1.0 + self.policy.window_guard_s)
+            guard = self.policy.window_guard_s
+            if self.share < 1.0:  # deciding alone: no shared window absorbs the others' jitter
+                guard += self.policy.local_guard_s
+            at = max(at, s.sent[-limit] + 1.0 + guard)
         if s.quarantined:
             at = max(at, s.probe_at)
         return at
@@ -295,7 +312,7 @@ class CredentialPool:
         decision = gcra.check(s.tat, now)
         s.tat = decision.tat if decision.allowed else max(s.tat, now) + gcra.interval
         s.sent.append(now)
-        limit = max(1, math.floor(s.credential.qps))
+        limit = max(1, math.floor(s.credential.qps))  # keep enough for any share
         while len(s.sent) > limit:
             s.sent.popleft()
         # _usable() lets a quarantined credential out for one probe only; with shared limits the

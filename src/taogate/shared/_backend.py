@@ -23,11 +23,12 @@ from typing import Any
 
 import orjson
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from taogate._model import Item
 from taogate._settings import Settings
 from taogate.cache.memory import CacheEntry
-from taogate.quota.pool import CredentialPool, PoolPolicy
+from taogate.quota.pool import CredentialPool, PoolPolicy, SharedUnavailable
 from taogate.shared._client import RedisClient, connect
 from taogate.shared._limits import SharedLimits
 
@@ -35,8 +36,20 @@ __all__ = ["L2Entry", "SharedBackend"]
 
 log = logging.getLogger("taogate.shared")
 _FAILURES = (RedisError, OSError, TimeoutError)
+#: Timeouts in a row that switch a replica to local mode (a refusal switches at once).
+_TIMEOUTS_TO_SWITCH = 3
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    return isinstance(exc, TimeoutError | RedisTimeoutError) or (
+        isinstance(exc, SharedUnavailable) and exc.timeout
+    )
+
+
 #: Seconds every credential waits when the limiter changes hands (one platform window + guard).
 _SWITCH_PAUSE_S = 1.05
+#: The longest wait between two reconnect attempts in local mode.
+_RECONNECT_CAP_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +81,7 @@ class SharedBackend:
         self.mode = "local"
         self.live_replicas = 1
         self.mode_changes = 0
+        self._timeouts = 0
         self._on_invalidate = on_invalidate
         self._clock = clock
         self._wall = wall_clock
@@ -82,6 +96,7 @@ class SharedBackend:
         lua = files("taogate.shared").joinpath("lua")
         self._heartbeat = self._client.register_script(lua.joinpath("heartbeat.lua").read_text())
         self._tasks: list[asyncio.Task[None]] = []
+        self._l2_wanted: list[tuple[list[str], asyncio.Future[Any]]] = []
         self._background: set[asyncio.Task[None]] = set()
         self._recovered = asyncio.Event()
         self._lost = asyncio.Event()
@@ -132,8 +147,10 @@ class SharedBackend:
 
     def _shared(self) -> None:
         if self.mode != "shared":
-            if self.mode_changes:  # back from local mode: let the local calls' second pass
-                self.pool.pause_all(_SWITCH_PAUSE_S)
+            if self.mode_changes:
+                # back from local mode: the other replicas may decide locally until their own
+                # reconnect (at most _RECONNECT_CAP_S away); wait that and one window more
+                self.pool.pause_all(_RECONNECT_CAP_S + _SWITCH_PAUSE_S)
             self.mode = "shared"
             self.mode_changes += 1
             log.info(
@@ -142,11 +159,21 @@ class SharedBackend:
             )
         self.pool.share = 1.0
         self.pool.shared = self.limits
+        self._timeouts = 0
         self._lost.clear()
         self._recovered.set()
 
     def lost(self, exc: BaseException) -> None:
-        """Redis failed: decide locally on this replica's share until it is back."""
+        """Redis failed: decide locally on this replica's share until it is back.
+
+        A refused connection switches at once; timeouts only after ``_TIMEOUTS_TO_SWITCH`` in a
+        row, since a busy event loop can make a healthy Redis look slow.
+        """
+        if self.mode == "shared" and _is_timeout(exc):
+            self._timeouts += 1
+            if self._timeouts < _TIMEOUTS_TO_SWITCH:
+                return
+        self._timeouts = 0
         self.pool.shared = None
         self.pool.share = 1.0 / max(1, self.live_replicas)
         if self.mode != "local" or not self._lost.is_set():
@@ -168,6 +195,7 @@ class SharedBackend:
             keys=[self._replicas_key], args=[self.replica_id, self.settings.replica_ttl_s]
         )
         self.live_replicas = max(1, int(count))
+        self._timeouts = 0
 
     async def _heartbeats(self) -> None:
         while True:
@@ -184,11 +212,11 @@ class SharedBackend:
         delay = 0.1
         while True:
             await self._lost.wait()
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # never past the cap
             try:
                 await self._beat()
             except _FAILURES:
-                delay = min(2.0, delay * 2)
+                delay = min(_RECONNECT_CAP_S, delay * 2)
                 continue
             delay = 0.1
             self._shared()
@@ -214,25 +242,31 @@ class SharedBackend:
     # --- L2 ------------------------------------------------------------------------------
 
     async def l2_get(self, ids: Sequence[str]) -> dict[str, L2Entry]:
-        """Answers L2 holds for ``ids`` (empty in local mode; a failure switches to local)."""
+        """Answers L2 holds for ``ids`` (empty in local mode; a failure switches to local).
+
+        Reads from every lookup in the same event-loop turn go out as one ``MGET``: a cold
+        flood costs one Redis round trip per turn, not one per request.
+        """
         if self.mode != "shared" or not self.settings.l2 or not ids:
             return {}
-        keys = [self.item_key(i) for i in ids]
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[dict[str, bytes | None]] = loop.create_future()
+        self._l2_wanted.append((list(ids), future))
+        if len(self._l2_wanted) == 1:
+            loop.call_soon(self._l2_flush)
         try:
-            if self.settings.cluster:
-                raw = await self._client.mget_nonatomic(keys)  # type: ignore[union-attr]
-            else:
-                raw = await self._client.mget(keys)
+            raw = await future
         except _FAILURES as exc:
             self.lost(exc)
             return {}
         now_mono, now_wall = self._clock(), self._wall()
+        shift = now_mono - now_wall  # wall time on this replica's monotonic clock
         out: dict[str, L2Entry] = {}
-        for num_iid, blob in zip(ids, raw, strict=True):
+        for num_iid in ids:
+            blob = raw.get(num_iid)
             if blob is None:
                 continue
             doc = orjson.loads(blob)
-            shift = now_mono - now_wall  # wall time on this replica's monotonic clock
             out[num_iid] = L2Entry(
                 item=None if doc["i"] is None else Item.from_dict(doc["i"]),
                 fetched_at=doc["f"] + shift,
@@ -240,6 +274,30 @@ class SharedBackend:
                 keep_until=doc["k"] + shift,
             )
         return out
+
+    def _l2_flush(self) -> None:
+        wanted, self._l2_wanted = self._l2_wanted, []
+        task = asyncio.get_running_loop().create_task(self._l2_read(wanted))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _l2_read(self, wanted: list[tuple[list[str], asyncio.Future[Any]]]) -> None:
+        ids = list(dict.fromkeys(i for group, _ in wanted for i in group))
+        keys = [self.item_key(i) for i in ids]
+        try:
+            if self.settings.cluster:
+                values = await self._client.mget_nonatomic(keys)  # type: ignore[union-attr]
+            else:
+                values = await self._client.mget(keys)
+        except _FAILURES as exc:
+            for _, future in wanted:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        found = dict(zip(ids, values, strict=True))
+        for _, future in wanted:
+            if not future.done():
+                future.set_result(found)
 
     def l2_put_later(self, entries: Mapping[str, CacheEntry]) -> None:
         """Write fresh answers to L2 in the background (the callers never wait for it)."""

@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from taogate._errors import ConfigurationError
 from taogate._settings import RedisSettings
@@ -15,6 +18,7 @@ from taogate._settings import RedisSettings
 __all__ = ["RedisClient", "connect"]
 
 RedisClient = Redis | RedisCluster
+MAX_CONNECTIONS = 32
 
 
 def connect(settings: RedisSettings) -> RedisClient:
@@ -28,6 +32,10 @@ def connect(settings: RedisSettings) -> RedisClient:
     if settings.cluster:
         return RedisCluster.from_url(settings.url, **options)
     options["retry_on_timeout"] = False
+    # one immediate retry on a broken connection: after a Redis restart the pool's idle
+    # connections are dead, and the first command on each must not count as an outage
+    options["retry"] = Retry(NoBackoff(), retries=1)
+    options["retry_on_error"] = [RedisConnectionError]
     if settings.url.startswith("redis+sentinel://"):
         parts = urlsplit(settings.url)
         hosts = []
@@ -38,5 +46,9 @@ def connect(settings: RedisSettings) -> RedisClient:
         sentinel = Sentinel(hosts, sentinel_kwargs=options, **options)  # type: ignore[no-untyped-call]
         master: Redis = sentinel.master_for(service, **options)
         return master
-    client: Redis = Redis.from_url(settings.url, **options)
-    return client
+    # a bounded pool: a burst waits (within the timeout) for a connection instead of opening
+    # hundreds; Redis work is batched, so a few connections carry it
+    pool = BlockingConnectionPool.from_url(
+        settings.url, max_connections=MAX_CONNECTIONS, timeout=settings.timeout_s, **options
+    )
+    return Redis.from_pool(pool)  # the client owns the pool: aclose() disconnects it

@@ -13,6 +13,7 @@ from importlib.resources import files
 from typing import Any
 
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from taogate.providers.base import Credential
 from taogate.quota.pool import PoolPolicy, SharedUnavailable, SharedVerdict
@@ -32,6 +33,11 @@ class SharedState:
     probe_at: float
     factor: float
     server_now: float
+
+
+def _unavailable(exc: BaseException) -> SharedUnavailable:
+    timeout = isinstance(exc, TimeoutError | RedisTimeoutError)
+    return SharedUnavailable(f"shared limits unavailable ({type(exc).__name__})", timeout=timeout)
 
 
 def _text(value: Any) -> str:
@@ -73,7 +79,7 @@ class SharedLimits:
                 keys=self.keys(credential), args=args
             )
         except (RedisError, OSError, TimeoutError) as exc:
-            raise SharedUnavailable(f"shared limits unavailable ({type(exc).__name__})") from None
+            raise _unavailable(exc) from None
         return SharedVerdict(
             granted=bool(int(granted)),
             wait_s=int(wait_us) / 1e6,
@@ -110,7 +116,7 @@ class SharedLimits:
                 keys=self.keys(credential)[:1], args=args
             )
         except (RedisError, OSError, TimeoutError) as exc:
-            raise SharedUnavailable(f"shared limits unavailable ({type(exc).__name__})") from None
+            raise _unavailable(exc) from None
         return SharedState(
             banned_until=int(banned_us) / 1e6,
             quarantined=bool(int(quarantined)),
