@@ -28,9 +28,9 @@ from typing import Any
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import RESULTS, RedisProcess, machine, write_json
+from _common import RESULTS, machine, write_json
 from taogate import Credential
-from taogate.bench._harness import GatewayProcess, SimProcess, SimSpec
+from taogate.bench._harness import GatewayProcess, RedisProcess, SimProcess, SimSpec
 from taogate.quota.pool import PoolPolicy
 from taogate.shared._limits import SharedLimits
 

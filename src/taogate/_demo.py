@@ -11,12 +11,16 @@ and a summary compares the two.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import random
 import secrets
+import shutil
+import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -26,7 +30,13 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from taogate.bench._harness import GatewayProcess, LatencyLog, SimProcess, SimSpec
+from taogate.bench._harness import (
+    GatewayProcess,
+    LatencyLog,
+    RedisProcess,
+    SimProcess,
+    SimSpec,
+)
 from taogate.bench._zipf import ZipfIds
 from taogate.providers.base import Credential
 from taogate.providers.top import TopProvider
@@ -59,8 +69,8 @@ class _Tally:
         """Count one lookup: ``kind`` names a counter (hits, upstream, stale, ..., timeouts)."""
         if kind not in ("errors", "timeouts"):
             self.answered += 1
+            self.latency.add(seconds)  # latency of answers; failures are counted apart
         setattr(self, kind, getattr(self, kind) + 1)
-        self.latency.add(seconds)
         self.recent.append((time.monotonic(), seconds))
 
     def window(self, seconds: float) -> list[float]:
@@ -93,41 +103,63 @@ async def _lookup(session: aiohttp.ClientSession, url: str, tally: _Tally, wait_
     tally.record(took, kind)
 
 
-async def run_demo(console: Console, *, seconds: float = 45.0, rate: float = 600.0) -> None:
-    """The demo; every phase is bounded in time and the whole run stops by itself."""
+async def run_demo(
+    console: Console, *, seconds: float = 45.0, rate: float = 600.0, replicas: int = 1
+) -> None:
+    """The demo; every phase is bounded in time and the whole run stops by itself.
+
+    With ``replicas > 1`` a redis-server of the demo's own joins them (when the binary is
+    installed): the replicas share every key's quota through it.
+    """
     spec = SimSpec(keys=3, qps=10.0, catalog_size=50_000, price_changes_per_hour=30.0)
     quota = spec.keys * spec.qps * SAFETY
-    console.rule("[bold]taogate demo[/] — simulator + gateway + live load, no Redis")
-    with console.status("starting the TOP simulator and the gateway…"):
-        sim_cm = SimProcess(spec)
-        sim = await sim_cm.__aenter__()
-        token = secrets.token_urlsafe(16)
-        gw_cm = GatewayProcess(sim, token=token, safety_factor=SAFETY, max_age_s=MAX_AGE_S)
-        try:
-            gw = await gw_cm.__aenter__()
-        except BaseException:
-            await sim_cm.__aexit__()
-            raise
-    try:
+    if replicas > 1 and shutil.which("redis-server") is None:
+        console.print("[yellow]redis-server is not installed: running one replica[/]")
+        replicas = 1
+    what = "no Redis" if replicas == 1 else f"{replicas} replicas sharing one Redis"
+    console.rule(f"[bold]taogate demo[/] — simulator + gateway + live load, {what}")
+    async with contextlib.AsyncExitStack() as stack:
+        with console.status("starting the TOP simulator and the gateway…"):
+            sim = await stack.enter_async_context(SimProcess(spec))
+            redis_url = None
+            if replicas > 1:
+                redis = RedisProcess(Path(stack.enter_context(tempfile.TemporaryDirectory())))
+                redis.start()
+                stack.callback(redis.stop)
+                redis_url = redis.url
+            token = secrets.token_urlsafe(16)
+            gws = [
+                await stack.enter_async_context(
+                    GatewayProcess(
+                        sim,
+                        token=token,
+                        safety_factor=SAFETY,
+                        max_age_s=MAX_AGE_S,
+                        redis_url=redis_url,
+                        redis_prefix="demo",
+                    )
+                )
+                for _ in range(replicas)
+            ]
         console.print(
             f"simulator {sim.base_url} (3 keys × 10 calls/s, 200–500 ms a call, prices change); "
-            f"gateway {gw.base_url} (metrics at {gw.base_url}/metrics)",
+            f"gateway{'s' * (replicas > 1)} "
+            + ", ".join(gw.base_url for gw in gws)
+            + f" (metrics at {gws[0].base_url}/metrics)",
             highlight=False,
         )
         ids = await sim.catalog(spec.catalog_size)
         zipf = ZipfIds(ids, 1.1, random.Random(11))
-        taogate = await _run_gateway(console, sim, gw, zipf, seconds, rate, quota)
+        taogate = await _run_gateway(console, sim, gws, zipf, seconds, rate, quota)
         naive = await _run_naive(console, sim, zipf, min(10.0, seconds / 3), rate)
-    finally:
-        await gw_cm.__aexit__()
-        await sim_cm.__aexit__()
-    _summary(console, taogate, naive, quota, gw.base_url)
+        url = gws[0].base_url
+    _summary(console, taogate, naive, quota, url)
 
 
 async def _run_gateway(
     console: Console,
     sim: SimProcess,
-    gw: GatewayProcess,
+    gws: list[GatewayProcess],
     zipf: ZipfIds,
     seconds: float,
     rate: float,
@@ -139,7 +171,8 @@ async def _run_gateway(
     history: deque[tuple[float, dict[str, Any]]] = deque(maxlen=10)
     tasks: set[asyncio.Task[None]] = set()
     connector = aiohttp.TCPConnector(limit=256)
-    headers = {"Authorization": f"Bearer {gw.token}"}
+    headers = {"Authorization": f"Bearer {gws[0].token}"}
+    turn = itertools.cycle(gws)
     async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
         issued, outage_started = 0, False
         with Live(console=console, refresh_per_second=4, transient=False) as live:
@@ -149,7 +182,7 @@ async def _run_gateway(
                     outage_started = True
                 due = int(elapsed * rate) - issued
                 for _ in range(due):
-                    url = f"{gw.base_url}/v1/items/{zipf.draw()}"
+                    url = f"{next(turn).base_url}/v1/items/{zipf.draw()}"
                     task = asyncio.create_task(_lookup(session, url, tally, WAIT_S))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
@@ -157,11 +190,13 @@ async def _run_gateway(
                 if not history or time.monotonic() - history[-1][0] >= 0.5:
                     history.append((time.monotonic(), await sim.stats()))
                     phase = _phase(elapsed, outage_at, outage_s)
-                    live.update(_view(tally, history, quota, elapsed, seconds, rate, phase))
+                    live.update(
+                        _view(tally, history, quota, elapsed, seconds, rate, phase, len(gws))
+                    )
                 await asyncio.sleep(0.01)
             await asyncio.gather(*tasks, return_exceptions=True)
     stats1 = await sim.stats()
-    return _totals("taogate", tally, stats0, stats1, seconds)
+    return _totals("taogate", tally, stats0, stats1, time.monotonic() - tally.started)
 
 
 def _phase(elapsed: float, outage_at: float, outage_s: float) -> str:
@@ -182,6 +217,7 @@ def _view(
     seconds: float,
     rate: float,
     phase: str,
+    replicas: int,
 ) -> Panel:
     recent = tally.window(2.0)
     lat = sorted(recent)
@@ -202,7 +238,11 @@ def _view(
     )
     table.add_row("upstream calls/s", f"{bar} {calls_per_s:.1f} of {quota:g} allowed")
     table.add_row("items per call", f"{totals['items_per_ok_call']:.1f} (max 40)")
+    most = max(k["max_calls_in_1s"] for k in s1["keys"].values())
     table.add_row("code 7 (bans)", f"{totals['code7']}")
+    table.add_row("most calls per key in 1 s", f"{most} (the platform allows 10)")
+    if replicas > 1:
+        table.add_row("replicas", f"{replicas}, sharing every key's quota through Redis")
     table.add_row("stale answers", f"{tally.stale:,}")
     table.add_row("errors / timeouts", f"{tally.errors:,} / {tally.timeouts:,}")
     progress = Text(f"{elapsed:4.0f} s of {seconds:g} s — ") + Text.from_markup(phase)
@@ -253,12 +293,13 @@ async def _run_naive(
                 await asyncio.sleep(0.01)
             await asyncio.gather(*tasks, return_exceptions=True)
     stats1 = await sim.stats()
-    return _totals("naive", tally, stats0, stats1, seconds)
+    return _totals("naive", tally, stats0, stats1, time.monotonic() - tally.started)
 
 
 def _totals(
     name: str, tally: _Tally, stats0: dict[str, Any], stats1: dict[str, Any], seconds: float
 ) -> dict[str, Any]:
+    """Totals over ``seconds``: the run and the time its last lookups took to finish."""
     calls = stats1["totals"]["calls"] - stats0["totals"]["calls"]
     offered = tally.answered + tally.errors + tally.timeouts
     return {

@@ -256,13 +256,17 @@ def demo(
     rate: Annotated[
         float, typer.Option(min=10, max=5000, help="Lookups per second offered.")
     ] = 600.0,
+    replicas: Annotated[
+        int, typer.Option(min=1, max=8, help="Gateway replicas; more than 1 adds a Redis.")
+    ] = 1,
     walkthrough: Annotated[
         bool, typer.Option(help="Instead: signed calls against the simulator, step by step.")
     ] = False,
 ) -> None:
     """Start the simulator, the gateway and live load, then compare with a naive client.
 
-    No Redis and no real keys: everything runs on loopback and stops by itself (about a minute).
+    No real keys: everything runs on loopback and stops by itself (about a minute). With
+    --replicas 3, a redis-server of the demo's own lets three gateways share the quota.
     """
     if walkthrough:
         from taogate._walkthrough import run_walkthrough
@@ -271,7 +275,7 @@ def demo(
         return
     from taogate._demo import run_demo
 
-    _run(run_demo(console, seconds=seconds, rate=rate))
+    _run(run_demo(console, seconds=seconds, rate=rate, replicas=replicas))
 
 
 @app.command()
