@@ -198,3 +198,47 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
     finally:
         for node in nodes:
             node.stop()
+
+
+@dataclass
+class RedisSentinel:
+    """A master and one Sentinel watching it, both started by the suite."""
+
+    master: RedisServer
+    sentinel_port: int
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.sentinel_port}/taogate-test"
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(
+    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RedisSentinel]:
+    """A Sentinel (``redis-server --sentinel``) in front of the session's server."""
+    binary = shutil.which("redis-server")
+    assert binary is not None
+    directory = tmp_path_factory.mktemp("sentinel")
+    port = free_port()
+    config = directory / "sentinel.conf"
+    config.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {directory}\n"
+        f"sentinel monitor taogate-test 127.0.0.1 {redis_server.port} 1\n"
+        "sentinel down-after-milliseconds taogate-test 5000\n",
+        encoding="utf-8",
+    )
+    proc = subprocess.Popen(
+        [binary, str(config), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not _ping(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("redis sentinel did not start")
+            time.sleep(0.05)
+        yield RedisSentinel(redis_server, port, proc)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -29,7 +29,7 @@ from taogate._model import Item
 from taogate._settings import Settings
 from taogate.cache.memory import CacheEntry
 from taogate.quota.pool import CredentialPool, PoolPolicy, SharedUnavailable
-from taogate.shared._client import RedisClient, connect
+from taogate.shared._client import RedisClient, close, connect
 from taogate.shared._limits import SharedLimits
 
 __all__ = ["L2Entry", "SharedBackend"]
@@ -137,7 +137,7 @@ class SharedBackend:
             with contextlib.suppress(*_FAILURES):
                 await self._client.zrem(self._replicas_key, self.replica_id)
         with contextlib.suppress(*_FAILURES):
-            await self._client.aclose()
+            await close(self._client)
 
     # --- mode ----------------------------------------------------------------------------
 

@@ -15,10 +15,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from taogate._errors import ConfigurationError
 from taogate._settings import RedisSettings
 
-__all__ = ["RedisClient", "connect"]
+__all__ = ["RedisClient", "close", "connect"]
 
 RedisClient = Redis | RedisCluster
 MAX_CONNECTIONS = 32
+_SENTINELS: dict[int, Sentinel] = {}
 
 
 def connect(settings: RedisSettings) -> RedisClient:
@@ -31,11 +32,10 @@ def connect(settings: RedisSettings) -> RedisClient:
     }
     if settings.cluster:
         return RedisCluster.from_url(settings.url, **options)
-    options["retry_on_timeout"] = False
-    # one immediate retry on a broken connection: after a Redis restart the pool's idle
-    # connections are dead, and the first command on each must not count as an outage
-    options["retry"] = Retry(NoBackoff(), retries=1)
-    options["retry_on_error"] = [RedisConnectionError]
+    # one immediate retry on a broken connection (after a Redis restart the pool's idle
+    # connections are dead, and the first command on each must not count as an outage);
+    # never on a timeout, which would double the time a request can wait on Redis
+    options["retry"] = Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,))
     if settings.url.startswith("redis+sentinel://"):
         parts = urlsplit(settings.url)
         hosts = []
@@ -45,6 +45,7 @@ def connect(settings: RedisSettings) -> RedisClient:
         service = parts.path.strip("/") or "mymaster"
         sentinel = Sentinel(hosts, sentinel_kwargs=options, **options)  # type: ignore[no-untyped-call]
         master: Redis = sentinel.master_for(service, **options)
+        _SENTINELS[id(master)] = sentinel  # its connections to the sentinels close with it
         return master
     # a bounded pool: a burst waits (within the timeout) for a connection instead of opening
     # hundreds; Redis work is batched, so a few connections carry it
@@ -52,3 +53,12 @@ def connect(settings: RedisSettings) -> RedisClient:
         settings.url, max_connections=MAX_CONNECTIONS, timeout=settings.timeout_s, **options
     )
     return Redis.from_pool(pool)  # the client owns the pool: aclose() disconnects it
+
+
+async def close(client: RedisClient) -> None:
+    """Close ``client``, its pool, and for Sentinel the connections to the sentinels."""
+    await client.aclose()
+    sentinel = _SENTINELS.pop(id(client), None)
+    if sentinel is not None:
+        for node in sentinel.sentinels:
+            await node.aclose()
