@@ -121,6 +121,7 @@ class Gateway:
         self.stale_served = 0
         self.refreshes = 0
         self.l2_hits = 0
+        self.last_invalidation_everywhere = True
         self._started = True
 
     async def aclose(self) -> None:
@@ -132,6 +133,7 @@ class Gateway:
             await self._dispatcher.aclose()
         if self.shared is not None:
             await self.shared.aclose()
+        await self.pool.aclose()
         if self._owns_provider and self._provider is not None:
             await self._provider.aclose()
 
@@ -369,11 +371,14 @@ class Gateway:
         dispatcher.submit(ids, priority=Priority.REFRESH, deadline=deadline)
 
     async def invalidate(self, ids: Iterable[str]) -> int:
-        """Forget ``ids`` here, in L2 and in every replica's L1; returns how many L1 held here."""
+        """Forget ``ids`` here, in L2 and in every replica's L1; returns how many L1 held here.
+
+        ``last_invalidation_everywhere`` tells whether the other replicas were reached.
+        """
         checked = [self._id_policy.check(i) for i in ids]
         count = self.cache.invalidate(checked)
-        if self.shared is not None:
-            await self.shared.invalidate(checked)
+        everywhere = self.shared is None or await self.shared.invalidate(checked)
+        self.last_invalidation_everywhere = everywhere
         return count
 
     # --- state ---------------------------------------------------------------------------

@@ -154,6 +154,12 @@ class RedisSettings(_Section):
     heartbeat_s: float = Field(default=1.0, gt=0)
     #: A replica silent this long no longer counts as live.
     replica_ttl_s: float = Field(default=5.0, gt=0)
+    #: A replica that went silent (not stopped cleanly) may be cut off from Redis and deciding
+    #: on its share alone; the others leave it that share for this long.
+    departed_memory_s: float = Field(default=300.0, ge=0)
+    #: Replicas to assume before the first heartbeat has counted them (a replica that starts
+    #: while Redis is down decides alone on 1/this of each quota).
+    expected_replicas: int = Field(default=3, ge=1)
     #: Shared L2 cache of answers (with Redis configured).
     l2: bool = True
 

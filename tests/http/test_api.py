@@ -138,7 +138,7 @@ async def test_invalidate(service: Service) -> None:
     resp = await service.client.post(
         "/v1/items:invalidate", json={"ids": [num_iid, "1"]}, headers=service.auth("ops")
     )
-    assert resp.json() == {"invalidated": 1}
+    assert resp.json() == {"invalidated": 1, "everywhere": True}
     again = await service.client.get(f"/v1/items/{num_iid}", headers=service.auth())
     assert again.json()["source"] == "upstream"
 

@@ -156,3 +156,38 @@ async def test_redis_down_local_mode_then_back(sim: Simulator, own_redis: RedisS
         assert loop.time() - back <= 5.0
         assert a.pool.share == 1.0
         assert a.pool.shared is not None
+
+
+async def test_an_answer_fetched_before_an_invalidation_is_not_written_back(
+    sim: Simulator, redis_server: RedisServer
+) -> None:
+    p = prefix()
+    num_iid = sim.catalog.ids()[5]
+    async with Gateway(settings(sim, redis_server.url, p)) as a:
+        assert a.shared is not None
+        await a.get(num_iid)
+        entry = a.cache.l1.peek(num_iid)
+        assert entry is not None
+        await asyncio.sleep(0.1)
+        await a.invalidate([num_iid])
+        await a.shared._l2_put({num_iid: entry})  # a write-behind that lost the race
+        assert await a.shared.l2_get([num_iid]) == {}
+
+
+async def test_a_malformed_invalidation_message_is_ignored(
+    sim: Simulator, redis_server: RedisServer
+) -> None:
+    from redis.asyncio import Redis
+
+    p = prefix()
+    num_iid = sim.catalog.ids()[6]
+    async with Gateway(settings(sim, redis_server.url, p)) as a:
+        assert a.shared is not None
+        await a.get(num_iid)
+        await asyncio.sleep(0.3)
+        client = Redis.from_url(redis_server.url)
+        await client.publish(a.shared.channel, b"not json")
+        await client.publish(a.shared.channel, b'["' + num_iid.encode() + b'"]')
+        await client.aclose()
+        await asyncio.sleep(0.3)
+        assert a.cache.l1.peek(num_iid) is None  # the valid message after it still applied

@@ -23,6 +23,11 @@ async def client(redis_server: RedisServer) -> AsyncIterator[Redis]:
     await r.aclose()
 
 
+async def born(client: Redis, shared: SharedLimits, cred: Credential) -> None:
+    """Age the credential's state past its first window (a new state waits one window)."""
+    await client.hset(shared.keys(cred)[0], "born", "0")
+
+
 def limits(client: Redis, **policy: float) -> SharedLimits:
     prefix = "t" + os.urandom(4).hex()  # each test its own keys on the shared test server
     return SharedLimits(client, prefix=prefix, policy=PoolPolicy(**policy), probe_hold_s=10.0)  # type: ignore[arg-type]
@@ -31,6 +36,7 @@ def limits(client: Redis, **policy: float) -> SharedLimits:
 async def test_grants_at_the_rate_then_waits(client: Redis) -> None:
     shared = limits(client, safety_factor=1.0)
     cred = Credential(app_key="k1", secret="s", qps=10)
+    await born(client, shared, cred)
     first = await shared.acquire(cred)
     second = await shared.acquire(cred)
     assert first.granted
@@ -50,6 +56,7 @@ async def test_keys_share_one_hash_slot(client: Redis) -> None:
 async def test_ban_is_seen_by_every_acquire_and_halves_once(client: Redis) -> None:
     shared = limits(client, safety_factor=1.0)
     cred = Credential(app_key="k1", secret="s", qps=100)
+    await born(client, shared, cred)
     lease = await shared.acquire(cred)
     state = await shared.record(cred, "ban", granted_us=lease.server_us, probe=False, retry_after=2)
     assert state.factor == pytest.approx(0.5, abs=0.01)
@@ -64,6 +71,7 @@ async def test_ban_is_seen_by_every_acquire_and_halves_once(client: Redis) -> No
 async def test_quarantine_lets_one_probe_out(client: Redis) -> None:
     shared = limits(client, probe_after_s=0.0)
     cred = Credential(app_key="k1", secret="s", qps=1_000_000)
+    await born(client, shared, cred)
     lease = await shared.acquire(cred)
     await shared.record(cred, "invalid", granted_us=lease.server_us, probe=False)
     probe = await shared.acquire(cred)  # probe_after 0: the probe may go at once
@@ -81,6 +89,7 @@ async def test_daily_budget_is_shared(client: Redis) -> None:
     shared_a = limits(client)
     shared_b = SharedLimits(client, prefix=shared_a._prefix, policy=PoolPolicy(), probe_hold_s=10)
     cred = Credential(app_key="k1", secret="s", qps=1_000_000, daily_budget=3)
+    await born(client, shared_a, cred)
     granted = 0
     for shared in (shared_a, shared_b) * 3:
         granted += (await shared.acquire(cred)).granted
@@ -88,3 +97,27 @@ async def test_daily_budget_is_shared(client: Redis) -> None:
     verdict = await shared_b.acquire(cred)
     assert verdict.reason == "budget"
     assert 0 < verdict.wait_s <= 86_400
+
+
+async def test_a_new_state_waits_one_window(client: Redis) -> None:
+    """After a Redis restart the last second's calls are unknown: nobody sends for a window."""
+    shared = limits(client)
+    cred = Credential(app_key="k1", secret="s", qps=10)
+    first = await shared.acquire(cred)
+    second = await shared.acquire(cred)
+    assert not first.granted
+    assert first.reason == "fresh"
+    assert 1.0 < first.wait_s <= 1.02
+    assert second.reason == "fresh"
+    assert second.wait_s <= first.wait_s
+
+
+async def test_shared_rate_leaves_departed_replicas_their_share(client: Redis) -> None:
+    shared = limits(client, safety_factor=1.0)
+    shared.share = 0.5  # one of two replicas is cut off and decides locally
+    cred = Credential(app_key="k1", secret="s", qps=10)
+    await born(client, shared, cred)
+    assert (await shared.acquire(cred)).granted
+    verdict = await shared.acquire(cred)
+    assert verdict.reason == "rate"
+    assert verdict.wait_s == pytest.approx(0.2, abs=0.01)  # 5 calls/s: half of 10

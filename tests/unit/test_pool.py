@@ -253,3 +253,10 @@ def test_one_ban_halves_the_rate_once() -> None:
     assert again is not None
     pool.on_rate_limited(again, retry_after=2.0)  # a new ban: halved again
     assert pool.rate(again.credential) == pytest.approx(25.0, rel=0.1)
+
+
+def test_a_replica_deciding_alone_spends_its_share_of_the_budget() -> None:
+    clock = FakeClock()
+    pool = CredentialPool([cred("k1", qps=1000, daily_budget=10)], clock=clock)
+    pool.share = 0.25
+    assert len(drain(pool, clock, 5.0)) == 2  # floor of 10 x 1/4 = 2.5

@@ -213,8 +213,11 @@ class _Api:
         self._client(request, admin=True)
         doc = await self._ids_body(request, frozenset())
         count = await self.gw.invalidate(doc["ids"])
-        log.info("invalidated %d of %d ids", count, len(doc["ids"]))
-        return _json({"invalidated": count})
+        everywhere = self.gw.last_invalidation_everywhere
+        log.info(
+            "invalidated %d of %d ids", count, len(doc["ids"]), extra={"everywhere": everywhere}
+        )
+        return _json({"invalidated": count, "everywhere": everywhere})
 
     async def keys(self, request: Request) -> Response:
         self._client(request, admin=True)

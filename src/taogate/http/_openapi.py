@@ -175,8 +175,15 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                                 "application/json": {
                                     "schema": {
                                         "type": "object",
-                                        "required": ["invalidated"],
-                                        "properties": {"invalidated": {"type": "integer"}},
+                                        "required": ["invalidated", "everywhere"],
+                                        "properties": {
+                                            "invalidated": {"type": "integer"},
+                                            "everywhere": {
+                                                "type": "boolean",
+                                                "description": "false: Redis was out of "
+                                                "reach and only this replica forgot them",
+                                            },
+                                        },
                                     }
                                 }
                             },

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import random
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -184,6 +185,8 @@ class CredentialPool:
         self.share = 1.0
         #: called when the shared limiter fails, so the owner can switch to local mode
         self.on_shared_failure: Callable[[BaseException], None] | None = None
+        #: the longest one question to the shared limiter may take
+        self.shared_timeout_s = 0.25
         self._background: set[asyncio.Task[None]] = set()
 
     # --- rates -------------------------------------------------------------------------
@@ -216,7 +219,8 @@ class CredentialPool:
         today = datetime.fromtimestamp(self._wall_clock(), tz=UTC).astimezone(BEIJING).date()
         if s.day != today:
             s.day, s.calls_today = today, 0
-        return s.calls_today < budget
+        # deciding alone, a replica spends only its share of the day's budget
+        return s.calls_today + 1 <= budget * self.share + 1e-9
 
     def _usable(self, s: _State, now: float) -> bool:
         if s.quarantined and (s.probing or now < s.probe_at):
@@ -295,7 +299,7 @@ class CredentialPool:
                     continue
                 if verdict.granted:
                     return self._grant(s, self._clock(), verdict)
-                s.hold_until = self._clock() + verdict.wait_s
+                s.hold_until = max(s.hold_until, self._clock() + verdict.wait_s)
                 s.shared_reason = verdict.reason
                 continue
             if deadline is not None and at > deadline:
@@ -332,7 +336,11 @@ class CredentialPool:
     async def _ask_shared(self, credential: Credential) -> SharedVerdict | None:
         assert self.shared is not None
         try:
-            return await self.shared.acquire(credential)
+            async with asyncio.timeout(self.shared_timeout_s):  # pool wait, connect and read
+                return await self.shared.acquire(credential)
+        except TimeoutError:
+            self._shared_failed(SharedUnavailable("shared limits timed out", timeout=True))
+            return None
         except SharedUnavailable as exc:
             self._shared_failed(exc)
             return None
@@ -368,12 +376,25 @@ class CredentialPool:
 
     def pause_all(self, seconds: float, reason: str = "switch") -> None:
         """Hold every credential for ``seconds`` (when the limiter changes hands, so calls from
-        before and after the change never share a one-second window)."""
-        until = self._clock() + seconds
+        before and after the change never share a one-second window).
+
+        Each credential resumes at a random point of its next interval, so replicas that
+        paused together do not all send at the same instant.
+        """
+        now = self._clock()
         for s in self._states:
-            s.hold_until = max(s.hold_until, until)
+            jitter = random.uniform(0.0, 1.0 / max(self._rate(s, now), 1e-9))
+            s.hold_until = max(s.hold_until, now + seconds + jitter)
             s.shared_reason = reason
         self._changed.set()
+
+    async def aclose(self) -> None:
+        """Cancel outcome recordings still under way."""
+        for task in list(self._background):
+            task.cancel()
+        for task in list(self._background):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
     # --- outcomes ----------------------------------------------------------------------
 

@@ -41,9 +41,16 @@ _TIMEOUTS_TO_SWITCH = 3
 
 
 def _is_timeout(exc: BaseException) -> bool:
-    return isinstance(exc, TimeoutError | RedisTimeoutError) or (
-        isinstance(exc, SharedUnavailable) and exc.timeout
+    """A slow answer, as opposed to a refusal (waiting for a pool connection counts as slow)."""
+    return (
+        isinstance(exc, TimeoutError | RedisTimeoutError)
+        or (isinstance(exc, SharedUnavailable) and exc.timeout)
+        or "No connection available" in str(exc)
     )
+
+
+class _ReadFailed(Exception):
+    """An L2 read that failed; its failure is counted once, by the read itself."""
 
 
 #: Seconds every credential waits when the limiter changes hands (one platform window + guard).
@@ -79,14 +86,19 @@ class SharedBackend:
         self.pool = pool
         self.replica_id = f"{os.uname().nodename}-{os.getpid()}-{os.urandom(3).hex()}"
         self.mode = "local"
-        self.live_replicas = 1
+        # until a heartbeat has counted them, assume the configured number of replicas
+        self.live_replicas = max(1, self.settings.expected_replicas)
+        self.departed = 0
+        self._decided_locally = False
         self.mode_changes = 0
         self._timeouts = 0
         self._on_invalidate = on_invalidate
+        self._max_keep_s = settings.cache.max_age_s + settings.cache.max_stale_s
         self._clock = clock
         self._wall = wall_clock
         self._prefix = self.settings.prefix
         self._client: RedisClient = connect(self.settings)
+        pool.shared_timeout_s = self.settings.timeout_s
         self.limits = SharedLimits(
             self._client,
             prefix=self._prefix,
@@ -95,6 +107,7 @@ class SharedBackend:
         )
         lua = files("taogate.shared").joinpath("lua")
         self._heartbeat = self._client.register_script(lua.joinpath("heartbeat.lua").read_text())
+        self._l2_set = self._client.register_script(lua.joinpath("l2_set.lua").read_text())
         self._tasks: list[asyncio.Task[None]] = []
         self._l2_wanted: list[tuple[list[str], asyncio.Future[Any]]] = []
         self._background: set[asyncio.Task[None]] = set()
@@ -109,7 +122,11 @@ class SharedBackend:
         return f"{self._prefix}:invalidate"
 
     def item_key(self, num_iid: str) -> str:
-        return f"{self._prefix}:i:{num_iid}"
+        return f"{{{self._prefix}:i:{num_iid}}}"
+
+    def marker_key(self, num_iid: str) -> str:
+        """When ``num_iid`` was last invalidated (wall seconds); same slot as its answer."""
+        return f"{{{self._prefix}:i:{num_iid}}}:inv"
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -128,6 +145,10 @@ class SharedBackend:
         ]
 
     async def aclose(self) -> None:
+        for _, future in self._l2_wanted:
+            if not future.done():
+                future.set_exception(_ReadFailed())
+        self._l2_wanted = []
         for task in [*self._tasks, *self._background]:
             task.cancel()
         for task in [*self._tasks, *self._background]:
@@ -145,12 +166,20 @@ class SharedBackend:
     def _replicas_key(self) -> str:
         return f"{{{self._prefix}:m}}:replicas"
 
+    @property
+    def _departed_key(self) -> str:
+        return f"{{{self._prefix}:m}}:departed"
+
     def _shared(self) -> None:
         if self.mode != "shared":
-            if self.mode_changes:
+            if self._decided_locally:
                 # back from local mode: the other replicas may decide locally until their own
-                # reconnect (at most _RECONNECT_CAP_S away); wait that and one window more
-                self.pool.pause_all(_RECONNECT_CAP_S + _SWITCH_PAUSE_S)
+                # reconnect (at most the cap plus a slow heartbeat away); wait that and one
+                # window more
+                self.pool.pause_all(
+                    _RECONNECT_CAP_S + 2 * self.settings.timeout_s + _SWITCH_PAUSE_S
+                )
+                self._decided_locally = False
             self.mode = "shared"
             self.mode_changes += 1
             log.info(
@@ -174,6 +203,7 @@ class SharedBackend:
             if self._timeouts < _TIMEOUTS_TO_SWITCH:
                 return
         self._timeouts = 0
+        self._decided_locally = True
         self.pool.shared = None
         self.pool.share = 1.0 / max(1, self.live_replicas)
         if self.mode != "local" or not self._lost.is_set():
@@ -191,10 +221,15 @@ class SharedBackend:
         self._lost.set()
 
     async def _beat(self) -> None:
-        count = await self._heartbeat(
-            keys=[self._replicas_key], args=[self.replica_id, self.settings.replica_ttl_s]
+        live, departed = await self._heartbeat(
+            keys=[self._replicas_key, self._departed_key],
+            args=[self.replica_id, self.settings.replica_ttl_s, self.settings.departed_memory_s],
         )
-        self.live_replicas = max(1, int(count))
+        self.live_replicas = max(1, int(live))
+        self.departed = int(departed)
+        # replicas that stopped beating recently may be cut off from Redis and deciding locally
+        # for their share: the shared schedule leaves it to them
+        self.limits.share = self.live_replicas / (self.live_replicas + self.departed)
         self._timeouts = 0
 
     async def _heartbeats(self) -> None:
@@ -231,8 +266,12 @@ class SharedBackend:
                 while self.mode == "shared":
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is not None and message.get("type") == "message":
-                        ids = orjson.loads(message["data"])
-                        self._on_invalidate([str(i) for i in ids])
+                        try:
+                            ids = [str(i) for i in orjson.loads(message["data"])]
+                        except (orjson.JSONDecodeError, TypeError):
+                            log.warning("ignored a malformed invalidation message")
+                            continue
+                        self._on_invalidate(ids)
             except _FAILURES as exc:
                 self.lost(exc)
             finally:
@@ -256,9 +295,8 @@ class SharedBackend:
             loop.call_soon(self._l2_flush)
         try:
             raw = await future
-        except _FAILURES as exc:
-            self.lost(exc)
-            return {}
+        except _ReadFailed:
+            return {}  # the read's own failure was counted once, in _l2_read
         now_mono, now_wall = self._clock(), self._wall()
         shift = now_mono - now_wall  # wall time on this replica's monotonic clock
         out: dict[str, L2Entry] = {}
@@ -290,9 +328,10 @@ class SharedBackend:
             else:
                 values = await self._client.mget(keys)
         except _FAILURES as exc:
+            self.lost(exc)
             for _, future in wanted:
                 if not future.done():
-                    future.set_exception(exc)
+                    future.set_exception(_ReadFailed())
             return
         found = dict(zip(ids, values, strict=True))
         for _, future in wanted:
@@ -310,32 +349,46 @@ class SharedBackend:
     async def _l2_put(self, entries: dict[str, CacheEntry]) -> None:
         now_mono, now_wall = self._clock(), self._wall()
         shift = now_wall - now_mono
-        try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for num_iid, e in entries.items():
-                    ttl = max(1, int(e.keep_until - now_mono) + 1)
-                    doc = {
-                        "i": None if e.item is None else e.item.to_dict(),
-                        "f": e.fetched_at + shift,
-                        "u": e.fresh_until + shift,
-                        "k": e.keep_until + shift,
-                    }
-                    pipe.set(self.item_key(num_iid), orjson.dumps(doc), ex=ttl)
-                await pipe.execute()
+
+        async def put(num_iid: str, e: CacheEntry) -> None:
+            fetched = e.fetched_at + shift
+            doc = {
+                "i": None if e.item is None else e.item.to_dict(),
+                "f": fetched,
+                "u": e.fresh_until + shift,
+                "k": e.keep_until + shift,
+            }
+            # the script skips the write if the id was invalidated after this fetch
+            await self._l2_set(
+                keys=[self.item_key(num_iid), self.marker_key(num_iid)],
+                args=[orjson.dumps(doc), fetched, max(1, int(e.keep_until - now_mono) + 1)],
+            )
+
+        try:  # one script call per id (each id's keys are one slot), sent concurrently
+            await asyncio.gather(*(put(i, e) for i, e in entries.items()))
         except _FAILURES as exc:
             self.lost(exc)
 
-    async def invalidate(self, ids: Iterable[str]) -> None:
-        """Drop ``ids`` from L2 and from every replica's L1."""
+    async def invalidate(self, ids: Iterable[str]) -> bool:
+        """Drop ``ids`` from L2 and from every replica's L1; ``False`` if Redis is out of reach
+        (then only this replica forgot them)."""
         ids = list(ids)
-        if self.mode != "shared" or not ids:
-            return
+        if self.mode != "shared":
+            return False
+        if not ids:
+            return True
+        memory = int(self._max_keep_s) + 1
         try:
-            for num_iid in ids:  # one key at a time: cluster-safe, and invalidations are rare
-                await self._client.delete(self.item_key(num_iid))
+            async with self._client.pipeline(transaction=False) as pipe:
+                for num_iid in ids:  # per id: each id's keys share a slot (cluster-safe)
+                    pipe.set(self.marker_key(num_iid), repr(self._wall()), ex=memory)
+                    pipe.delete(self.item_key(num_iid))
+                await pipe.execute()
             await self._client.publish(self.channel, orjson.dumps(ids))
         except _FAILURES as exc:
             self.lost(exc)
+            return False
+        return True
 
     def describe(self) -> dict[str, Any]:
         return {

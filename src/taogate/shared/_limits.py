@@ -54,6 +54,9 @@ class SharedLimits:
         self._prefix = prefix
         self._policy = policy
         self._probe_hold_s = probe_hold_s
+        #: the share of each key the replicas in shared mode may use (live / (live + departed)):
+        #: replicas cut off from Redis may be deciding locally for theirs
+        self.share = 1.0
         self._acquire = client.register_script(_LUA.joinpath("acquire.lua").read_text())
         self._outcome = client.register_script(_LUA.joinpath("outcome.lua").read_text())
 
@@ -73,6 +76,7 @@ class SharedLimits:
             credential.daily_budget or 0,
             KEY_TTL_S,
             self._probe_hold_s,
+            self.share,
         ]
         try:
             granted, wait_us, reason, now_us, probe = await self._acquire(

@@ -1,7 +1,7 @@
 -- Take one call slot for a credential, atomically, for every replica at once.
 -- KEYS[1] the credential's state hash, KEYS[2] its list of recent send times (one hash slot).
 -- ARGV: qps, safety, burst, window_guard_s, recovery_per_s, daily_budget (0 = none),
---       key_ttl_s, probe_hold_s
+--       key_ttl_s, probe_hold_s, share (of the key for the replicas deciding here, <= 1)
 -- Returns {granted 0|1, wait_us, reason, now_us, probe 0|1}. Times come from the server (TIME),
 -- so replicas with drifting clocks still share one schedule.
 local t = redis.call('TIME')
@@ -9,9 +9,10 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local qps, safety, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local guard, recovery, budget = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local ttl, probe_hold = tonumber(ARGV[7]), tonumber(ARGV[8])
+local share = tonumber(ARGV[9]) or 1
 
 local f = redis.call('HMGET', KEYS[1], 'tat', 'banned_until', 'factor', 'factor_at',
-  'decreased_at', 'quarantined', 'probe_at', 'probing_until', 'day', 'calls_today')
+  'decreased_at', 'quarantined', 'probe_at', 'probing_until', 'day', 'calls_today', 'born')
 local tat = tonumber(f[1]) or 0
 local banned_until = tonumber(f[2]) or 0
 local factor = tonumber(f[3]) or 1
@@ -25,6 +26,16 @@ local calls_today = tonumber(f[10]) or 0
 
 local function us(x) return math.floor(x * 1000000) end
 local function wait(seconds, reason) return {0, math.ceil(seconds * 1000000), reason, us(now), 0} end
+
+-- A state with no birth time is new: Redis restarted (or the key expired) and the calls of the
+-- last second are unknown here. Everyone waits one window before the first grant.
+local born = tonumber(f[11])
+if born == nil then
+  redis.call('HSET', KEYS[1], 'born', string.format('%.6f', now))
+  redis.call('EXPIRE', KEYS[1], ttl)
+  return wait(1 + guard, 'fresh')
+end
+if now < born + 1 + guard then return wait(born + 1 + guard - now, 'fresh') end
 
 local probe = 0
 if quarantined == 1 then
@@ -41,12 +52,12 @@ if budget > 0 and calls_today >= budget then
 end
 
 if factor < 1 then factor = math.min(1, factor_at + recovery * (now - decreased_at)) end
-local interval = (1 / (qps * safety * factor)) * (1 + 1e-9)
+local interval = (1 / (qps * safety * factor * share)) * (1 + 1e-9)
 local tolerance = (burst - 1) * interval
 local start = math.max(tat, now)
 if start - now > tolerance then return wait(start - now - tolerance, 'rate') end
 
-local limit = math.max(1, math.floor(qps))
+local limit = math.max(1, math.floor(qps * share + 1e-9))
 if redis.call('LLEN', KEYS[2]) >= limit then
   local free_at = tonumber(redis.call('LINDEX', KEYS[2], -limit)) + 1 + guard
   if now < free_at then return wait(free_at - now, 'window') end
