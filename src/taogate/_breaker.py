@@ -13,6 +13,7 @@ per second keeps a quiet service able to retry at all. Every timer reads an inje
 
 from __future__ import annotations
 
+import logging
 import random
 from collections import deque
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from enum import StrEnum
 __all__ = ["BreakerPolicy", "BreakerState", "CircuitBreaker", "RetryBudget", "backoff"]
 
 Clock = Callable[[], float]
+log = logging.getLogger("taogate.breaker")
 
 
 class BreakerState(StrEnum):
@@ -159,12 +161,21 @@ class CircuitBreaker:
             self._slow -= old_slow
 
     def _open(self) -> None:
+        log.warning(
+            "the upstream is failing: circuit breaker open for %gs "
+            "(%d failed and %d slow of the last %d calls)",
+            self.policy.open_s,
+            self._failures,
+            self._slow,
+            len(self._outcomes),
+        )
         self._state = BreakerState.OPEN
         self._opened_at = self._clock()
         self._generation += 1
         self.opened_count += 1
 
     def _close(self) -> None:
+        log.warning("the upstream answers again: circuit breaker closed")
         self._state = BreakerState.CLOSED
         self._generation += 1
         self._outcomes.clear()

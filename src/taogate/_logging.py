@@ -26,7 +26,12 @@ request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "taogate_request_id", default=None
 )
 
-_STANDARD = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+# fields every record has, and uvicorn's terminal-coloured copy of its message
+_STANDARD = frozenset(vars(logging.makeLogRecord({})).keys()) | {
+    "message",
+    "asctime",
+    "color_message",
+}
 
 
 class JsonFormatter(logging.Formatter):

@@ -23,7 +23,7 @@ app = typer.Typer(
     help="A gateway that makes a scarce Taobao Open Platform quota go as far as it can.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
 )
 config_app = typer.Typer(help="Check configuration files.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
@@ -96,16 +96,19 @@ def config_check(
 @app.command()
 def sim(
     config: ConfigOption,
-    host: Annotated[str | None, typer.Option(help="Address to bind [sim.host].")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to bind [sim.port].")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind (default: sim.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind (default: sim.port).")] = None,
     qps: Annotated[
-        float | None, typer.Option(help="Calls/s per key, all keys [sim.qps; else each key's qps].")
+        float | None,
+        typer.Option(help="Calls/s per key, all keys (default: sim.qps, else each key's qps)."),
     ] = None,
     latency_ms: Annotated[
-        str | None, typer.Option(help='Latency range in ms, "LOW,HIGH" [sim.latency_ms].')
+        str | None, typer.Option(help='Latency range in ms, "LOW,HIGH" (default: sim.latency_ms).')
     ] = None,
-    catalog_size: Annotated[int | None, typer.Option(help="Items [sim.catalog_size].")] = None,
-    seed: Annotated[int | None, typer.Option(help="Catalog seed [sim.seed].")] = None,
+    catalog_size: Annotated[
+        int | None, typer.Option(help="Items (default: sim.catalog_size).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Catalog seed (default: sim.seed).")] = None,
     price_changes_per_hour: Annotated[
         float | None, typer.Option(help="Mean price changes per item per hour.")
     ] = None,
@@ -179,8 +182,10 @@ def load_settings_with_sim(settings: Settings, sim_overrides: dict[str, Any]) ->
 @app.command()
 def serve(
     config: ConfigOption,
-    host: Annotated[str | None, typer.Option(help="Address to bind [server.host].")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to bind [server.port].")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind (default: server.host).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind (default: server.port).")] = None,
     workers: Annotated[
         int, typer.Option(min=1, help="Worker processes; without Redis each gets quota ÷ N.")
     ] = 1,
@@ -198,11 +203,12 @@ def serve(
 def keys(
     config: ConfigOption,
     url: Annotated[
-        str | None, typer.Option(help="The service's base URL [from server.host/port].")
+        str | None,
+        typer.Option(help="The service's base URL (default: from server.host and port)."),
     ] = None,
     token_env: Annotated[
         str | None,
-        typer.Option(help="Variable holding an admin token [the first admin client's token]."),
+        typer.Option(help="Variable holding an admin token (default: the first admin client's)."),
     ] = None,
 ) -> None:
     """Show the credential pool of a running service: rate, bans, quarantine, budget, cost."""
@@ -228,23 +234,31 @@ def keys(
         _fail(f"{base} answered {resp.status_code}: {detail}", code=1)
     doc = resp.json()
     table = Table(title=f"credentials at {base} (breaker {doc['breaker']})")
-    columns = (
-        "credential",
+    for column in (
+        "key",
         "status",
-        "rate",
-        "configured_qps",
-        "banned_for_s",
-        "probe_in_s",
-        "calls_today",
-        "daily_budget",
-        "rate_limited",
+        "rate/qps",
+        "ban s",
+        "probe s",
+        "today/budget",
+        "code 7",
         "invalid",
         "cost",
-    )
-    for column in columns:
-        table.add_column(column.replace("_", " "))
+    ):
+        table.add_column(column, no_wrap=True)
     for row in doc["credentials"]:
-        table.add_row(*("" if row[c] is None else str(row[c]) for c in columns))
+        budget = "" if row["daily_budget"] is None else f"/{row['daily_budget']}"
+        table.add_row(
+            str(row["credential"]),
+            str(row["status"]),
+            f"{row['rate']:g}/{row['configured_qps']:g}",
+            f"{row['banned_for_s']:g}" if row["banned_for_s"] else "",
+            "" if row["probe_in_s"] is None else f"{row['probe_in_s']:g}",
+            f"{row['calls_today']}{budget}",
+            str(row["rate_limited"]),
+            str(row["invalid"]),
+            str(row["cost"]),
+        )
     console.print(table)
 
 

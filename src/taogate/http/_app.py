@@ -369,6 +369,14 @@ class _Edge:
                 template = getattr(scope.get("route"), "path", None) or "unmatched"
             elapsed = time.perf_counter() - started
             self.metrics.observe(template, scope["method"], status, elapsed)
+            if status >= 500 and status != 503:  # 503s are counted; their causes log themselves
+                log.error(
+                    "%s %s answered %d",
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    extra={"status": status, "route": template},
+                )
             if self.access:
                 access_log.info(
                     "%s %s %d",
