@@ -30,9 +30,10 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import RESULTS, machine, write_json
 from taogate import Credential
-from taogate.bench._harness import GatewayProcess, RedisProcess, SimProcess, SimSpec
+from taogate.bench._harness import GatewayProcess, SimProcess, SimSpec
 from taogate.quota.pool import PoolPolicy
 from taogate.shared._limits import SharedLimits
+from taogate.testing._redis import RedisServer
 
 TOKEN = "bench-scale-token"
 SAFETY = 0.9
@@ -83,7 +84,7 @@ def report_modes(tmp: Path) -> None:
 
 async def run(seconds: float, outage_at: float, outage_s: float) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="taogate-scale-"))
-    redis = RedisProcess(tmp)
+    redis = RedisServer(tmp)
     redis.start()
     spec = SimSpec(keys=3, qps=10.0, catalog_size=200_000, latency_ms=(200.0, 500.0))
     prefix = "scale" + os.urandom(3).hex()
@@ -122,7 +123,7 @@ async def run(seconds: float, outage_at: float, outage_s: float) -> dict[str, An
 async def flood(
     sim: SimProcess,
     gws: list[GatewayProcess],
-    redis: RedisProcess,
+    redis: RedisServer,
     warm: list[str],
     cold: Any,
     seconds: float,

@@ -16,11 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from taogate.testing._redis import RedisServer, free_port, redis_ping
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["RedisCluster", "RedisSentinel", "RedisServer", "free_port"]
 
 
 def free_cluster_port() -> int:
@@ -38,73 +36,6 @@ def free_cluster_port() -> int:
     raise RuntimeError("no free port pair for a cluster node")
 
 
-def _ping(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
-@dataclass
-class RedisServer:
-    """A redis-server this suite started; ``stop``/``start`` simulate an outage."""
-
-    port: int
-    directory: Path
-    proc: subprocess.Popen[bytes] | None = None
-    extra: tuple[str, ...] = ()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        assert binary is not None
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.directory),
-                "--loglevel",
-                "warning",
-                *self.extra,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while not _ping(self.port):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start on port {self.port}")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
-
-    def flush(self) -> None:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-            s.sendall(b"FLUSHALL\r\n")
-            assert s.recv(16).startswith(b"+OK")
-
-
 def _need_redis() -> None:
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed (make setup installs it)")
@@ -114,7 +45,7 @@ def _need_redis() -> None:
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """One server for the session; tests use distinct key prefixes or flush it themselves."""
     _need_redis()
-    server = RedisServer(port=free_port(), directory=tmp_path_factory.mktemp("redis"))
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
     server.start()
     yield server
     server.stop()
@@ -124,7 +55,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A server of the test's own, which the test may stop and start again."""
     _need_redis()
-    server = RedisServer(port=free_port(), directory=tmp_path)
+    server = RedisServer(tmp_path)
     server.start()
     yield server
     server.stop()
@@ -153,8 +84,8 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
         directory = tmp_path_factory.mktemp("cluster")
         port = free_cluster_port()
         node = RedisServer(
+            directory,
             port=port,
-            directory=directory,
             extra=(
                 "--cluster-enabled",
                 "yes",
@@ -234,7 +165,7 @@ def redis_sentinel(
     )
     try:
         deadline = time.monotonic() + 10
-        while not _ping(port):
+        while not redis_ping(port):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("redis sentinel did not start")
             time.sleep(0.05)

@@ -33,13 +33,13 @@ from rich.text import Text
 from taogate.bench._harness import (
     GatewayProcess,
     LatencyLog,
-    RedisProcess,
     SimProcess,
     SimSpec,
 )
 from taogate.bench._zipf import ZipfIds
 from taogate.providers.base import Credential
 from taogate.providers.top import TopProvider
+from taogate.testing._redis import RedisServer
 
 __all__ = ["run_demo"]
 
@@ -129,7 +129,7 @@ async def run_demo(
             sim = await stack.enter_async_context(SimProcess(spec))
             redis_url = None
             if replicas > 1:
-                redis = RedisProcess(Path(stack.enter_context(tempfile.TemporaryDirectory())))
+                redis = RedisServer(Path(stack.enter_context(tempfile.TemporaryDirectory())))
                 redis.start()
                 stack.callback(redis.stop)
                 redis_url = redis.url

@@ -59,6 +59,23 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "schema": {"type": "boolean", "default": True},
         },
     ]
+
+    def ids_body(extra: dict[str, Any]) -> dict[str, Any]:
+        """A JSON body ``{"ids": [...]}`` with ``extra`` optional fields."""
+        ids = {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": s.max_batch_ids,
+            "items": {"type": "string", "pattern": f"^{policy}$"},
+        }
+        schema = {
+            "type": "object",
+            "required": ["ids"],
+            "properties": {"ids": ids, **extra},
+            "additionalProperties": False,
+        }
+        return {"required": True, "content": {"application/json": {"schema": schema}}}
+
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
@@ -103,32 +120,12 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "operationId": "getItems",
                     "summary": f"Look up to {s.max_batch_ids} items at once",
                     "security": secured,
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["ids"],
-                                    "properties": {
-                                        "ids": {
-                                            "type": "array",
-                                            "minItems": 1,
-                                            "maxItems": s.max_batch_ids,
-                                            "items": {"type": "string", "pattern": f"^{policy}$"},
-                                        },
-                                        "max_age": {
-                                            "type": "number",
-                                            "minimum": 0,
-                                            "maximum": 86400,
-                                        },
-                                        "allow_stale": {"type": "boolean"},
-                                    },
-                                    "additionalProperties": False,
-                                }
-                            }
-                        },
-                    },
+                    "requestBody": ids_body(
+                        {
+                            "max_age": {"type": "number", "minimum": 0, "maximum": 86400},
+                            "allow_stale": {"type": "boolean"},
+                        }
+                    ),
                     "responses": {
                         "200": {
                             "description": "One result per distinct id, in request order",
@@ -148,26 +145,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "operationId": "invalidateItems",
                     "summary": "Forget cached answers (operator clients only)",
                     "security": secured,
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["ids"],
-                                    "properties": {
-                                        "ids": {
-                                            "type": "array",
-                                            "minItems": 1,
-                                            "maxItems": s.max_batch_ids,
-                                            "items": {"type": "string", "pattern": f"^{policy}$"},
-                                        }
-                                    },
-                                    "additionalProperties": False,
-                                }
-                            }
-                        },
-                    },
+                    "requestBody": ids_body({}),
                     "responses": {
                         "200": {
                             "description": "How many of the ids were cached",
