@@ -158,6 +158,7 @@ class Dispatcher:
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self._calls: set[asyncio.Task[None]] = set()
+        self._interactive_calls: deque[float] = deque()  # start times, the last 10 s
         self.stats = DispatcherStats()
 
     @property
@@ -397,9 +398,18 @@ class Dispatcher:
 
     # --- one upstream call ---------------------------------------------------------------
 
+    def interactive_rate(self, window_s: float = 10.0) -> float:
+        """Calls per second that carried interactive ids, over the last ``window_s``."""
+        edge = self._clock() - window_s
+        while self._interactive_calls and self._interactive_calls[0] < edge:
+            self._interactive_calls.popleft()
+        return len(self._interactive_calls) / window_s
+
     async def _call(self, lease: Lease, batch: list[_Pending], generation: int) -> None:
         ids = [p.num_iid for p in batch]
         started = self._clock()
+        if any(p.priority is Priority.INTERACTIVE for p in batch):
+            self._interactive_calls.append(started)
         self.stats.calls += 1
         self.stats.ids_sent += len(ids)
         self.stats.batch_sizes[len(ids)] = self.stats.batch_sizes.get(len(ids), 0) + 1

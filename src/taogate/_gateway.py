@@ -10,6 +10,7 @@ to expiry are refreshed ahead at refresh priority, from spare quota only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict
@@ -27,6 +28,8 @@ from taogate.providers.base import Provider
 from taogate.quota.pool import CredentialPool, PoolPolicy
 
 if TYPE_CHECKING:
+    from taogate.jobs._store import JobStore
+    from taogate.jobs._worker import JobWorker
     from taogate.shared._backend import SharedBackend
 
 __all__ = ["Gateway"]
@@ -59,6 +62,8 @@ class Gateway:
         self._rng = rng or random.Random()
         self._id_policy = settings.upstream.id_policy
         self._dispatcher: Dispatcher | None = None
+        self._worker_task: asyncio.Task[None] | None = None
+        self._worker: JobWorker | None = None
         self._started = False
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -116,6 +121,23 @@ class Gateway:
             rng=self._rng,
         )
         self._dispatcher.start()
+        self.jobs: JobStore | None = None
+        if self.shared is not None and s.jobs.enabled:
+            from taogate.jobs._store import JobStore
+            from taogate.jobs._worker import JobWorker
+
+            self.jobs = JobStore(
+                self.shared.client, prefix=s.redis.prefix, result_ttl_s=s.jobs.result_ttl_s
+            )
+            self._worker = JobWorker(
+                self,
+                self.jobs,
+                self.shared.client,
+                concurrency=s.jobs.concurrency,
+                claim_idle_s=s.jobs.claim_idle_s,
+                deadline_s=s.jobs.deadline_s,
+            )
+            self._worker_task = loop.create_task(self._worker.run(), name="taogate-jobs")
         self.lookups = 0
         self.hits = 0
         self.stale_served = 0
@@ -129,6 +151,12 @@ class Gateway:
         if not self._started:
             return
         self._started = False
+        if self._worker_task is not None:
+            self._worker_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker_task
+        if self._worker is not None:
+            await self._worker.aclose()  # its chunks in progress stay pending for others
         if self._dispatcher is not None:
             await self._dispatcher.aclose()
         if self.shared is not None:

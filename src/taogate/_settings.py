@@ -35,6 +35,7 @@ __all__ = [
     "ClientSettings",
     "CredentialSettings",
     "EgressSettings",
+    "JobsSettings",
     "LimitsSettings",
     "RedisSettings",
     "ServerSettings",
@@ -227,6 +228,24 @@ class LimitsSettings(_Section):
     deadline_s: float = Field(default=3.0, gt=0)
 
 
+class JobsSettings(_Section):
+    """``[jobs]``: bulk jobs (they need ``[redis]``)."""
+
+    enabled: bool = True
+    #: Most ids in one job (a text body, one id a line).
+    max_ids: int = Field(default=1_000_000, ge=1)
+    #: Most ids in a JSON body ``{"ids": [...]}``.
+    max_json_ids: int = Field(default=100_000, ge=1)
+    #: Chunks of 40 ids a replica works on at once.
+    concurrency: int = Field(default=8, ge=1)
+    #: A chunk untouched this long (its worker died) is claimed by another worker.
+    claim_idle_s: float = Field(default=30.0, gt=0)
+    #: How long a finished job and its rows are kept.
+    result_ttl_s: float = Field(default=86_400.0, gt=0)
+    #: Deadline of one chunk's lookups (bulk waits behind interactive traffic).
+    deadline_s: float = Field(default=120.0, gt=0)
+
+
 class SimSettings(_Section):
     """``[sim]``: the TOP simulator (``taogate sim``)."""
 
@@ -274,6 +293,7 @@ class Settings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings)
     egress: list[EgressSettings] = Field(default_factory=list)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    jobs: JobsSettings = Field(default_factory=JobsSettings)
     sim: SimSettings = Field(default_factory=SimSettings)
 
     @classmethod

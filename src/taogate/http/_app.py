@@ -31,6 +31,7 @@ from taogate._gateway import Gateway
 from taogate._logging import request_id_var
 from taogate._settings import Settings
 from taogate.http._auth import Client, Clients
+from taogate.http._jobs import JobRoutes
 from taogate.http._metrics import Metrics
 from taogate.http._openapi import openapi_document
 from taogate.http._problems import Problem, problem_for_error
@@ -138,9 +139,9 @@ class _Api:
         )
         await send({"type": "http.response.body", "body": body})
 
-    async def _read_body(self, request: Request) -> bytes:
-        """The request body, refused with 413 past ``[server] max_body_bytes``."""
-        limit = self.settings.server.max_body_bytes
+    async def _read_body(self, request: Request, limit: int | None = None) -> bytes:
+        """The request body, refused with 413 past ``limit`` (``[server] max_body_bytes``)."""
+        limit = self.settings.server.max_body_bytes if limit is None else limit
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise Problem("payload-too-large", f"the body may hold at most {limit} bytes")
@@ -403,6 +404,7 @@ def create_app(
     gateway = Gateway(settings, provider=provider, clock=clock)
     clients = Clients(settings.server.clients, clock=clock or time.monotonic)
     api = _Api(settings, gateway, clients, metrics)
+    jobs = JobRoutes(api)
     metrics.watch(gateway)
 
     @contextlib.asynccontextmanager
@@ -451,6 +453,10 @@ def create_app(
         Route("/v1/items:batch", api.batch, methods=["POST"]),
         Route("/v1/items:invalidate", api.invalidate, methods=["POST"]),
         Route("/v1/admin/keys", api.keys, methods=["GET"]),
+        Route("/v1/jobs", jobs.submit, methods=["POST"]),
+        Route("/v1/jobs/{job}", jobs.status, methods=["GET"]),
+        Route("/v1/jobs/{job}", jobs.cancel, methods=["DELETE"]),
+        Route("/v1/jobs/{job}/results", jobs.results, methods=["GET"]),
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),
         Route("/metrics", api.metrics_route, methods=["GET"]),

@@ -115,6 +115,11 @@ class SharedBackend:
         self._lost = asyncio.Event()
         pool.on_shared_failure = self.lost
 
+    @property
+    def client(self) -> RedisClient:
+        """The Redis client (for the job store, which shares it)."""
+        return self._client
+
     # --- keys ----------------------------------------------------------------------------
 
     @property

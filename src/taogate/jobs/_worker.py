@@ -1,0 +1,169 @@
+"""The bulk-job worker of one replica: chunks from the shared stream, at bulk priority.
+
+Every replica runs one. It reads 40-id chunks through the consumer group, looks them up with
+``Priority.BULK`` (interactive lookups always go first; bulk takes the calls they leave), writes
+one row per id and acknowledges the chunk. A chunk whose worker died stays pending and is
+claimed by another after ``claim_idle_s`` (``XAUTOCLAIM``). Lookups that could not be answered
+in time (quota backlog, breaker open) leave the chunk pending for a later try; after
+``max_attempts`` tries its ids get ``failed`` rows naming the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+from taogate._dispatch import Priority
+from taogate._errors import LookupFailed
+from taogate.jobs._store import GROUP, JobStore
+
+if TYPE_CHECKING:
+    from taogate._gateway import Gateway
+
+__all__ = ["JobWorker"]
+
+log = logging.getLogger("taogate.jobs")
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class JobWorker:
+    """Consumes the job stream for one gateway until cancelled."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        store: JobStore,
+        client: Any,
+        *,
+        concurrency: int,
+        claim_idle_s: float,
+        deadline_s: float,
+        max_attempts: int = 3,
+    ) -> None:
+        self.gw = gateway
+        self.store = store
+        self._client = client
+        self.consumer = f"{os.uname().nodename}-{os.getpid()}-{os.urandom(2).hex()}"
+        self._busy = 0
+        self._concurrency = concurrency
+        self._claim_idle_ms = int(claim_idle_s * 1000)
+        self._deadline_s = deadline_s
+        self._max_attempts = max_attempts
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.chunks_done = 0
+
+    async def run(self) -> None:
+        """Read, claim and process chunks until cancelled; Redis failures are waited out."""
+        while True:
+            try:
+                await self.store.ensure_group()
+                break
+            except Exception as exc:  # Redis not there yet: the shared backend reports it
+                log.debug("job stream not ready: %s", exc)
+                await asyncio.sleep(1.0)
+        while True:
+            shared = self.gw.shared
+            if shared is None or shared.mode != "shared":
+                await asyncio.sleep(0.5)
+                continue
+            try:
+                await self._round()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("job worker: %s", type(exc).__name__)
+                await asyncio.sleep(1.0)
+
+    async def _round(self) -> None:
+        room = self._concurrency - self._busy
+        if room <= 0:
+            await asyncio.sleep(0.05)
+            return
+        _, claimed, *_ = await self._client.xautoclaim(
+            self.store.stream,
+            GROUP,
+            self.consumer,
+            min_idle_time=self._claim_idle_ms,
+            start_id="0-0",
+            count=room,
+        )
+        entries = list(claimed)
+        if len(entries) < room:
+            read = await self._client.xreadgroup(
+                GROUP,
+                self.consumer,
+                {self.store.stream: ">"},
+                count=room - len(entries),
+                block=500,
+            )
+            for _, stream_entries in read or []:
+                entries.extend(stream_entries)
+        for entry_id, fields in entries:
+            if not fields:  # deleted meanwhile
+                await self._client.xack(self.store.stream, GROUP, entry_id)
+                continue
+            self._busy += 1
+            task = asyncio.get_running_loop().create_task(self._process(entry_id, fields))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _process(self, entry_id: Any, fields: dict[Any, Any]) -> None:
+        try:
+            data = {_text(k): _text(v) for k, v in fields.items()}
+            job, ids = data["job"], [i for i in data["ids"].split(",") if i]
+            state = await self.store.state(job)
+            if state not in ("queued", "running"):  # cancelled, finished or expired
+                await self._client.xack(self.store.stream, GROUP, entry_id)
+                return
+            lookups = await self.gw.get_many(
+                ids, priority=Priority.BULK, deadline_s=self._deadline_s
+            )
+            late = [i for i, lk in lookups.items() if isinstance(lk.error, LookupFailed)]
+            if late and await self._attempt(job, entry_id) < self._max_attempts:
+                return  # left pending: claimed again after claim_idle_s
+            rows: list[tuple[str, dict[str, Any], str]] = []
+            for num_iid, lookup in lookups.items():
+                row: dict[str, Any]
+                if lookup.error is not None:
+                    row = {
+                        "num_iid": num_iid,
+                        "status": "failed",
+                        "error": f"{type(lookup.error).__name__}: {lookup.error}",
+                    }
+                    rows.append((num_iid, row, "failed"))
+                elif lookup.item is None:
+                    rows.append((num_iid, {"num_iid": num_iid, "status": "not_found"}, "not_found"))
+                else:
+                    row = {
+                        "num_iid": num_iid,
+                        "status": "found",
+                        "item": lookup.item.to_dict(),
+                        "age_s": round(lookup.age_s, 3),
+                    }
+                    rows.append((num_iid, row, "found"))
+            await self.store.record(job, rows)
+            await self._client.xack(self.store.stream, GROUP, entry_id)
+            self.chunks_done += 1
+        except asyncio.CancelledError:
+            raise  # the entry stays pending; another worker claims it
+        except Exception:
+            log.exception("job chunk failed; it stays pending for another try")
+        finally:
+            self._busy -= 1
+
+    async def _attempt(self, job: str, entry_id: Any) -> int:
+        _, meta = self.store._keys(job)
+        return int(await self._client.hincrby(meta, f"attempts:{_text(entry_id)}", 1))
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
