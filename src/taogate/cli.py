@@ -27,6 +27,8 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Check configuration files.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+jobs_app = typer.Typer(help="Bulk jobs of a running service (needs [redis]).", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -197,6 +199,118 @@ def serve(
     if not settings.credentials:
         _fail(f"{config}: the service needs at least one [[credentials]] entry")
     run_service(settings, config_path=str(config), host=host, port=port, workers=workers)
+
+
+def _service(config: Path, url: str | None, token_env: str | None) -> tuple[str, dict[str, str]]:
+    """The base URL of the service ``config`` describes and an admin (or first) token."""
+    import os
+
+    settings = _load(config)
+    base = url or f"http://{settings.server.host}:{settings.server.port}"
+    token = os.environ.get(token_env) if token_env else None
+    if token is None and settings.server.clients:
+        chosen = next((c for c in settings.server.clients if c.admin), settings.server.clients[0])
+        token = chosen.token.get_secret_value() if chosen.token is not None else None
+    return base, ({"Authorization": f"Bearer {token}"} if token else {})
+
+
+def _call(method: str, url: str, headers: dict[str, str], **kw: Any) -> Any:
+    import httpx
+
+    try:
+        resp = httpx.request(method, url, headers=headers, timeout=60.0, **kw)
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach {url}: {type(exc).__name__}", code=1)
+    if resp.status_code >= 400:
+        detail = resp.json().get("detail", resp.text) if resp.content else resp.reason_phrase
+        _fail(f"{url} answered {resp.status_code}: {detail}", code=1)
+    return resp
+
+
+UrlOption = Annotated[
+    str | None, typer.Option(help="The service's base URL (default: from server.host and port).")
+]
+TokenOption = Annotated[
+    str | None, typer.Option(help="Variable holding a client token (default: from the config).")
+]
+
+
+@jobs_app.command("submit")
+def jobs_submit(
+    file: Annotated[Path, typer.Argument(help="One item id a line.")],
+    config: ConfigOption,
+    url: UrlOption = None,
+    token_env: TokenOption = None,
+    wait: Annotated[bool, typer.Option(help="Follow the job with a progress bar.")] = False,
+) -> None:
+    """Submit FILE as a bulk job; prints the job id and the estimate."""
+    import time
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    base, headers = _service(config, url, token_env)
+    body = file.read_bytes()
+    doc = _call(
+        "POST", f"{base}/v1/jobs", {**headers, "content-type": "text/plain"}, content=body
+    ).json()
+    est = doc["estimate"]
+    console.print(
+        f"job {doc['job']}: {doc['total']:,} ids, {est['fresh_in_cache']:,} fresh in cache, "
+        f"{est['upstream_calls']:,} upstream calls, about {est['seconds']} s at "
+        f"{est['spare_calls_per_s']} spare calls/s, cost {est['cost']}",
+        highlight=False,
+    )
+    if not wait:
+        return
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,}/{task.total:,}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task(f"job {doc['job']}", total=doc["total"])
+        while True:
+            status = _call("GET", f"{base}/v1/jobs/{doc['job']}", headers).json()
+            progress.update(
+                task, completed=status["done"], description=f"job {doc['job']} {status['state']}"
+            )
+            if status["state"] not in ("queued", "running"):
+                break
+            time.sleep(1.0)
+    console.print(
+        f"{status['state']}: {status['found']:,} found, {status['not_found']:,} not found, "
+        f"{status['failed']:,} failed",
+        highlight=False,
+    )
+
+
+@jobs_app.command("status")
+def jobs_status(
+    job: Annotated[str, typer.Argument(help="The job id.")],
+    config: ConfigOption,
+    url: UrlOption = None,
+    token_env: TokenOption = None,
+) -> None:
+    """Show a job's state and progress."""
+    base, headers = _service(config, url, token_env)
+    console.print_json(_call("GET", f"{base}/v1/jobs/{job}", headers).text)
+
+
+@jobs_app.command("results")
+def jobs_results(
+    job: Annotated[str, typer.Argument(help="The job id.")],
+    config: ConfigOption,
+    url: UrlOption = None,
+    token_env: TokenOption = None,
+    csv: Annotated[bool, typer.Option("--csv", help="CSV instead of NDJSON.")] = False,
+) -> None:
+    """Write a job's rows to standard output (NDJSON, one row per id; or CSV)."""
+    import sys
+
+    base, headers = _service(config, url, token_env)
+    suffix = "?format=csv" if csv else ""
+    sys.stdout.buffer.write(_call("GET", f"{base}/v1/jobs/{job}/results{suffix}", headers).content)
 
 
 @app.command()

@@ -220,3 +220,67 @@ async def test_a_dead_worker_s_chunks_are_finished_by_another(
     assert status["done"] == 2000
     assert len(rows) == 2000
     assert {r["num_iid"] for r in rows} == set(ids)
+
+
+async def test_jobs_cli_submit_wait_and_results(
+    tmp_path: Path, sim: Simulator, redis_server: RedisServer
+) -> None:
+    port = free_port()
+    config = tmp_path / "taogate.toml"
+    config.write_text(
+        f'[upstream]\nurl = "{sim.url}"\n\n[[credentials]]\napp_key = "{KEY.app_key}"\n'
+        f'secret = "{KEY.secret}"\nqps = 100\n\n[redis]\nurl = "{redis_server.url}"\n'
+        f'prefix = "j{os.urandom(3).hex()}"\n\n[server]\nport = {port}\nlog_level = "warning"\n\n'
+        f'[[server.clients]]\nname = "ops"\ntoken = "{AUTH["Authorization"][7:]}"\nadmin = true\n',
+        encoding="utf-8",
+    )
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("\n".join(sim.catalog.ids()[:120]) + "\n", encoding="utf-8")
+    server = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "taogate.cli",
+        "serve",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with httpx.AsyncClient() as client:
+            for _ in range(100):
+                try:
+                    if (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+
+        async def cli(*args: str) -> str:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "taogate.cli",
+                "jobs",
+                *args,
+                "--config",
+                str(config),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env={**os.environ, "COLUMNS": "200"},
+            )
+            out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+            assert proc.returncode == 0, err.decode()
+            return out.decode()
+
+        submitted = await cli("submit", str(ids_file), "--wait")
+        job = submitted.split()[1].rstrip(":")
+        rows = (await cli("results", job)).splitlines()
+        status = await cli("status", job)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(server.wait(), timeout=15)
+    assert "120 ids" in submitted
+    assert "done:" in submitted
+    assert len(rows) == 120
+    assert '"state": "done"' in status
