@@ -97,7 +97,7 @@ class PoolPolicy:
 
     safety_factor: float = 0.8
     burst: int = 1
-    window_guard_s: float = 0.02
+    window_guard_s: float = 0.05  # jitter between a grant and the upstream seeing the call
     #: extra margin of a replica's own window while it decides alone for a share of the quota
     local_guard_s: float = 0.1
     aimd_decrease: float = 0.5

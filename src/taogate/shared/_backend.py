@@ -53,8 +53,9 @@ class _ReadFailed(Exception):
     """An L2 read that failed; its failure is counted once, by the read itself."""
 
 
-#: Seconds every credential waits when the limiter changes hands (one platform window + guard).
-_SWITCH_PAUSE_S = 1.05
+#: Seconds every credential waits when the limiter changes hands (one platform window; the
+#: pool's window guard is added on top).
+_SWITCH_PAUSE_S = 1.0
 #: The longest wait between two reconnect attempts in local mode.
 _RECONNECT_CAP_S = 1.0
 
@@ -182,7 +183,10 @@ class SharedBackend:
                 # reconnect (at most the cap plus a slow heartbeat away); wait that and one
                 # window more
                 self.pool.pause_all(
-                    _RECONNECT_CAP_S + 2 * self.settings.timeout_s + _SWITCH_PAUSE_S
+                    _RECONNECT_CAP_S
+                    + 2 * self.settings.timeout_s
+                    + _SWITCH_PAUSE_S
+                    + self.pool.policy.window_guard_s
                 )
                 self._decided_locally = False
             self.mode = "shared"
@@ -214,7 +218,7 @@ class SharedBackend:
         if self.mode != "local" or not self._lost.is_set():
             if self.mode == "shared":
                 # the shared schedule's last second is unknown here: wait it out
-                self.pool.pause_all(_SWITCH_PAUSE_S)
+                self.pool.pause_all(_SWITCH_PAUSE_S + self.pool.policy.window_guard_s)
                 self.mode_changes += 1
             self.mode = "local"
             log.warning(
