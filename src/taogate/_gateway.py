@@ -122,7 +122,8 @@ class Gateway:
         )
         self._dispatcher.start()
         self.jobs: JobStore | None = None
-        if self.shared is not None and s.jobs.enabled:
+        # jobs on Redis Cluster are not supported yet: a cluster run with the worker hung
+        if self.shared is not None and s.jobs.enabled and not s.redis.cluster:
             from taogate.jobs._store import JobStore
             from taogate.jobs._worker import JobWorker
 
@@ -153,8 +154,8 @@ class Gateway:
         self._started = False
         if self._worker_task is not None:
             self._worker_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker_task
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._worker_task, timeout=5.0)
         if self._worker is not None:
             await self._worker.aclose()  # its chunks in progress stay pending for others
         if self._dispatcher is not None:
