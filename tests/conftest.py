@@ -6,9 +6,11 @@ server here runs with no persistence in a temporary directory and is ended by it
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +20,34 @@ import pytest
 
 from taogate.testing._redis import RedisServer, free_port, redis_ping
 
-__all__ = ["RedisCluster", "RedisSentinel", "RedisServer", "free_port"]
+__all__ = ["RedisCluster", "RedisSentinel", "RedisServer", "free_port", "start_serve"]
+
+
+async def start_serve(config: Path, port: int) -> asyncio.subprocess.Process:
+    """``taogate serve --config config`` in a child process, once /readyz answers 200."""
+    import httpx
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "taogate.cli",
+        "serve",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    async with httpx.AsyncClient() as client:
+        for _ in range(100):
+            try:
+                if (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                    return proc
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+    proc.kill()
+    await proc.wait()
+    raise RuntimeError(f"taogate serve did not become ready on port {port}")
 
 
 def free_cluster_port() -> int:

@@ -18,7 +18,7 @@ from taogate import Settings
 from taogate._settings import SimSettings
 from taogate.http import create_app
 from taogate.testing import SimKey, Simulator
-from tests.conftest import RedisServer, free_port
+from tests.conftest import RedisServer, free_port, start_serve
 
 pytestmark = pytest.mark.integration
 
@@ -169,29 +169,10 @@ async def test_a_dead_worker_s_chunks_are_finished_by_another(
             f'name = "ops"\ntoken = "{AUTH["Authorization"][7:]}"\n',
             encoding="utf-8",
         )
-        procs.append(
-            await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "taogate.cli",
-                "serve",
-                "--config",
-                str(config),
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
-            )
-        )
+        procs.append(await start_serve(config, port))
         ports.append(port)
     try:
         async with httpx.AsyncClient(timeout=10) as client:
-            for port in ports:
-                for _ in range(100):
-                    try:
-                        if (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    await asyncio.sleep(0.1)
             ids = sim.catalog.ids()[5000:7000]
             a, b = (f"http://127.0.0.1:{p}" for p in ports)
             job = (await client.post(f"{a}/v1/jobs", json={"ids": ids}, headers=AUTH)).json()["job"]
@@ -236,25 +217,8 @@ async def test_jobs_cli_submit_wait_and_results(
     )
     ids_file = tmp_path / "ids.txt"
     ids_file.write_text("\n".join(sim.catalog.ids()[:120]) + "\n", encoding="utf-8")
-    server = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "taogate.cli",
-        "serve",
-        "--config",
-        str(config),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    server = await start_serve(config, port)
     try:
-        async with httpx.AsyncClient() as client:
-            for _ in range(100):
-                try:
-                    if (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.1)
 
         async def cli(*args: str) -> str:
             proc = await asyncio.create_subprocess_exec(
