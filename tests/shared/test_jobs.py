@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from redis.asyncio import Redis
 
 from taogate import Settings
 from taogate._settings import SimSettings
@@ -66,7 +67,8 @@ async def test_a_job_gives_one_row_per_distinct_id(
     sim: Simulator, redis_server: RedisServer
 ) -> None:
     ids = sim.catalog.ids()[:500]
-    async for client in service(settings(sim, redis_server.url, "j" + os.urandom(3).hex())):
+    prefix = "j" + os.urandom(3).hex()
+    async for client in service(settings(sim, redis_server.url, prefix, result_ttl_s=3600)):
         body = {"ids": [*ids, *ids[:50], "999999999999"]}
         resp = await client.post("/v1/jobs", json=body, headers=AUTH)
         assert resp.status_code == 202, resp.text
@@ -86,6 +88,12 @@ async def test_a_job_gives_one_row_per_distinct_id(
         csv_text = (
             await client.get(f"/v1/jobs/{submitted['job']}/results?format=csv", headers=AUTH)
         ).text
+    async with Redis.from_url(redis_server.url) as r:
+        # done chunks are deleted from the stream; the finished job expires after result_ttl_s
+        assert await r.xlen(f"{{{prefix}:jobs}}:stream") == 0
+        tag = f"{{{prefix}:j:{submitted['job']}}}"
+        for key in (f"{tag}:results", f"{tag}:meta"):
+            assert 3590 < await r.ttl(key) <= 3600
     assert len(rows) == 501
     assert len({r["num_iid"] for r in rows}) == 501
     truth = sim.truth(ids)

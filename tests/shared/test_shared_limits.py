@@ -121,3 +121,27 @@ async def test_shared_rate_leaves_departed_replicas_their_share(client: Redis) -
     verdict = await shared.acquire(cred)
     assert verdict.reason == "rate"
     assert verdict.wait_s == pytest.approx(0.2, abs=0.01)  # 5 calls/s: half of 10
+
+
+async def test_an_interactive_waiter_claims_its_slot_from_other_replicas_bulk(
+    client: Redis,
+) -> None:
+    """Replica A has interactive lookups waiting; replica B only bulk: B yields A's slot."""
+    a = limits(client, safety_factor=1.0, claim_s=0.03)
+    b = SharedLimits(
+        client, prefix=a._prefix, policy=PoolPolicy(safety_factor=1.0), probe_hold_s=10
+    )
+    cred = Credential(app_key="k1", secret="s", qps=1)  # one slot a second: no race with time
+    await born(client, a, cred)
+    assert (await b.acquire(cred, urgent=False)).granted  # bulk takes a free slot
+    bulk_first = await b.acquire(cred, urgent=False)
+    assert bulk_first.reason == "rate"  # bulk asking first claims nothing
+    waiting = await a.acquire(cred, urgent=True)
+    assert not waiting.granted
+    assert waiting.reason == "rate"
+    bulk = await b.acquire(cred, urgent=False)
+    assert not bulk.granted
+    assert bulk.reason == "yield"  # held off A's slot, and a little past it
+    assert bulk.wait_s == pytest.approx(waiting.wait_s + 0.03, abs=0.01)
+    other = await b.acquire(cred, urgent=True)  # B's own interactive lookups are not held off
+    assert other.reason == "rate"

@@ -276,9 +276,16 @@ async def test_interactive_goes_before_bulk(make: GatewayFactory) -> None:
         await asyncio.sleep(0)  # the bulk ids are queued first
         interactive = asyncio.create_task(gw.get_many(IDS[200:210]))
         await asyncio.gather(bulk, interactive)
+        stats = gw.dispatcher.stats
+        load = gw.dispatcher.interactive_load(window_s=10.0)
     second = provider.calls[1].ids
     assert second[:10] == tuple(IDS[200:210])  # the interactive ids lead the next batch
     assert len(second) == 40  # and bulk fills the rest of it
+    # ids count by their own priority, calls by the most urgent id they carried
+    assert stats.ids_by_priority == {"interactive": 11, "bulk": 80}
+    assert stats.calls_by_priority == {"interactive": 2, "bulk": 2}  # 1, 10+30, 40, 10
+    # what interactive took from the quota: its 11 ids, in calls' worth, over 10 s
+    assert load == pytest.approx(11 / 40 / 10.0)
 
 
 class OffsetClock:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from taogate import Credential, NoCredentialAvailable
-from taogate.quota.pool import CredentialPool, CredentialStatus, PoolPolicy
+from taogate.quota.pool import CredentialPool, CredentialStatus, PoolPolicy, SharedVerdict
 
 
 class FakeClock:
@@ -260,3 +260,35 @@ def test_a_replica_deciding_alone_spends_its_share_of_the_budget() -> None:
     pool = CredentialPool([cred("k1", qps=1000, daily_budget=10)], clock=clock)
     pool.share = 0.25
     assert len(drain(pool, clock, 5.0)) == 2  # floor of 10 x 1/4 = 2.5
+
+
+class YieldingShared:
+    """A shared limiter seam: calls that are not urgent must yield; urgent ones are granted."""
+
+    def __init__(self) -> None:
+        self.asked: list[bool] = []
+
+    async def acquire(self, credential: Credential, *, urgent: bool = True) -> SharedVerdict:
+        self.asked.append(urgent)
+        if urgent:
+            return SharedVerdict(granted=True, wait_s=0.0, reason="ok", server_us=1, probe=False)
+        return SharedVerdict(granted=False, wait_s=5.0, reason="yield", server_us=1, probe=False)
+
+    async def record(self, credential: Credential, op: str, **kw: object) -> None:
+        return None
+
+
+async def test_a_yield_holds_back_only_calls_that_are_not_urgent() -> None:
+    clock = FakeClock()
+    pool = CredentialPool([cred("k1")], PoolPolicy(safety_factor=1.0), clock=clock)
+    shared = YieldingShared()
+    pool.shared = shared
+    urgency = iter([False, True])  # bulk only at first; then an interactive lookup arrives
+    lease = await pool.acquire(urgent=lambda: next(urgency))
+    assert shared.asked == [False, True]
+    assert lease.granted_at == clock.now  # the yield did not delay the interactive call
+    clock.now += 1.0
+    _, bulk_at = pool.next_ready(urgent=False)
+    _, urgent_at = pool.next_ready(urgent=True)
+    assert urgent_at == clock.now
+    assert bulk_at == pytest.approx(clock.now + 4.0)  # what is left of the 5 s yield

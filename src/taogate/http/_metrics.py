@@ -155,6 +155,22 @@ class _GatewayCollector(Collector):
         calls.add_metric(("other",), max(0, d["calls"] - d["calls_ok"] - failed))
         yield calls
         yield CounterMetricFamily("taogate_upstream_ids", "Ids sent upstream.", value=d["ids_sent"])
+        for name, key, text in (
+            (
+                "taogate_upstream_calls_by_priority",
+                "calls_by_priority",
+                "Upstream calls, by the most urgent priority they carried.",
+            ),
+            (
+                "taogate_upstream_ids_by_priority",
+                "ids_by_priority",
+                "Ids sent upstream, by their own priority.",
+            ),
+        ):
+            by_priority = CounterMetricFamily(name, text, labels=("priority",))
+            for p in Priority:
+                by_priority.add_metric((p.name.lower(),), d[key].get(p.name.lower(), 0))
+            yield by_priority
         yield CounterMetricFamily(
             "taogate_upstream_items_found", "Items the upstream returned.", value=d["items_found"]
         )

@@ -106,7 +106,7 @@ class JobWorker:
                 entries.extend(stream_entries)
         for entry_id, fields in entries:
             if not fields:  # deleted meanwhile
-                await self._client.xack(self.store.stream, GROUP, entry_id)
+                await self._settle(entry_id)
                 continue
             self._busy += 1
             task = asyncio.get_running_loop().create_task(self._process(entry_id, fields))
@@ -119,7 +119,7 @@ class JobWorker:
             job, ids = data["job"], [i for i in data["ids"].split(",") if i]
             state = await self.store.state(job)
             if state not in ("queued", "running"):  # cancelled, finished or expired
-                await self._client.xack(self.store.stream, GROUP, entry_id)
+                await self._settle(entry_id)
                 return
             lookups = await self.gw.get_many(
                 ids, priority=Priority.BULK, deadline_s=self._deadline_s
@@ -148,7 +148,7 @@ class JobWorker:
                     }
                     rows.append((num_iid, row, "found"))
             await self.store.record(job, rows)
-            await self._client.xack(self.store.stream, GROUP, entry_id)
+            await self._settle(entry_id)
             self.chunks_done += 1
         except asyncio.CancelledError:
             raise  # the entry stays pending; another worker claims it
@@ -156,6 +156,13 @@ class JobWorker:
             log.exception("job chunk failed; it stays pending for another try")
         finally:
             self._busy -= 1
+
+    async def _settle(self, entry_id: Any) -> None:
+        """Acknowledge a chunk and delete it: a stream of done chunks would only grow."""
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.xack(self.store.stream, GROUP, entry_id)
+            pipe.xdel(self.store.stream, entry_id)
+            await pipe.execute()
 
     async def _attempt(self, job: str, entry_id: Any) -> int:
         _, meta = self.store._keys(job)

@@ -70,7 +70,7 @@ class SharedVerdict:
 class SharedLimiter(Protocol):
     """The seam to limits shared by every replica (``taogate.shared``): one call per decision."""
 
-    async def acquire(self, credential: Credential) -> SharedVerdict: ...
+    async def acquire(self, credential: Credential, *, urgent: bool = True) -> SharedVerdict: ...
 
     async def record(
         self,
@@ -100,6 +100,9 @@ class PoolPolicy:
     window_guard_s: float = 0.05  # jitter between a grant and the upstream seeing the call
     #: extra margin of a replica's own window while it decides alone for a share of the quota
     local_guard_s: float = 0.1
+    #: how long past its slot an urgent (interactive) waiter's claim holds other replicas'
+    #: refresh and bulk calls off it: the waiter's wake-up and round trip to Redis
+    claim_s: float = 0.03
     aimd_decrease: float = 0.5
     aimd_min_factor: float = 0.25
     recovery_per_s: float = 0.01
@@ -136,6 +139,9 @@ class _State:
     in_flight: int = 0
     #: not before this (local clock): what the shared limiter last said about this credential
     hold_until: float = 0.0
+    #: not before this for calls that are not urgent: another replica's interactive lookups
+    #: claimed the next slot (the shared limiter said ``yield``)
+    yield_until: float = 0.0
     shared_reason: str = ""
 
 
@@ -235,9 +241,11 @@ class CredentialPool:
         """
         return max(1, math.floor(s.credential.qps * self.share + 1e-9))
 
-    def _ready_at(self, s: _State, now: float) -> float:
+    def _ready_at(self, s: _State, now: float, urgent: bool = True) -> float:
         gcra = Gcra(rate=self._rate(s, now), burst=self.policy.burst)
         at = max(now, gcra.ready_at(s.tat, now), s.banned_until, s.hold_until)
+        if not urgent:
+            at = max(at, s.yield_until)
         limit = self._window_limit(s)
         if len(s.sent) >= limit:
             guard = self.policy.window_guard_s
@@ -248,11 +256,12 @@ class CredentialPool:
             at = max(at, s.probe_at)
         return at
 
-    def next_ready(self) -> tuple[Credential | None, float]:
+    def next_ready(self, *, urgent: bool = True) -> tuple[Credential | None, float]:
         """The credential that can send soonest and when; ``(None, t)`` if none is usable now.
 
         With none usable, ``t`` is when a quarantined credential may next be probed
-        (``inf`` when only budgets are exhausted).
+        (``inf`` when only budgets are exhausted). Calls that are not ``urgent`` also wait out
+        slots that other replicas' interactive lookups claimed.
         """
         now = self._clock()
         best: _State | None = None
@@ -260,7 +269,7 @@ class CredentialPool:
         for s in self._states:
             if not self._usable(s, now):
                 continue
-            at = self._ready_at(s, now)
+            at = self._ready_at(s, now, urgent)
             if at < best_at or (
                 at == best_at and best is not None and s.in_flight < best.in_flight
             ):
@@ -278,14 +287,20 @@ class CredentialPool:
             return None
         return self._grant(self._state(credential), now)
 
-    async def acquire(self, *, deadline: float | None = None) -> Lease:
+    async def acquire(
+        self, *, deadline: float | None = None, urgent: Callable[[], bool] | None = None
+    ) -> Lease:
         """Wait for the credential that can send soonest and take its slot.
 
         Raises :class:`NoCredentialAvailable` when none is usable, or none will be before
-        ``deadline``. Waits sleep until the computed time (or a change in the pool), never poll.
+        ``deadline``. Waits sleep until the computed time (or a change in the pool, or
+        :meth:`wake`), never poll. ``urgent`` tells, each time the pool asks the shared
+        limiter, whether interactive lookups are waiting (default: always): with replicas
+        sharing a key, urgent waiters claim their slot and the others' bulk calls yield it.
         """
         while True:
-            credential, at = self.next_ready()
+            is_urgent = True if urgent is None else urgent()
+            credential, at = self.next_ready(urgent=is_urgent)
             now = self._clock()
             if credential is None:
                 retry = None if math.isinf(at) else max(0.0, at - now)
@@ -294,11 +309,14 @@ class CredentialPool:
                 s = self._state(credential)
                 if self.shared is None:
                     return self._grant(s, now)
-                verdict = await self._ask_shared(credential)
+                verdict = await self._ask_shared(credential, urgent=is_urgent)
                 if verdict is None:  # Redis failed: the owner switched to local limits
                     continue
                 if verdict.granted:
                     return self._grant(s, self._clock(), verdict)
+                if verdict.reason == "yield":
+                    s.yield_until = max(s.yield_until, self._clock() + verdict.wait_s)
+                    continue
                 s.hold_until = max(s.hold_until, self._clock() + verdict.wait_s)
                 s.shared_reason = verdict.reason
                 continue
@@ -333,11 +351,17 @@ class CredentialPool:
             s.credential, now, s, previous, probe, None if verdict is None else verdict.server_us
         )
 
-    async def _ask_shared(self, credential: Credential) -> SharedVerdict | None:
+    def wake(self) -> None:
+        """Make a waiting :meth:`acquire` look again (interactive work arrived)."""
+        self._changed.set()
+
+    async def _ask_shared(
+        self, credential: Credential, *, urgent: bool = True
+    ) -> SharedVerdict | None:
         assert self.shared is not None
         try:
             async with asyncio.timeout(self.shared_timeout_s):  # pool wait, connect and read
-                return await self.shared.acquire(credential)
+                return await self.shared.acquire(credential, urgent=urgent)
         except TimeoutError:
             self._shared_failed(SharedUnavailable("shared limits timed out", timeout=True))
             return None

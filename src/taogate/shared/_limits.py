@@ -64,8 +64,12 @@ class SharedLimits:
         tag = f"{{{self._prefix}:c:{credential.app_key}}}"
         return [f"{tag}:state", f"{tag}:sent"]
 
-    async def acquire(self, credential: Credential) -> SharedVerdict:
-        """Take a slot for ``credential`` if every replica's shared schedule allows it now."""
+    async def acquire(self, credential: Credential, *, urgent: bool = True) -> SharedVerdict:
+        """Take a slot for ``credential`` if every replica's shared schedule allows it now.
+
+        ``urgent`` callers (interactive lookups waiting) that must wait claim the slot they
+        wait for; callers that are not urgent are told to ``yield`` it (reason ``"yield"``).
+        """
         p = self._policy
         args = [
             credential.qps,
@@ -77,6 +81,8 @@ class SharedLimits:
             KEY_TTL_S,
             self._probe_hold_s,
             self.share,
+            1 if urgent else 0,
+            p.claim_s,
         ]
         try:
             granted, wait_us, reason, now_us, probe = await self._acquire(
