@@ -64,6 +64,7 @@ class Gateway:
         self._dispatcher: Dispatcher | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self._worker: JobWorker | None = None
+        self._jobs_reader: Any = None
         self._started = False
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -122,13 +123,17 @@ class Gateway:
         )
         self._dispatcher.start()
         self.jobs: JobStore | None = None
-        # jobs on Redis Cluster are not supported yet: a cluster run with the worker hung
-        if self.shared is not None and s.jobs.enabled and not s.redis.cluster:
+        if self.shared is not None and s.jobs.enabled:
             from taogate.jobs._store import JobStore
             from taogate.jobs._worker import JobWorker
+            from taogate.shared._client import connect
 
             self.jobs = JobStore(
                 self.shared.client, prefix=s.redis.prefix, result_ttl_s=s.jobs.result_ttl_s
+            )
+            block_s = 1.0
+            self._jobs_reader = connect(
+                s.redis.model_copy(update={"timeout_s": block_s + max(1.0, s.redis.timeout_s)})
             )
             self._worker = JobWorker(
                 self,
@@ -137,6 +142,8 @@ class Gateway:
                 concurrency=s.jobs.concurrency,
                 claim_idle_s=s.jobs.claim_idle_s,
                 deadline_s=s.jobs.deadline_s,
+                reader=self._jobs_reader,
+                block_s=block_s,
             )
             self._worker_task = loop.create_task(self._worker.run(), name="taogate-jobs")
         self.lookups = 0
@@ -158,6 +165,11 @@ class Gateway:
                 await asyncio.wait_for(self._worker_task, timeout=5.0)
         if self._worker is not None:
             await self._worker.aclose()  # its chunks in progress stay pending for others
+        if self._jobs_reader is not None:
+            from taogate.shared._client import close as close_client
+
+            await close_client(self._jobs_reader)
+            self._jobs_reader = None
         if self._dispatcher is not None:
             await self._dispatcher.aclose()
         if self.shared is not None:

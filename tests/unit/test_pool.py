@@ -292,3 +292,15 @@ async def test_a_yield_holds_back_only_calls_that_are_not_urgent() -> None:
     _, urgent_at = pool.next_ready(urgent=True)
     assert urgent_at == clock.now
     assert bulk_at == pytest.approx(clock.now + 4.0)  # what is left of the 5 s yield
+
+
+@pytest.mark.parametrize(
+    ("safety", "slack"),
+    [(1.0, 0.05), (0.9, 10 / 9 - 1 + 0.05), (0.8, 10 / 8 - 1 + 0.05)],
+)
+def test_send_slack_is_what_pacing_leaves_of_the_window(safety: float, slack: float) -> None:
+    clock = FakeClock()
+    pool = CredentialPool([cred("k1")], PoolPolicy(safety_factor=safety), clock=clock)
+    lease = pool.try_acquire()
+    assert lease is not None
+    assert pool.send_slack(lease) == pytest.approx(slack)

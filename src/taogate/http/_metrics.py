@@ -195,6 +195,11 @@ class _GatewayCollector(Collector):
                 "Ids refused: the queue could not meet the deadline.",
             ),
             ("taogate_expired", "expired", "Ids whose deadline passed in the queue."),
+            (
+                "taogate_late_leases",
+                "late_leases",
+                "Call slots given back: the call could not leave soon enough after its grant.",
+            ),
         ):
             yield CounterMetricFamily(name, text, value=d[key])
 

@@ -45,10 +45,16 @@ class JobWorker:
         claim_idle_s: float,
         deadline_s: float,
         max_attempts: int = 3,
+        reader: Any = None,
+        block_s: float = 1.0,
     ) -> None:
         self.gw = gateway
         self.store = store
         self._client = client
+        # XREADGROUP blocks up to block_s: it needs a client whose socket timeout is longer
+        # than that (the shared client's is a fraction of a second)
+        self._reader = client if reader is None else reader
+        self._block_ms = max(1, int(block_s * 1000))
         self.consumer = f"{os.uname().nodename}-{os.getpid()}-{os.urandom(2).hex()}"
         self._busy = 0
         self._concurrency = concurrency
@@ -95,12 +101,12 @@ class JobWorker:
         )
         entries = list(claimed)
         if len(entries) < room:
-            read = await self._client.xreadgroup(
+            read = await self._reader.xreadgroup(
                 GROUP,
                 self.consumer,
                 {self.store.stream: ">"},
                 count=room - len(entries),
-                block=500,
+                block=self._block_ms,
             )
             for _, stream_entries in read or []:
                 entries.extend(stream_entries)

@@ -211,6 +211,17 @@ class CredentialPool:
         """The calls per second the pool allows ``credential`` now."""
         return self._rate(self._state(credential), self._clock())
 
+    def send_slack(self, lease: Lease) -> float:
+        """How late after its grant ``lease``'s call may still leave safely, in seconds.
+
+        Paced at ``rate``, ``limit`` calls span ``limit / rate`` seconds; what that exceeds the
+        platform's one-second window by, plus the window guard, is how much a call can slip
+        before it would crowd the calls granted after it into one window.
+        """
+        s = lease.state
+        rate = max(self._rate(s, lease.granted_at), 1e-9)
+        return max(0.0, self._window_limit(s) / rate - 1.0) + self.policy.window_guard_s
+
     def total_rate(self) -> float:
         """Calls per second all usable credentials allow together now."""
         now = self._clock()
