@@ -453,8 +453,11 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=600.0, help="give the job up after")
     parser.add_argument("--out", default="bulk_job", help="results name under bench/results/")
     args = parser.parse_args()
+    load_before = os.getloadavg()
     result = asyncio.run(run(args))
     result["machine"] = machine()
+    # other work on the machine skews latency and pacing: record how busy it was
+    result["machine"]["loadavg_before_after"] = [load_before, os.getloadavg()]
     result["command"] = "python bench/bulk_job.py " + " ".join(sys.argv[1:])
     write_json(args.out, result)
     plot(result, RESULTS / f"{args.out}.png")
