@@ -48,9 +48,9 @@ async def test_grants_at_the_rate_then_waits(client: Redis) -> None:
 
 async def test_keys_share_one_hash_slot(client: Redis) -> None:
     shared = limits(client)
-    state, sent = shared.keys(Credential(app_key="k1", secret="s"))
-    assert state.split("}")[0] == sent.split("}")[0]
-    assert state.startswith("{")
+    keys = shared.keys(Credential(app_key="k1", secret="s", egress="proxy-a"))
+    assert len({k.split("}")[0] for k in keys}) == 1  # the credential's and its egress's
+    assert all(k.startswith("{") and ":e:proxy-a}" in k for k in keys)
 
 
 async def test_ban_is_seen_by_every_acquire_and_halves_once(client: Redis) -> None:

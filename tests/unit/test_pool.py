@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from taogate import Credential, NoCredentialAvailable
+from taogate.providers.base import Egress
 from taogate.quota.pool import CredentialPool, CredentialStatus, PoolPolicy, SharedVerdict
 
 
@@ -219,7 +220,7 @@ def test_calls_in_flight_when_quarantine_begins_do_not_decide_it() -> None:
         lease = pool.try_acquire()
         assert lease is not None
         leases.append(lease)
-        clock.now += 0.01
+        clock.now += 0.02  # under the implicit egress cap (80/s)
     for lease in leases[:4]:
         pool.on_invalid(lease)  # one revocation seen by four calls: one quarantine
     pool.on_success(leases[4])  # an old call that went through proves nothing now
@@ -268,7 +269,9 @@ class YieldingShared:
     def __init__(self) -> None:
         self.asked: list[bool] = []
 
-    async def acquire(self, credential: Credential, *, urgent: bool = True) -> SharedVerdict:
+    async def acquire(
+        self, credential: Credential, *, urgent: bool = True, egress: Egress | None = None
+    ) -> SharedVerdict:
         self.asked.append(urgent)
         if urgent:
             return SharedVerdict(granted=True, wait_s=0.0, reason="ok", server_us=1, probe=False)

@@ -31,7 +31,8 @@ from enum import StrEnum
 from typing import Protocol
 
 from taogate._errors import NoCredentialAvailable, TaogateError
-from taogate.providers.base import Credential
+from taogate._masking import mask_url
+from taogate.providers.base import DEFAULT_EGRESS, IP_QPS, Credential, Egress
 from taogate.providers.top import BEIJING
 from taogate.quota.gcra import Gcra
 
@@ -70,7 +71,9 @@ class SharedVerdict:
 class SharedLimiter(Protocol):
     """The seam to limits shared by every replica (``taogate.shared``): one call per decision."""
 
-    async def acquire(self, credential: Credential, *, urgent: bool = True) -> SharedVerdict: ...
+    async def acquire(
+        self, credential: Credential, *, urgent: bool = True, egress: Egress | None = None
+    ) -> SharedVerdict: ...
 
     async def record(
         self,
@@ -103,6 +106,11 @@ class PoolPolicy:
     #: how long past its slot an urgent (interactive) waiter's claim holds other replicas'
     #: refresh and bulk calls off it: the waiter's wake-up and round trip to Redis
     claim_s: float = 0.03
+    #: transport failures in a row after which an egress pauses (while another one works)
+    egress_failures: int = 3
+    #: the first pause of a failing egress; each further pause doubles, up to the max
+    egress_pause_s: float = 5.0
+    max_egress_pause_s: float = 120.0
     aimd_decrease: float = 0.5
     aimd_min_factor: float = 0.25
     recovery_per_s: float = 0.01
@@ -117,8 +125,24 @@ class PoolPolicy:
 
 
 @dataclass(slots=True, eq=False)
+class _EgressState:
+    egress: Egress
+    tat: float = 0.0
+    sent: deque[float] = field(default_factory=deque)
+    #: not before this (local clock): what the shared limiter last said about this egress
+    hold_until: float = 0.0
+    #: paused after transport failures in a row (``failures``), for ``pause_s``
+    paused_until: float = 0.0
+    failures: int = 0
+    pause_s: float = 0.0
+    calls: int = 0
+    unreachable: int = 0
+
+
+@dataclass(slots=True, eq=False)
 class _State:
     credential: Credential
+    egress: _EgressState
     tat: float = 0.0
     sent: deque[float] = field(default_factory=deque)
     banned_until: float = 0.0
@@ -153,6 +177,7 @@ class Lease:
     granted_at: float
     state: _State = field(repr=False)
     previous_tat: float = field(repr=False)
+    previous_egress_tat: float = field(repr=False)
     #: the one call a quarantined credential is let out for; only its outcome decides
     probe: bool = False
     #: server time (µs) of the shared grant; ``None`` when the lease was granted locally
@@ -177,13 +202,24 @@ class CredentialPool:
         *,
         clock: Callable[[], float],
         wall_clock: Callable[[], float] = time.time,
+        egresses: Sequence[Egress] = (),
     ) -> None:
         if not credentials:
             raise ValueError("the pool needs at least one credential")
         self.policy = policy or PoolPolicy()
         self._clock = clock
         self._wall_clock = wall_clock
-        self._states = [_State(c) for c in credentials]
+        self._egresses = {e.name: _EgressState(e) for e in egresses}
+        self._states = []
+        for c in credentials:
+            name = c.egress or DEFAULT_EGRESS
+            if name not in self._egresses:
+                if egresses and c.egress is not None:
+                    raise ValueError(f"credential {c.masked} names unknown egress {name!r}")
+                # credentials naming none share one implicit egress at the platform's IP limit
+                implicit = Egress(name=name, max_qps=IP_QPS * self.policy.safety_factor)
+                self._egresses[name] = _EgressState(implicit)
+            self._states.append(_State(c, self._egresses[name]))
         self._changed = asyncio.Event()
         #: limits shared with other replicas; ``None``: this process decides alone
         self.shared: SharedLimiter | None = None
@@ -265,6 +301,24 @@ class CredentialPool:
             at = max(at, s.sent[-limit] + 1.0 + guard)
         if s.quarantined:
             at = max(at, s.probe_at)
+        return max(at, self._egress_ready_at(s.egress, now))
+
+    def _egress_rate(self, e: _EgressState) -> float:
+        return e.egress.max_qps * self.share
+
+    def _egress_limit(self, e: _EgressState) -> int:
+        return max(1, math.floor(e.egress.max_qps * self.share + 1e-9))
+
+    def _egress_ready_at(self, e: _EgressState, now: float) -> float:
+        """When the egress lets one more call out: its pacing, its window, a pause."""
+        gcra = Gcra(rate=self._egress_rate(e), burst=1)
+        at = max(gcra.ready_at(e.tat, now), e.hold_until, e.paused_until)
+        limit = self._egress_limit(e)
+        if len(e.sent) >= limit:
+            guard = self.policy.window_guard_s
+            if self.share < 1.0:
+                guard += self.policy.local_guard_s
+            at = max(at, e.sent[-limit] + 1.0 + guard)
         return at
 
     def next_ready(self, *, urgent: bool = True) -> tuple[Credential | None, float]:
@@ -320,13 +374,16 @@ class CredentialPool:
                 s = self._state(credential)
                 if self.shared is None:
                     return self._grant(s, now)
-                verdict = await self._ask_shared(credential, urgent=is_urgent)
+                verdict = await self._ask_shared(s, urgent=is_urgent)
                 if verdict is None:  # Redis failed: the owner switched to local limits
                     continue
                 if verdict.granted:
                     return self._grant(s, self._clock(), verdict)
                 if verdict.reason == "yield":
                     s.yield_until = max(s.yield_until, self._clock() + verdict.wait_s)
+                    continue
+                if verdict.reason == "egress":  # every credential on it waits
+                    s.egress.hold_until = max(s.egress.hold_until, self._clock() + verdict.wait_s)
                     continue
                 s.hold_until = max(s.hold_until, self._clock() + verdict.wait_s)
                 s.shared_reason = verdict.reason
@@ -348,6 +405,14 @@ class CredentialPool:
         limit = max(1, math.floor(s.credential.qps))  # keep enough for any share
         while len(s.sent) > limit:
             s.sent.popleft()
+        e = s.egress
+        previous_egress = e.tat
+        egress_gcra = Gcra(rate=self._egress_rate(e), burst=1)
+        e.tat = max(e.tat, now) + egress_gcra.interval
+        e.sent.append(now)
+        while len(e.sent) > max(1, math.floor(e.egress.max_qps)):
+            e.sent.popleft()
+        e.calls += 1
         # _usable() lets a quarantined credential out for one probe only; with shared limits the
         # shared state says whether this call is the probe
         probe = s.quarantined or (verdict is not None and verdict.probe)
@@ -359,20 +424,26 @@ class CredentialPool:
         s.calls_today += 1
         s.cost += s.credential.cost_per_call
         return Lease(
-            s.credential, now, s, previous, probe, None if verdict is None else verdict.server_us
+            s.credential,
+            now,
+            s,
+            previous,
+            previous_egress,
+            probe,
+            None if verdict is None else verdict.server_us,
         )
 
     def wake(self) -> None:
         """Make a waiting :meth:`acquire` look again (interactive work arrived)."""
         self._changed.set()
 
-    async def _ask_shared(
-        self, credential: Credential, *, urgent: bool = True
-    ) -> SharedVerdict | None:
+    async def _ask_shared(self, s: _State, *, urgent: bool = True) -> SharedVerdict | None:
         assert self.shared is not None
         try:
             async with asyncio.timeout(self.shared_timeout_s):  # pool wait, connect and read
-                return await self.shared.acquire(credential, urgent=urgent)
+                return await self.shared.acquire(
+                    s.credential, urgent=urgent, egress=s.egress.egress
+                )
         except TimeoutError:
             self._shared_failed(SharedUnavailable("shared limits timed out", timeout=True))
             return None
@@ -444,6 +515,12 @@ class CredentialPool:
             s.sent.pop()
         if s.tat > lease.previous_tat:
             s.tat = lease.previous_tat
+        e = s.egress
+        e.calls -= 1
+        if e.sent and e.sent[-1] == lease.granted_at:
+            e.sent.pop()
+        if e.tat > lease.previous_egress_tat:
+            e.tat = lease.previous_egress_tat
         if lease.probe:
             s.probing = False
         self._tell_shared(lease, "release")
@@ -456,6 +533,8 @@ class CredentialPool:
         """
         s = lease.state
         s.in_flight -= 1
+        s.egress.failures = 0
+        s.egress.pause_s = 0.0
         if lease.probe:
             s.quarantined = s.probing = False
             s.probe_after_s = 0.0
@@ -470,6 +549,37 @@ class CredentialPool:
             s.probing = False
             self._tell_shared(lease, "probe_end")
         self._changed.set()
+
+    def on_egress_unreachable(self, lease: Lease) -> bool:
+        """No connection through the lease's egress. ``True``: the egress is to blame (another
+        one works), so the call should move on without counting against the upstream; after
+        ``egress_failures`` in a row the egress pauses, doubling its pause each time.
+        ``False``: every egress fails alike, so it is the upstream's fault.
+
+        Call :meth:`on_done` for the lease as well.
+        """
+        e = lease.state.egress
+        now = self._clock()
+        e.unreachable += 1
+        e.failures += 1
+        # another egress whose last call went through: this one is to blame, not the upstream
+        if not any(
+            o is not e and o.paused_until <= now and o.failures == 0
+            for o in self._egresses.values()
+        ):
+            return False
+        if e.failures >= self.policy.egress_failures and e.paused_until <= now:
+            p = self.policy
+            e.pause_s = min(p.max_egress_pause_s, max(p.egress_pause_s, e.pause_s * 2))
+            e.paused_until = now + e.pause_s
+            log.warning(
+                "egress %s unreachable %d times in a row; its credentials pause %.0f s",
+                e.egress.name,
+                e.failures,
+                e.pause_s,
+            )
+            self._changed.set()
+        return True
 
     def on_rate_limited(self, lease: Lease, retry_after: float) -> None:
         """Code 7 and kin: pause the credential for the ban and halve its rate, once per ban.
@@ -539,6 +649,7 @@ class CredentialPool:
             rows.append(
                 {
                     "credential": c.masked,
+                    "egress": s.egress.egress.name,
                     "status": str(self.status(c)),
                     "rate": round(c.qps * self.policy.safety_factor * self._factor(s, now), 3),
                     "configured_qps": c.qps,
@@ -561,6 +672,28 @@ class CredentialPool:
                 }
             )
         return rows
+
+    def egress_snapshot(self) -> list[dict[str, object]]:
+        """One row per egress (name, cap, calls, pause, masked proxy) for tools and metrics."""
+        now = self._clock()
+        return [
+            {
+                "egress": e.egress.name,
+                "max_qps": e.egress.max_qps,
+                "rate": round(self._egress_rate(e), 3),
+                "credentials": sum(1 for s in self._states if s.egress is e),
+                "calls": e.calls,
+                "unreachable": e.unreachable,
+                "paused_for_s": round(max(0.0, e.paused_until - now), 3),
+                "via": e.egress.local_address
+                or (None if e.egress.proxy is None else mask_url(e.egress.proxy)),
+            }
+            for e in self._egresses.values()
+        ]
+
+    @property
+    def egresses(self) -> list[Egress]:
+        return [e.egress for e in self._egresses.values()]
 
     @property
     def credentials(self) -> list[Credential]:

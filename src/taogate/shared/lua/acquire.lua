@@ -1,8 +1,10 @@
 -- Take one call slot for a credential, atomically, for every replica at once.
--- KEYS[1] the credential's state hash, KEYS[2] its list of recent send times (one hash slot).
+-- KEYS[1] the credential's state hash, KEYS[2] its list of recent send times, KEYS[3] and
+-- KEYS[4] the same for its egress (all in one hash slot: the egress's).
 -- ARGV: qps, safety, burst, window_guard_s, recovery_per_s, daily_budget (0 = none),
 --       key_ttl_s, probe_hold_s, share (of the key for the replicas deciding here, <= 1),
---       urgent (1: the caller has interactive lookups waiting), claim_s
+--       urgent (1: the caller has interactive lookups waiting), claim_s,
+--       egress_qps (calls/s of all credentials on the egress together; 0 = no cap)
 -- Returns {granted 0|1, wait_us, reason, now_us, probe 0|1}. Times come from the server (TIME),
 -- so replicas with drifting clocks still share one schedule.
 --
@@ -16,6 +18,7 @@ local guard, recovery, budget = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(A
 local ttl, probe_hold = tonumber(ARGV[7]), tonumber(ARGV[8])
 local share = tonumber(ARGV[9]) or 1
 local urgent, claim = tonumber(ARGV[10]) or 1, tonumber(ARGV[11]) or 0
+local egress_qps = tonumber(ARGV[12]) or 0
 
 local f = redis.call('HMGET', KEYS[1], 'tat', 'banned_until', 'factor', 'factor_at',
   'decreased_at', 'quarantined', 'probe_at', 'probing_until', 'day', 'calls_today', 'born',
@@ -80,6 +83,21 @@ if redis.call('LLEN', KEYS[2]) >= limit then
   if now < free_at then return wait_claiming(free_at - now, 'window') end
 end
 
+-- the egress: every credential on it together, paced and windowed like one key
+local egress_start = now
+local egress_interval = 0
+local egress_limit = 0
+if egress_qps > 0 then
+  egress_interval = (1 / (egress_qps * share)) * (1 + 1e-9)
+  egress_start = math.max(tonumber(redis.call('HGET', KEYS[3], 'tat')) or 0, now)
+  if egress_start > now then return wait_claiming(egress_start - now, 'egress') end
+  egress_limit = math.max(1, math.floor(egress_qps * share + 1e-9))
+  if redis.call('LLEN', KEYS[4]) >= egress_limit then
+    local free_at = tonumber(redis.call('LINDEX', KEYS[4], -egress_limit)) + 1 + guard
+    if now < free_at then return wait_claiming(free_at - now, 'egress') end
+  end
+end
+
 redis.call('HSET', KEYS[1], 'tat', string.format('%.6f', start + interval),
   'factor', string.format('%.6f', factor), 'day', day, 'calls_today', calls_today + 1)
 if probe == 1 then
@@ -89,4 +107,11 @@ redis.call('RPUSH', KEYS[2], string.format('%.6f', now))
 redis.call('LTRIM', KEYS[2], -limit, -1)
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('EXPIRE', KEYS[2], ttl)
+if egress_qps > 0 then
+  redis.call('HSET', KEYS[3], 'tat', string.format('%.6f', egress_start + egress_interval))
+  redis.call('RPUSH', KEYS[4], string.format('%.6f', now))
+  redis.call('LTRIM', KEYS[4], -egress_limit, -1)
+  redis.call('EXPIRE', KEYS[3], ttl)
+  redis.call('EXPIRE', KEYS[4], ttl)
+end
 return {1, 0, 'ok', us(now), probe}
