@@ -36,6 +36,7 @@ from taogate._breaker import CircuitBreaker, RetryBudget, backoff
 from taogate._errors import (
     CredentialInvalid,
     DeadlineExceeded,
+    EgressUnreachable,
     NoCredentialAvailable,
     Overloaded,
     ProtocolMismatch,
@@ -107,6 +108,8 @@ class DispatcherStats:
     unavailable: int = 0
     #: leases given back unused: the call could not go out soon enough after its grant
     late_leases: int = 0
+    #: calls that found no connection through their egress while another egress worked
+    egress_unreachable: int = 0
     batch_sizes: dict[int, int] = field(default_factory=dict)
     #: calls by the most urgent priority they carried (``interactive``, ``refresh``, ``bulk``)
     calls_by_priority: dict[str, int] = field(default_factory=dict)
@@ -480,6 +483,19 @@ class Dispatcher:
             log.error("upstream refused the request itself: %s", exc)
             for pending in batch:
                 self._settle(pending, exc)
+        except EgressUnreachable as exc:
+            self._pool.on_done(lease)
+            if self._pool.on_egress_unreachable(lease):  # another egress works: move on
+                self.stats.egress_unreachable += 1
+                self._breaker.release(generation)
+                log.warning("%s; %d ids go out another way", exc, len(ids))
+                self._requeue(batch)
+            else:  # no way out works: the upstream's fault
+                self.stats.transient += 1
+                self._breaker.record(
+                    failed=True, duration_s=self._clock() - started, generation=generation
+                )
+                self._retry_or_fail(batch, exc)
         except UpstreamTransient as exc:
             self.stats.transient += 1
             self._pool.on_done(lease)

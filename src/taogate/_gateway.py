@@ -84,12 +84,14 @@ class Gateway:
         clock = self._clock_arg or loop.time
         self._clock = clock
         s = self.settings
+        egresses = s.build_egresses()
         if self._provider is None:
-            self._provider = build_provider(s.upstream)
+            self._provider = build_provider(s.upstream, egresses)
         self.pool = CredentialPool(
             s.build_credentials(),
             PoolPolicy(safety_factor=s.limits.safety_factor),
             clock=clock,
+            egresses=egresses,
         )
         self.breaker = CircuitBreaker(self._breaker_policy, clock=clock)
         self.cache = TieredCache(
@@ -442,4 +444,5 @@ class Gateway:
             "dispatcher": asdict(d.stats)
             | {"batch_sizes": dict(sorted(d.stats.batch_sizes.items()))},
             "credentials": self.pool.snapshot(),
+            "egresses": self.pool.egress_snapshot(),
         }

@@ -307,3 +307,94 @@ def test_send_slack_is_what_pacing_leaves_of_the_window(safety: float, slack: fl
     lease = pool.try_acquire()
     assert lease is not None
     assert pool.send_slack(lease) == pytest.approx(slack)
+
+
+def max_in_any_second(times: list[float]) -> int:
+    j = best = 0
+    for i, t in enumerate(times):
+        while times[j] <= t - 1.0:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+def test_an_egress_caps_all_its_credentials_together() -> None:
+    clock = FakeClock()
+    egress = Egress(name="proxy-a", max_qps=20.0)
+    creds = [cred(f"k{i}", egress="proxy-a") for i in range(6)]  # 6 × 10 qps on a 20/s egress
+    pool = CredentialPool(creds, PoolPolicy(safety_factor=0.9), clock=clock, egresses=[egress])
+    sent = drain(pool, clock, 20.0)
+    times = [t for t, _ in sent]
+    assert max_in_any_second(times) <= 20
+    assert len(sent) >= 0.95 * 20 * 20  # the cap is the limit, not the keys (54/s)
+    assert len({k for _, k in sent}) == 6  # spread over every key
+    row = pool.egress_snapshot()[0]
+    assert row["egress"] == "proxy-a"
+    assert row["credentials"] == 6
+    assert row["calls"] == len(sent)
+
+
+def test_credentials_naming_no_egress_share_an_implicit_one_at_the_ip_limit() -> None:
+    clock = FakeClock()
+    creds = [cred(f"k{i}", qps=50.0) for i in range(4)]  # 4 × 50 × 0.8 = 160/s of keys
+    pool = CredentialPool(creds, PoolPolicy(safety_factor=0.8), clock=clock)
+    sent = drain(pool, clock, 5.0)
+    assert max_in_any_second([t for t, _ in sent]) <= 80  # 100 × safety factor
+    assert pool.egresses == [Egress(name="default", max_qps=80.0)]
+
+
+def test_a_released_lease_gives_back_its_egress_slot() -> None:
+    clock = FakeClock()
+    egress = Egress(name="e", max_qps=1.0)
+    pool = CredentialPool(
+        [cred("k1", egress="e"), cred("k2", egress="e")], clock=clock, egresses=[egress]
+    )
+    lease = pool.try_acquire()
+    assert lease is not None
+    assert pool.try_acquire() is None  # the egress allows one call a second
+    pool.release_unused(lease)
+    assert pool.try_acquire() is not None
+
+
+def test_an_unreachable_egress_pauses_while_another_works() -> None:
+    clock = FakeClock()
+    a, b = Egress(name="a", max_qps=50.0), Egress(name="b", max_qps=50.0)
+    creds = [cred("ka", egress="a"), cred("kb", egress="b")]
+    pool = CredentialPool(creds, PoolPolicy(egress_pause_s=5.0), clock=clock, egresses=[a, b])
+    blamed = []
+    for _ in range(3):
+        lease = pool.try_acquire()
+        while lease is not None and lease.credential.egress != "a":
+            pool.on_success(lease)  # b works
+            lease = pool.try_acquire()
+        assert lease is not None
+        pool.on_done(lease)
+        blamed.append(pool.on_egress_unreachable(lease))
+        clock.now += 0.5
+    assert blamed == [True, True, True]
+    assert {k for _, k in drain(pool, clock, 4.0)} == {"kb"}  # a is paused, b carries on
+    assert pool.egress_snapshot()[0]["paused_for_s"] > 0
+    clock.now += 2.0
+    assert "ka" in {k for _, k in drain(pool, clock, 1.0)}  # the pause ends
+
+
+def test_when_every_egress_fails_the_upstream_is_blamed() -> None:
+    clock = FakeClock()
+    a, b = Egress(name="a", max_qps=50.0), Egress(name="b", max_qps=50.0)
+    pool = CredentialPool(
+        [cred("ka", egress="a"), cred("kb", egress="b")], clock=clock, egresses=[a, b]
+    )
+    first, second = pool.try_acquire(), pool.try_acquire()
+    assert first is not None
+    assert second is not None
+    assert {first.credential.egress, second.credential.egress} == {"a", "b"}
+    pool.on_done(first)
+    assert pool.on_egress_unreachable(first)  # the other had no failure yet
+    pool.on_done(second)
+    assert not pool.on_egress_unreachable(second)  # both fail: the upstream's fault
+    assert all(row["paused_for_s"] == 0 for row in pool.egress_snapshot())
+
+
+def test_a_credential_naming_an_unknown_egress_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown egress"):
+        CredentialPool([cred("k1", egress="nope")], clock=FakeClock(), egresses=[Egress(name="a")])

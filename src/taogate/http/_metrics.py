@@ -279,6 +279,35 @@ class _GatewayCollector(Collector):
                 labels=("credential",),
             ),
         }
+        egress_families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
+            "max_qps": GaugeMetricFamily(
+                "taogate_egress_max_qps",
+                "Calls per second all credentials on the egress may make together.",
+                labels=("egress",),
+            ),
+            "rate": GaugeMetricFamily(
+                "taogate_egress_rate",
+                "Calls per second this replica paces the egress at (its share of max_qps).",
+                labels=("egress",),
+            ),
+            "calls": CounterMetricFamily(
+                "taogate_egress_calls", "Upstream calls through the egress.", labels=("egress",)
+            ),
+            "unreachable": CounterMetricFamily(
+                "taogate_egress_unreachable",
+                "Calls that found no connection through the egress.",
+                labels=("egress",),
+            ),
+            "paused_for_s": GaugeMetricFamily(
+                "taogate_egress_paused_seconds",
+                "Seconds the egress stays paused after failing (0: in use).",
+                labels=("egress",),
+            ),
+        }
+        for erow in snap["egresses"]:
+            for key, efamily in egress_families.items():
+                efamily.add_metric((str(erow["egress"]),), float(erow[key]))
+        yield from egress_families.values()
         budget = GaugeMetricFamily(
             "taogate_credential_daily_budget",
             "The credential's daily call budget (config).",

@@ -335,8 +335,12 @@ class CredentialPool:
             if not self._usable(s, now):
                 continue
             at = self._ready_at(s, now, urgent)
+            # ties (an egress holding every key back): fewest calls in flight, then the key
+            # used least recently, so calls spread over the keys instead of wearing one out
             if at < best_at or (
-                at == best_at and best is not None and s.in_flight < best.in_flight
+                at == best_at
+                and best is not None
+                and (s.in_flight, s.tat) < (best.in_flight, best.tat)
             ):
                 best, best_at = s, at
         if best is None:
