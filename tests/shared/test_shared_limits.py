@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from taogate import Credential
+from taogate import Credential, Egress
 from taogate.quota.pool import PoolPolicy
 from taogate.shared._limits import SharedLimits
 from tests.conftest import RedisServer
@@ -145,3 +145,17 @@ async def test_an_interactive_waiter_claims_its_slot_from_other_replicas_bulk(
     assert bulk.wait_s == pytest.approx(waiting.wait_s + 0.03, abs=0.01)
     other = await b.acquire(cred, urgent=True)  # B's own interactive lookups are not held off
     assert other.reason == "rate"
+
+
+async def test_an_egress_caps_every_credential_on_it(client: Redis) -> None:
+    shared = limits(client, safety_factor=1.0)
+    egress = Egress(name="nat", max_qps=1.0)
+    one, two = (Credential(app_key=k, secret="s", qps=10, egress="nat") for k in ("k1", "k2"))
+    for cred in (one, two):
+        await born(client, shared, cred)
+    assert (await shared.acquire(one, egress=egress)).granted
+    held = await shared.acquire(two, egress=egress)  # another key, the same way out
+    assert not held.granted
+    assert held.reason == "egress"
+    assert 0.9 < held.wait_s <= 1.0 + PoolPolicy().egress_window_guard_s + 1e-3  # its window
+    assert (await shared.acquire(two)).granted  # without the egress cap it would have gone

@@ -126,7 +126,8 @@ def test_egresses_default_and_spread(tmp_path: Path) -> None:
     path.write_text(creds + "[limits]\nsafety_factor = 0.9\n", encoding="utf-8")
     settings = load_settings(path)
     (implicit,) = settings.build_egresses()
-    assert (implicit.name, implicit.max_qps) == ("default", pytest.approx(90.0))
+    assert implicit.name == "default"
+    assert implicit.max_qps == pytest.approx(90.0)
     assert {c.egress for c in settings.build_credentials()} == {"default"}
     path.write_text(
         creds.replace('secret = "s3"', 'secret = "s3"\negress = "a"')

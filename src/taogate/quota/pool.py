@@ -106,6 +106,10 @@ class PoolPolicy:
     #: how long past its slot an urgent (interactive) waiter's claim holds other replicas'
     #: refresh and bulk calls off it: the waiter's wake-up and round trip to Redis
     claim_s: float = 0.03
+    #: the window guard of an egress's cap (of all its keys' calls together). Smaller than a
+    #: key's: one call over a key's limit bans the key, while an egress's cap is the operator's
+    #: own margin under the platform's per-IP watch (by default 100 × safety_factor already)
+    egress_window_guard_s: float = 0.04
     #: transport failures in a row after which an egress pauses (while another one works)
     egress_failures: int = 3
     #: the first pause of a failing egress; each further pause doubles, up to the max
@@ -184,6 +188,11 @@ class Lease:
     server_us: int | None = None
 
 
+#: An egress paces its keys' calls with room for one call of catch-up, so that a grant made
+#: late (timers, a round trip to Redis) does not lose its slot for good; its window (no more
+#: than ``max_qps`` calls in any second plus the guard) is what holds the cap.
+EGRESS_BURST = 2
+
 _SHARED_STATUS = {
     "banned": CredentialStatus.BANNED,
     "quarantined": CredentialStatus.QUARANTINED,
@@ -254,9 +263,16 @@ class CredentialPool:
         platform's one-second window by, plus the window guard, is how much a call can slip
         before it would crowd the calls granted after it into one window.
         """
-        s = lease.state
+        s, p = lease.state, self.policy
         rate = max(self._rate(s, lease.granted_at), 1e-9)
-        return max(0.0, self._window_limit(s) / rate - 1.0) + self.policy.window_guard_s
+        slack = max(0.0, self._window_limit(s) / rate - 1.0)
+        e = s.egress
+        limit = self._egress_limit(e)
+        recent = sum(1 for t in e.sent if t > lease.granted_at - 1.0)
+        if recent >= 0.8 * limit:  # the egress's window is nearly full: it has no slack
+            egress_slack = max(0.0, limit / self._egress_rate(e) - 1.0)
+            return min(slack + self.policy.window_guard_s, egress_slack + p.egress_window_guard_s)
+        return slack + self.policy.window_guard_s
 
     def total_rate(self) -> float:
         """Calls per second all usable credentials allow together now."""
@@ -311,11 +327,11 @@ class CredentialPool:
 
     def _egress_ready_at(self, e: _EgressState, now: float) -> float:
         """When the egress lets one more call out: its pacing, its window, a pause."""
-        gcra = Gcra(rate=self._egress_rate(e), burst=1)
+        gcra = Gcra(rate=self._egress_rate(e), burst=EGRESS_BURST)
         at = max(gcra.ready_at(e.tat, now), e.hold_until, e.paused_until)
         limit = self._egress_limit(e)
         if len(e.sent) >= limit:
-            guard = self.policy.window_guard_s
+            guard = self.policy.egress_window_guard_s
             if self.share < 1.0:
                 guard += self.policy.local_guard_s
             at = max(at, e.sent[-limit] + 1.0 + guard)
@@ -411,7 +427,7 @@ class CredentialPool:
             s.sent.popleft()
         e = s.egress
         previous_egress = e.tat
-        egress_gcra = Gcra(rate=self._egress_rate(e), burst=1)
+        egress_gcra = Gcra(rate=self._egress_rate(e), burst=EGRESS_BURST)
         e.tat = max(e.tat, now) + egress_gcra.interval
         e.sent.append(now)
         while len(e.sent) > max(1, math.floor(e.egress.max_qps)):

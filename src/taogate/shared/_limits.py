@@ -95,6 +95,7 @@ class SharedLimits:
             1 if urgent else 0,
             p.claim_s,
             0 if egress is None else egress.max_qps,
+            p.egress_window_guard_s,
         ]
         try:
             granted, wait_us, reason, now_us, probe = await self._acquire(

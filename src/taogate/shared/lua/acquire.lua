@@ -4,7 +4,8 @@
 -- ARGV: qps, safety, burst, window_guard_s, recovery_per_s, daily_budget (0 = none),
 --       key_ttl_s, probe_hold_s, share (of the key for the replicas deciding here, <= 1),
 --       urgent (1: the caller has interactive lookups waiting), claim_s,
---       egress_qps (calls/s of all credentials on the egress together; 0 = no cap)
+--       egress_qps (calls/s of all credentials on the egress together; 0 = no cap),
+--       egress_guard_s (the window guard of the egress's cap)
 -- Returns {granted 0|1, wait_us, reason, now_us, probe 0|1}. Times come from the server (TIME),
 -- so replicas with drifting clocks still share one schedule.
 --
@@ -19,6 +20,7 @@ local ttl, probe_hold = tonumber(ARGV[7]), tonumber(ARGV[8])
 local share = tonumber(ARGV[9]) or 1
 local urgent, claim = tonumber(ARGV[10]) or 1, tonumber(ARGV[11]) or 0
 local egress_qps = tonumber(ARGV[12]) or 0
+local egress_guard = tonumber(ARGV[13]) or guard
 
 local f = redis.call('HMGET', KEYS[1], 'tat', 'banned_until', 'factor', 'factor_at',
   'decreased_at', 'quarantined', 'probe_at', 'probing_until', 'day', 'calls_today', 'born',
@@ -90,10 +92,13 @@ local egress_limit = 0
 if egress_qps > 0 then
   egress_interval = (1 / (egress_qps * share)) * (1 + 1e-9)
   egress_start = math.max(tonumber(redis.call('HGET', KEYS[3], 'tat')) or 0, now)
-  if egress_start > now then return wait_claiming(egress_start - now, 'egress') end
+  -- room for one call of catch-up (burst 2); the window below holds the cap
+  if egress_start - now > egress_interval then
+    return wait_claiming(egress_start - now - egress_interval, 'egress')
+  end
   egress_limit = math.max(1, math.floor(egress_qps * share + 1e-9))
   if redis.call('LLEN', KEYS[4]) >= egress_limit then
-    local free_at = tonumber(redis.call('LINDEX', KEYS[4], -egress_limit)) + 1 + guard
+    local free_at = tonumber(redis.call('LINDEX', KEYS[4], -egress_limit)) + 1 + egress_guard
     if now < free_at then return wait_claiming(free_at - now, 'egress') end
   end
 end
