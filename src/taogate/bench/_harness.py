@@ -295,8 +295,7 @@ class GatewayProcess:
             f"[cache]\nmax_age_s = {self._max_age}\n\n{self._redis}"
             f'[server]\nport = {self.port}\nlog_level = "{self._log_level}"\n\n'
             f'[[server.clients]]\nname = "demo"\ntoken = "{self.token}"\nrate = 1000000\n'
-            f"admin = {'true' if self._admin else 'false'}\n\n"
-            + self._extra,
+            f"admin = {'true' if self._admin else 'false'}\n\n" + self._extra,
             encoding="utf-8",
         )
         self._proc = await asyncio.create_subprocess_exec(

@@ -83,6 +83,11 @@ class JobWorker:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if "NOGROUP" in str(exc):  # Redis came back empty: the group is gone with it
+                    log.warning("job stream's consumer group is gone; creating it again")
+                    with contextlib.suppress(Exception):
+                        await self.store.ensure_group()
+                    continue
                 log.warning("job worker: %s", type(exc).__name__)
                 await asyncio.sleep(1.0)
 
