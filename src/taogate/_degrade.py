@@ -311,11 +311,17 @@ class DegradeControl:
         """Switch degraded mode ``on`` or ``off`` regardless of the schedule (until ``until``),
         or back to ``auto`` (the schedule decides). With a store, every replica follows; if the
         store cannot be written, :class:`~taogate._errors.DegradeNotShared` and nothing changed.
+        ``ValueError`` if ``until`` has passed or goes with ``auto``.
         """
+        now = self._wall()
+        if until is not None and mode == "auto":
+            raise ValueError('"until" goes with "on" or "off", not "auto"')
+        if until is not None and until <= now:
+            raise ValueError(f'"until" ({format_time(until)}) has passed; it is {format_time(now)}')
         if mode == "auto":
             override = None
         else:
-            override = Override(mode=mode, until=until, reason=reason, by=by, at=self._wall())
+            override = Override(mode=mode, until=until, reason=reason, by=by, at=now)
         if self.store is not None:
             await self.store.write(override)
         log.info(

@@ -31,6 +31,7 @@ from taogate._gateway import Gateway
 from taogate._logging import request_id_var
 from taogate._settings import Settings
 from taogate.http._auth import Client, Clients
+from taogate.http._degrade import DegradeRoutes
 from taogate.http._jobs import JobRoutes
 from taogate.http._metrics import Metrics
 from taogate.http._openapi import openapi_document
@@ -253,6 +254,7 @@ class _Api:
                 "breaker": snap["breaker"],
                 "credentials": len(snap["credentials"]),
                 "credentials_usable": usable,
+                "degraded": snap["degraded"],  # degraded is still ready
             }
         )
 
@@ -411,6 +413,7 @@ def create_app(
     clients = Clients(settings.server.clients, clock=clock or time.monotonic)
     api = _Api(settings, gateway, clients, metrics)
     jobs = JobRoutes(api)
+    degrade = DegradeRoutes(api)
     metrics.watch(gateway)
 
     @contextlib.asynccontextmanager
@@ -459,6 +462,8 @@ def create_app(
         Route("/v1/items:batch", api.batch, methods=["POST"]),
         Route("/v1/items:invalidate", api.invalidate, methods=["POST"]),
         Route("/v1/admin/keys", api.keys, methods=["GET"]),
+        Route("/v1/admin/degrade", degrade.show, methods=["GET"]),
+        Route("/v1/admin/degrade", degrade.switch, methods=["PUT"]),
         Route("/v1/jobs", jobs.submit, methods=["POST"]),
         Route("/v1/jobs/{job}", jobs.status, methods=["GET"]),
         Route("/v1/jobs/{job}", jobs.cancel, methods=["DELETE"]),
