@@ -45,6 +45,12 @@ class DegradeRoutes:
             "scope": "process" if gw.shared is None else "replicas",
         }
 
+    async def route(self, request: Request) -> Response:
+        """One route for both methods, so that a 405 names them both in ``Allow``."""
+        if request.method == "PUT":
+            return await self.switch(request)
+        return await self.show(request)
+
     async def show(self, request: Request) -> Response:
         self.api._client(request, admin=True)
         return Response(orjson.dumps(self._state()), media_type="application/json")

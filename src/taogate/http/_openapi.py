@@ -290,7 +290,7 @@ def _json_ok(description: str) -> dict[str, Any]:
 
 def _schemas() -> dict[str, Any]:
     money = {"type": "string", "pattern": r"^-?\d+(\.\d+)?$", "description": "exact decimal, yuan"}
-    reason = {"type": "string", "maxLength": 200, "description": "shown in logs and /readyz"}
+    reason = {"type": ["string", "null"], "maxLength": 200, "description": "logged; in /readyz"}
     text_or_null = {"type": ["string", "null"]}
     return {
         "Problem": {
