@@ -18,7 +18,7 @@ from taogate._errors import DegradeNotShared
 from taogate._gateway import Gateway
 from taogate._settings import SimSettings
 from taogate.testing import SimKey, Simulator
-from tests.conftest import RedisServer
+from tests.conftest import RedisCluster, RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -207,3 +207,38 @@ async def test_degraded_replicas_serve_older_answers_without_calls_and_pause_job
         assert status.done == 40
         again = await a.get(ids[0])
         assert again.source is Source.UPSTREAM
+
+
+async def test_a_scheduled_window_turns_every_replica_on_then_off(
+    sim: Simulator, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="taogate.degrade")
+    now = time.time()
+    window = {"start": format_time(now + 0.6), "end": format_time(now + 1.4), "reason": "sale"}
+    s = settings(sim, redis_server.url, prefix(), degrade={"windows": [window]})
+    async with Gateway(s) as a, Gateway(s) as b:
+        assert not a.degrade.active
+        # the job worker's wait ends when the window does (woken by the watcher)
+        await within(2.0, lambda: a.degrade.active and b.degrade.active)
+        waiter = asyncio.create_task(a.degrade.wait_normal())
+        await asyncio.sleep(0)
+        assert not waiter.done()
+        await asyncio.wait_for(waiter, timeout=3.0)
+        assert time.time() >= now + 1.4
+        assert not b.degrade.active
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("degraded mode")]
+    until = format_time(now + 1.4)
+    assert lines.count(f"degraded mode on (schedule: sale; until {until})") == 2
+    assert lines.count("degraded mode off (auto, no window now)") == 2
+
+
+async def test_the_switch_crosses_a_cluster(sim: Simulator, redis_cluster: RedisCluster) -> None:
+    s = settings(sim, redis_cluster.url, prefix())
+    s = s.model_copy(update={"redis": s.redis.model_copy(update={"cluster": True})})
+    async with Gateway(s) as a, Gateway(s) as b:
+        await asyncio.sleep(0.3)
+        await a.degrade.set("on", until=time.time() + 60, by="ops")
+        took = await within(1.0, lambda: b.degrade.active)
+        await b.degrade.set("auto", by="ops")
+        await within(1.0, lambda: not a.degrade.active)
+    assert took < 0.5
