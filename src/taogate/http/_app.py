@@ -32,6 +32,7 @@ from taogate._logging import request_id_var
 from taogate._settings import Settings
 from taogate.http._auth import Client, Clients
 from taogate.http._console import ConsoleRoutes
+from taogate.http._degrade import DegradeRoutes
 from taogate.http._jobs import JobRoutes
 from taogate.http._metrics import Metrics
 from taogate.http._openapi import openapi_document
@@ -265,6 +266,7 @@ class _Api:
                 "breaker": snap["breaker"],
                 "credentials": len(snap["credentials"]),
                 "credentials_usable": usable,
+                "degraded": snap["degraded"],  # degraded is still ready
             }
         )
 
@@ -424,6 +426,7 @@ def create_app(
     api = _Api(settings, gateway, clients, metrics)
     jobs = JobRoutes(api)
     console = ConsoleRoutes(api)
+    degrade = DegradeRoutes(api)
     metrics.watch(gateway)
 
     @contextlib.asynccontextmanager
@@ -478,6 +481,7 @@ def create_app(
         Route("/v1/admin/items/{num_iid}", console.lookup, methods=["GET"]),
         Route("/console", console.page, methods=["GET"]),
         Route("/console/{name}", console.asset, methods=["GET"]),
+        Route("/v1/admin/degrade", degrade.route, methods=["GET", "PUT"]),
         Route("/v1/jobs", jobs.submit, methods=["POST"]),
         Route("/v1/jobs/{job}", jobs.status, methods=["GET"]),
         Route("/v1/jobs/{job}", jobs.cancel, methods=["DELETE"]),

@@ -76,6 +76,10 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         }
         return {"required": True, "content": {"application/json": {"schema": schema}}}
 
+    degrade_ok = {
+        "description": "The degraded-mode state",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Degrade"}}},
+    }
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
@@ -250,6 +254,47 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     },
                 }
             },
+            "/v1/admin/degrade": {
+                "get": {
+                    "operationId": "getDegrade",
+                    "summary": "Degraded mode: whether it is on, why, the override and the "
+                    "schedule (operator clients only)",
+                    "security": secured,
+                    "responses": {
+                        "200": degrade_ok,
+                        "401": common["401"],
+                        "403": _problem_response("Not an operator (admin) client"),
+                        "429": common["429"],
+                        "503": common["503"],
+                    },
+                },
+                "put": {
+                    "operationId": "setDegrade",
+                    "summary": "Switch degraded mode on or off regardless of the schedule (until "
+                    "a time), or back to auto; every replica follows (operator clients only)",
+                    "security": secured,
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/DegradeSwitch"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": degrade_ok,
+                        "403": _problem_response("Not an operator (admin) client"),
+                        "409": _problem_response('"until" has already passed'),
+                        "413": _problem_response("Request body too large"),
+                        **common,
+                        "503": _problem_response(
+                            "Redis is out of reach, so the replicas cannot be told; nothing "
+                            "changed",
+                            retry_after=True,
+                        ),
+                    },
+                },
+            },
             "/healthz": {
                 "get": {
                     "operationId": "healthz",
@@ -302,6 +347,8 @@ def _json_ok(description: str) -> dict[str, Any]:
 
 def _schemas() -> dict[str, Any]:
     money = {"type": "string", "pattern": r"^-?\d+(\.\d+)?$", "description": "exact decimal, yuan"}
+    reason = {"type": ["string", "null"], "maxLength": 200, "description": "logged; in /readyz"}
+    text_or_null = {"type": ["string", "null"]}
     return {
         "Problem": {
             "type": "object",
@@ -482,6 +529,73 @@ def _schemas() -> dict[str, Any]:
                         {"type": "null"},
                     ]
                 },
+            },
+        },
+        "DegradeSwitch": {
+            "oneOf": [
+                {
+                    "type": "object",
+                    "required": ["mode"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "mode": {"type": "string", "enum": ["on", "off"]},
+                        "until": {
+                            "type": "string",
+                            "format": "date-time",
+                            "description": "RFC 3339 with its offset; the switch ends then",
+                        },
+                        "reason": reason,
+                    },
+                },
+                {
+                    "type": "object",
+                    "required": ["mode"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "mode": {"type": "string", "const": "auto"},
+                        "reason": reason,
+                    },
+                },
+            ]
+        },
+        "Degrade": {
+            "type": "object",
+            "required": ["degraded", "override", "windows", "max_age_s", "reserve_share", "scope"],
+            "properties": {
+                "degraded": {
+                    "type": "object",
+                    "required": ["on", "source", "reason", "until"],
+                    "properties": {
+                        "on": {"type": "boolean"},
+                        "source": {
+                            "type": ["string", "null"],
+                            "enum": ["manual", "schedule", None],
+                        },
+                        "reason": text_or_null,
+                        "until": text_or_null,
+                        "by": text_or_null,
+                    },
+                },
+                "override": {
+                    "oneOf": [
+                        {"type": "null"},
+                        {
+                            "type": "object",
+                            "required": ["mode"],
+                            "properties": {
+                                "mode": {"type": "string", "enum": ["on", "off"]},
+                                "until": text_or_null,
+                                "reason": text_or_null,
+                                "by": text_or_null,
+                                "at": text_or_null,
+                            },
+                        },
+                    ]
+                },
+                "windows": {"type": "array", "items": {"type": "object"}},
+                "max_age_s": {"type": "number"},
+                "reserve_share": {"type": "number", "minimum": 0, "maximum": 1},
+                "scope": {"type": "string", "enum": ["process", "replicas"]},
             },
         },
         "Keys": {
