@@ -1,7 +1,8 @@
 """The operator console in a real headless Chromium (Debian's, driven by Playwright).
 
 Starts the simulator and ``taogate serve`` as a child process, signs in, watches the keys table
-fill and the quota move under load, looks an id up, and checks the browser logged no error.
+fill and the quota move under load, looks an id up, switches degraded mode on and back, and
+checks the browser logged no error.
 The browser is the system's (``chromium`` on PATH; ``scripts/setup`` installs it); Playwright
 downloads none. Set ``TAOGATE_SKIP_BROWSER=1`` to skip on a machine without one — CI never does.
 """
@@ -121,6 +122,21 @@ async def test_sign_in_watch_the_keys_and_look_up(gateway: str, sim: Simulator) 
             result = await page.inner_text("#control-result")
             assert "source l1" in result or "source upstream" in result
             assert "via default" in result
+
+            # degraded mode: on from the page, seen in the header and in /readyz, then off
+            await page.wait_for_selector("#degrade-control:not([hidden])")
+            assert await page.is_hidden("#degraded")
+            await page.click("#degrade-on")
+            await page.wait_for_selector("#degraded:not([hidden])", timeout=10_000)
+            assert "manual" in await page.inner_text("#degraded")
+            async with httpx.AsyncClient() as client:
+                ready = (await client.get(f"{gateway}/readyz")).json()
+            assert ready["degraded"]["on"] is True
+            await page.click("#degrade-auto")
+            await page.wait_for_selector("#degraded[hidden]", state="attached", timeout=10_000)
+            async with httpx.AsyncClient() as client:
+                ready = (await client.get(f"{gateway}/readyz")).json()
+            assert ready["degraded"]["on"] is False
 
             await page.click("#logout")
             await page.wait_for_selector("#login:not([hidden])")

@@ -220,6 +220,7 @@ class ConsoleRoutes:
                 "id": None if redis is None else redis["replica"],
             },
             "breaker": snap["breaker"],
+            "degraded": snap["degraded"],
             "code7": d["rate_limited"],
             "quota": {
                 "calls_per_s": calls_per_s,

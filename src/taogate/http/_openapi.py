@@ -437,6 +437,7 @@ def _schemas() -> dict[str, Any]:
                 "now",
                 "replica",
                 "breaker",
+                "degraded",
                 "code7",
                 "quota",
                 "credentials",
@@ -456,6 +457,10 @@ def _schemas() -> dict[str, Any]:
                     },
                 },
                 "breaker": {"type": "string"},
+                "degraded": {
+                    "type": "object",
+                    "description": "degraded mode as in /readyz (see /v1/admin/degrade)",
+                },
                 "code7": {"type": "integer", "description": "rate-limited answers seen here"},
                 "quota": {
                     "type": "object",
