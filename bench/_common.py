@@ -6,7 +6,9 @@ import json
 import os
 import platform
 import socket
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,3 +45,24 @@ def write_json(name: str, data: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
+
+
+def run_and_report(
+    script: str,
+    out: str,
+    run: Callable[[], dict[str, Any]],
+    plot: Callable[[dict[str, Any], Path], None],
+) -> dict[str, Any]:
+    """Run a benchmark, record the machine (and how busy it was: other work skews latency and
+    pacing), write ``bench/results/<out>.json`` and ``.png``, and print each check."""
+    load_before = os.getloadavg()
+    result = run()
+    result["machine"] = machine() | {"loadavg_before_after": [load_before, os.getloadavg()]}
+    result["command"] = f"python bench/{script} " + " ".join(sys.argv[1:])
+    write_json(out, result)
+    plot(result, RESULTS / f"{out}.png")
+    for c in result.get("checks", []):
+        verdict = "met" if c["passed"] else "NOT met"
+        print(f"{c['name']}: {c['measured']} (target {c['target']}) {verdict}")
+    print(f"wrote {RESULTS / out}.json and .png")
+    return result

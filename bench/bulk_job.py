@@ -45,7 +45,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import RESULTS, machine, write_json
+from _common import run_and_report
 from taogate.bench._harness import GatewayProcess, LatencyLog, SimProcess, SimSpec
 from taogate.bench._zipf import ZipfIds
 from taogate.testing._redis import RedisServer
@@ -453,18 +453,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=600.0, help="give the job up after")
     parser.add_argument("--out", default="bulk_job", help="results name under bench/results/")
     args = parser.parse_args()
-    load_before = os.getloadavg()
-    result = asyncio.run(run(args))
-    result["machine"] = machine()
-    # other work on the machine skews latency and pacing: record how busy it was
-    result["machine"]["loadavg_before_after"] = [load_before, os.getloadavg()]
-    result["command"] = "python bench/bulk_job.py " + " ".join(sys.argv[1:])
-    write_json(args.out, result)
-    plot(result, RESULTS / f"{args.out}.png")
-    for c in result["checks"]:
-        verdict = "met" if c["passed"] else "NOT met"
-        print(f"{c['name']}: {c['measured']} (target {c['target']}) {verdict}")
-    print(f"wrote {RESULTS / args.out}.json and .png")
+    run_and_report("bulk_job.py", args.out, lambda: asyncio.run(run(args)), plot)
 
 
 if __name__ == "__main__":

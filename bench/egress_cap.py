@@ -28,7 +28,7 @@ import aiohttp
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import RESULTS, machine, write_json
+from _common import run_and_report
 from taogate.bench._harness import GatewayProcess, SimProcess, SimSpec
 from taogate.testing._redis import RedisServer
 
@@ -208,17 +208,7 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--out", default="egress_cap", help="results name under bench/results/")
     args = parser.parse_args()
-    load_before = os.getloadavg()
-    result = asyncio.run(run(args))
-    result["machine"] = machine()
-    result["machine"]["loadavg_before_after"] = [load_before, os.getloadavg()]
-    result["command"] = "python bench/egress_cap.py " + " ".join(sys.argv[1:])
-    write_json(args.out, result)
-    plot(result, RESULTS / f"{args.out}.png")
-    for c in result["checks"]:
-        verdict = "met" if c["passed"] else "NOT met"
-        print(f"{c['name']}: {c['measured']} (target {c['target']}) {verdict}")
-    print(f"wrote {RESULTS / args.out}.json and .png")
+    run_and_report("egress_cap.py", args.out, lambda: asyncio.run(run(args)), plot)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from taogate.http._degrade import DegradeRoutes
 from taogate.http._jobs import JobRoutes
 from taogate.http._metrics import Metrics
 from taogate.http._openapi import openapi_document
-from taogate.http._problems import Problem, problem_for_error
+from taogate.http._problems import Problem, answer_or_problem, problem_for_error
 from taogate.providers.base import Provider
 
 __all__ = ["create_app"]
@@ -132,10 +132,7 @@ class _Api:
                 )
             except InvalidRequest as exc:
                 raise problem_for_error(exc, num_iid) from None
-            if lookup.error is not None:
-                raise problem_for_error(lookup.error, num_iid)
-            if lookup.item is None:
-                raise Problem("item-not-found", f"item {num_iid} does not exist", num_iid=num_iid)
+            answer_or_problem(lookup, num_iid)
             body = orjson.dumps(lookup.to_dict())
         except Problem as problem:
             await problem.response(scope["path"], request_id_var.get())(scope, receive, send)

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from taogate._errors import InvalidRequest
-from taogate.http._problems import Problem, problem_for_error
+from taogate.http._problems import Problem, answer_or_problem, problem_for_error
 
 if TYPE_CHECKING:
     from taogate._gateway import Gateway
@@ -258,10 +258,7 @@ class ConsoleRoutes:
             lookup = await gw.get_one(num_iid)
         except InvalidRequest as exc:
             raise problem_for_error(exc, num_iid) from None
-        if lookup.error is not None:
-            raise problem_for_error(lookup.error, num_iid)
-        if lookup.item is None:
-            raise Problem("item-not-found", f"item {num_iid} does not exist", num_iid=num_iid)
+        answer_or_problem(lookup, num_iid)
         fetched = gw.dispatcher.fetched_by(num_iid)
         body = lookup.to_dict() | {
             "num_iid": num_iid,

@@ -8,7 +8,7 @@ docs/http.md), the HTTP ``status``, a ``title``, a ``detail`` for this occurrenc
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.responses import Response
@@ -24,6 +24,9 @@ from taogate._errors import (
     UpstreamBadRequest,
     UpstreamTransient,
 )
+
+if TYPE_CHECKING:
+    from taogate._model import Lookup
 
 __all__ = ["PROBLEM_TYPES", "Problem", "problem_for_error"]
 
@@ -130,3 +133,12 @@ def problem_for_error(error: BaseException, num_iid: str | None = None) -> Probl
             reason=type(error).__name__,
         )
     return Problem("internal-error", "an unexpected error; see the server log for this request id")
+
+
+def answer_or_problem(lookup: Lookup, num_iid: str) -> Lookup:
+    """``lookup`` if it holds an item, else the problem to answer with (its error, or 404)."""
+    if lookup.error is not None:
+        raise problem_for_error(lookup.error, num_iid)
+    if lookup.item is None:
+        raise Problem("item-not-found", f"item {num_iid} does not exist", num_iid=num_iid)
+    return lookup
