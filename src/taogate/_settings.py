@@ -28,6 +28,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from taogate._errors import ConfigurationError
 from taogate._ids import DEFAULT_ID_PATTERN, IdPolicy
 from taogate._masking import mask_id, mask_secret, mask_url
+from taogate._secrets import read_secret_file
 from taogate.providers.base import Credential
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "JobsSettings",
     "LimitsSettings",
     "RedisSettings",
+    "SecretsSettings",
     "ServerSettings",
     "Settings",
     "SimSettings",
@@ -100,11 +102,17 @@ class UpstreamSettings(_Section):
 
 
 class CredentialSettings(_Section):
-    """``[[credentials]]``: one app key; the secret inline or (preferred) from ``secret_env``."""
+    """``[[credentials]]``: one app key; its secret inline, from ``secret_env`` or ``secret_file``.
+
+    ``secret_file`` is a file a secret store mounts (Vault agent, the Secrets Store CSI driver,
+    a Kubernetes Secret volume); it is read at start and again whenever it changes, so the
+    secret can be rotated without a restart (see ``[secrets]``).
+    """
 
     app_key: str = Field(min_length=1)
     secret: SecretStr | None = None
     secret_env: str | None = None
+    secret_file: Path | None = None
     qps: float = Field(default=10.0, gt=0)
     daily_budget: int | None = Field(default=None, ge=1)
     cost_per_call: Decimal = Field(default=Decimal(0), ge=0)
@@ -112,7 +120,17 @@ class CredentialSettings(_Section):
 
     @model_validator(mode="after")
     def _secret_given(self) -> Self:
-        object.__setattr__(self, "secret", _resolve_secret(self.secret, self.secret_env, "secret"))
+        given = (self.secret, self.secret_env, self.secret_file)
+        if sum(v is not None for v in given) != 1:
+            raise ValueError("give exactly one of secret, secret_env or secret_file")
+        if self.secret_file is None:
+            secret = _resolve_secret(self.secret, self.secret_env, "secret")
+        else:
+            try:  # the message names the file, never its content
+                secret = SecretStr(read_secret_file(self.secret_file))
+            except ConfigurationError as exc:
+                raise ValueError(str(exc)) from None
+        object.__setattr__(self, "secret", secret)
         return self
 
     def to_credential(self) -> Credential:
@@ -246,6 +264,14 @@ class JobsSettings(_Section):
     deadline_s: float = Field(default=120.0, gt=0)
 
 
+class SecretsSettings(_Section):
+    """``[secrets]``: how ``secret_file`` secrets are kept current."""
+
+    #: Seconds between checks of every ``secret_file`` for a new secret; 0 checks only on
+    #: SIGHUP (``taogate serve``), ``Gateway.reload_secrets()`` and a refused credential.
+    poll_s: float = Field(default=2.0, ge=0)
+
+
 class SimSettings(_Section):
     """``[sim]``: the TOP simulator (``taogate sim``)."""
 
@@ -295,6 +321,7 @@ class Settings(BaseSettings):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     jobs: JobsSettings = Field(default_factory=JobsSettings)
     sim: SimSettings = Field(default_factory=SimSettings)
+    secrets: SecretsSettings = Field(default_factory=SecretsSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -7,13 +7,15 @@ a GCRA check and an ``orjson.dumps``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
 import os
 import re
+import signal
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -393,13 +395,37 @@ class _Edge:
             request_id_var.reset(token)
 
 
+@contextlib.contextmanager
+def _sighup_reloads_secrets(gateway: Gateway, *, enabled: bool) -> Iterator[None]:
+    """While inside, SIGHUP re-reads the gateway's secret files (on the loop, between requests)."""
+    if not enabled or not hasattr(signal, "SIGHUP"):
+        yield
+        return
+
+    def reload() -> None:
+        rotated = gateway.reload_secrets()
+        log.info("SIGHUP: secret files re-read", extra={"rotated": rotated})
+
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+
 def create_app(
     settings: Settings,
     *,
     provider: Provider | None = None,
     clock: Callable[[], float] | None = None,
+    reload_on_sighup: bool = False,
 ) -> Starlette:
-    """The ASGI app for ``settings``; the gateway starts and stops with the app's lifespan."""
+    """The ASGI app for ``settings``; the gateway starts and stops with the app's lifespan.
+
+    ``reload_on_sighup`` (``taogate serve``): while the app runs, SIGHUP re-reads every
+    ``secret_file`` instead of ending the process.
+    """
     metrics = Metrics()
     gateway = Gateway(settings, provider=provider, clock=clock)
     clients = Clients(settings.server.clients, clock=clock or time.monotonic)
@@ -420,12 +446,13 @@ def create_app(
                 "clients": clients.describe(),
             },
         )
-        try:
-            yield
-        finally:
-            api.ready = False
-            await gateway.aclose()
-            log.info("taogate stopped")
+        with _sighup_reloads_secrets(gateway, enabled=reload_on_sighup):
+            try:
+                yield
+            finally:
+                api.ready = False
+                await gateway.aclose()
+                log.info("taogate stopped")
 
     async def on_problem(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, Problem)
