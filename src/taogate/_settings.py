@@ -35,6 +35,7 @@ __all__ = [
     "CacheSettings",
     "ClientSettings",
     "CredentialSettings",
+    "EdgeCacheSettings",
     "EgressSettings",
     "JobsSettings",
     "LimitsSettings",
@@ -201,6 +202,29 @@ class ClientSettings(_Section):
         return self
 
 
+class EdgeCacheSettings(_Section):
+    """``[server.edge_cache]``: HTTP caching headers on item answers, for a CDN or proxy cache.
+
+    A found item (``GET /v1/items/{num_iid}``) carries ``Cache-Control`` with ``max-age`` set to
+    what remains of its freshness (0 for a stale answer), a weak ``ETag`` of its content and
+    ``Last-Modified`` (when it was fetched); ``If-None-Match`` is answered with 304.
+    """
+
+    enabled: bool = True
+    #: ``public`` lets shared caches (a CDN) keep answers to authenticated requests and serve
+    #: them to anyone who can reach the cache; ``false`` sends ``private`` (browsers only).
+    public: bool = True
+    #: ``stale-while-revalidate``: seconds a cache may serve an expired answer while it fetches
+    #: a new one in the background.
+    stale_while_revalidate_s: int = Field(default=30, ge=0)
+    #: ``stale-if-error``: seconds a cache may serve an expired answer when taogate fails;
+    #: unset, ``[cache] max_stale_s`` (taogate's own limit for serving stale).
+    stale_if_error_s: int | None = Field(default=None, ge=0)
+    #: ``max-age`` of a 404 "item does not exist" (at most what remains of ``negative_ttl_s``);
+    #: 0 sends ``no-store``. Every other problem answer is ``no-store``.
+    not_found_max_age_s: int = Field(default=60, ge=0)
+
+
 class ServerSettings(_Section):
     """``[server]``: the HTTP service."""
 
@@ -220,6 +244,7 @@ class ServerSettings(_Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     #: Seconds a shutdown waits for requests in progress to finish.
     graceful_shutdown_s: float = Field(default=10.0, ge=0)
+    edge_cache: EdgeCacheSettings = Field(default_factory=EdgeCacheSettings)
 
 
 class EgressSettings(_Section):

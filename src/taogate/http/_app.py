@@ -33,6 +33,7 @@ from taogate._gateway import Gateway
 from taogate._logging import request_id_var
 from taogate._settings import Settings
 from taogate.http._auth import Client, Clients
+from taogate.http._edge_cache import ItemCaching, etag_matches
 from taogate.http._jobs import JobRoutes
 from taogate.http._metrics import Metrics
 from taogate.http._openapi import openapi_document
@@ -88,6 +89,7 @@ class _Api:
         self.clients = clients
         self.metrics = metrics
         self.openapi = orjson.dumps(openapi_document(settings))
+        self.caching = ItemCaching(settings)
         self.ready = False
 
     def _client(self, request: Request, *, admin: bool = False) -> Client:
@@ -98,13 +100,19 @@ class _Api:
         return client
 
     async def get_item(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """``GET /v1/items/{num_iid}`` as a bare ASGI endpoint: the hit path, kept short."""
+        """``GET /v1/items/{num_iid}`` as a bare ASGI endpoint: the hit path, kept short.
+
+        A found item carries caching headers (``[server.edge_cache]``, see ``_edge_cache``)
+        and a matching ``If-None-Match`` is answered 304 without a body.
+        """
+        caching = self.caching
         try:
-            authorization = None
+            authorization = if_none_match = None
             for name, value in scope["headers"]:
                 if name == b"authorization":
                     authorization = value.decode("latin-1")
-                    break
+                elif name == b"if-none-match":  # several lines make one list
+                    if_none_match = value if if_none_match is None else if_none_match + b"," + value
             client = self.clients.authenticate(authorization)
             self.clients.admit(client)
             num_iid: str = scope["path_params"]["num_iid"]
@@ -124,21 +132,36 @@ class _Api:
             if lookup.error is not None:
                 raise problem_for_error(lookup.error, num_iid)
             if lookup.item is None:
-                raise Problem("item-not-found", f"item {num_iid} does not exist", num_iid=num_iid)
-            body = orjson.dumps(lookup.to_dict())
+                raise Problem(
+                    "item-not-found",
+                    f"item {num_iid} does not exist",
+                    headers=caching.not_found_headers(lookup),
+                    num_iid=num_iid,
+                )
         except Problem as problem:
             await problem.response(scope["path"], request_id_var.get())(scope, receive, send)
             return
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
+        item_json, etag = caching.item_json(lookup.item)
+        status = 200
+        if not caching.enabled:
+            body = caching.body(lookup, item_json)
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % len(body)),
+            ]
+        elif if_none_match is not None and etag_matches(if_none_match, etag):
+            status, body = 304, b""
+            headers = [(b"etag", etag), (b"cache-control", caching.cache_control(lookup, max_age))]
+        else:
+            body = caching.body(lookup, item_json)
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % len(body)),
+                (b"cache-control", caching.cache_control(lookup, max_age)),
+                (b"etag", etag),
+                (b"last-modified", caching.last_modified(lookup)),
+            ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     async def _read_body(self, request: Request, limit: int | None = None) -> bytes:
