@@ -3,7 +3,7 @@
 A found item answer (``GET /v1/items/{num_iid}``) carries:
 
 - ``Cache-Control: public, max-age=N, stale-while-revalidate=S, stale-if-error=E`` — ``N`` is
-  what remains of the answer's freshness (the lookup's ``max_age``, default ``[cache]
+  what remains of the answer's freshness (the lookup's ``max_age``, at most ``[cache]
   max_age_s``, minus its age; 0 for a stale answer), so a cache never serves it older than
   taogate would have served it fresh;
 - ``ETag: W/"…"`` — a digest of the item's JSON. Weak: the body around the item (``age_s``,
@@ -26,6 +26,7 @@ import hashlib
 import math
 import re
 import time
+from collections.abc import Callable
 
 import orjson
 
@@ -72,8 +73,9 @@ def etag_matches(if_none_match: bytes, etag: bytes) -> bool:
 class ItemCaching:
     """The caching headers of item answers under ``[server.edge_cache]``."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, wall_clock: Callable[[], float] = time.time) -> None:
         edge = settings.server.edge_cache
+        self._wall_clock = wall_clock
         self.enabled = edge.enabled
         self.default_max_age_s = settings.cache.max_age_s
         self.negative_ttl_s = settings.cache.negative_ttl_s
@@ -119,8 +121,10 @@ class ItemCaching:
         """``Cache-Control`` of a found item: ``max-age`` is what remains of its freshness."""
         if lookup.stale:
             remaining = 0
-        else:
-            limit = self.default_max_age_s if max_age_s is None else max_age_s
+        else:  # a lookup may ask for less than the stored freshness, never for more
+            limit = self.default_max_age_s
+            if max_age_s is not None and max_age_s < limit:
+                limit = max_age_s
             remaining = max(0, math.floor(limit - lookup.age_s))
         value = self._cache_control.get(remaining)
         if value is None:
@@ -132,7 +136,7 @@ class ItemCaching:
 
     def last_modified(self, lookup: Lookup) -> bytes:
         """When the answer was fetched from the upstream, as an HTTP date."""
-        fetched = math.floor(time.time() - lookup.age_s)
+        fetched = math.floor(self._wall_clock() - lookup.age_s)
         value = self._dates.get(fetched)
         if value is None:
             value = http_date(fetched)
