@@ -117,9 +117,6 @@ class SecretFiles:
         keys = ", ".join(mask_id(k) for k in self._watched)
         return f"SecretFiles([{keys}], poll_s={self.poll_s:g})"
 
-    def __contains__(self, app_key: object) -> bool:
-        return app_key in self._watched
-
     def check(self, trigger: str = "check") -> list[str]:
         """Re-read every file now; the app keys whose secret changed (and was swapped in)."""
         return [key for key in self._watched if self.check_one(key, trigger)]

@@ -145,9 +145,44 @@ async def test_a_refused_old_secret_swaps_in_the_new_one_without_a_failed_reques
         assert gw.pool.status(gw.pool.credentials[0]) is CredentialStatus.ACTIVE
         (row,) = gw.snapshot()["secret_files"]
         assert row["rotations"] == 1
+        metrics = (await client.get("/metrics")).text
+        assert 'taogate_secret_rotations_total{credential="700…001"} 1.0' in metrics
+        assert 'taogate_secret_read_failures_total{credential="700…001"} 0.0' in metrics
+        assert NEW not in metrics
+        assert OLD not in metrics
     assert statuses.count(200) == len(statuses), {s: statuses.count(s) for s in set(statuses)}
     refused = sim.stats()["keys"][APP_KEY]["errors"]
     assert refused >= 1  # what made the gateway look again
+
+
+async def test_the_simulator_rotates_a_secret_over_http(sim: Simulator) -> None:
+    async with httpx.AsyncClient(base_url=sim.base_url) as client:
+        for body in (
+            b"nope",
+            b"[]",
+            b'{"app_key": "70000001"}',
+            b'{"secret": "x", "app_key": "1"}',
+        ):
+            resp = await client.post("/_sim/secret", content=body)
+            assert resp.status_code == 400, body
+        resp = await client.post(
+            "/_sim/secret", json={"app_key": APP_KEY, "secret": NEW, "keep_old_s": True}
+        )
+        assert resp.status_code == 400
+        resp = await client.post(
+            "/_sim/secret", json={"app_key": APP_KEY, "secret": NEW, "keep_old_s": 5}
+        )
+        assert resp.status_code == 200
+        assert resp.json() == {"app_key": APP_KEY, "keep_old_s": 5.0}
+        assert NEW not in resp.text
+    key = sim.state.keys[APP_KEY]
+    assert key.key.secret == NEW
+    assert OLD in key.accepted_secrets(key.previous_until - 1)
+    assert key.accepted_secrets(key.previous_until) == (NEW,)
+    with pytest.raises(ValueError, match="keep_old_s"):
+        sim.set_secret(APP_KEY, OLD, keep_old_s=-1)
+    with pytest.raises(ValueError, match="empty"):
+        sim.set_secret(APP_KEY, "")
 
 
 @pytest.mark.parametrize("how", ["rename", "kubernetes"])

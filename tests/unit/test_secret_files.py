@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import os
@@ -284,6 +285,40 @@ def test_a_rotated_secret_is_redacted_from_logs(tmp_path: Path) -> None:
 def test_poll_interval_is_validated() -> None:
     with pytest.raises(ValueError, match="poll_s"):
         SecretFiles({}, {}, on_rotate=Rotations(), poll_s=-1)
+
+
+def test_an_unknown_key_is_no_rotation(tmp_path: Path) -> None:
+    files = SecretFiles({}, {}, on_rotate=Rotations())
+    assert files.check_one("12345678") is False
+    assert files.snapshot() == []
+
+
+async def test_the_poll_survives_a_failed_rotation(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "key1"
+    path.write_text(OLD, encoding="utf-8")
+    seen: list[str] = []
+
+    def on_rotate(app_key: str, secret: str) -> None:
+        if not seen:
+            seen.append("failed")
+            raise RuntimeError("the pool said no")
+        seen.append(secret)
+
+    files = SecretFiles({"12345678": path}, {"12345678": OLD}, on_rotate=on_rotate, poll_s=0.01)
+    files.start()
+    try:
+        write_atomically(path, NEW)
+        async with asyncio.timeout(10):
+            while NEW not in seen:  # the next poll tries again
+                await asyncio.sleep(0.01)
+    finally:
+        await files.aclose()
+    assert seen == ["failed", NEW]
+    assert "checking the secret files failed" in caplog.text
+    assert NEW not in caplog.text
+    await files.aclose()  # closing twice is harmless
 
 
 # --- the pool swaps the secret ------------------------------------------------------------
