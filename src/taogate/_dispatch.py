@@ -473,11 +473,14 @@ class Dispatcher:
             self._requeue(batch)
         except CredentialInvalid as exc:
             self.stats.credential_invalid += 1
-            self._pool.on_invalid(lease)
+            quarantined = self._pool.on_invalid(lease)
             self._breaker.record(
                 failed=False, duration_s=self._clock() - started, generation=generation
             )
-            log.error("credential refused, quarantined: %s", exc)
+            if quarantined:
+                log.error("credential refused, quarantined: %s", exc)
+            else:  # signed with a secret rotated out meanwhile: send again with the new one
+                log.info("credential refused its old secret (rotated); %d ids requeued", len(ids))
             self._requeue(batch)
         except UpstreamBadRequest as exc:
             self._pool.on_done(lease)

@@ -22,7 +22,9 @@ from taogate._breaker import BreakerPolicy, BreakerState, CircuitBreaker, RetryB
 from taogate._degrade import DegradeControl
 from taogate._dispatch import Dispatcher, Priority
 from taogate._errors import DeadlineExceeded, InvalidRequest, Overloaded, UpstreamUnavailable
+from taogate._masking import mask_id
 from taogate._model import Item, Lookup, Source
+from taogate._secrets import SecretFiles
 from taogate._settings import Settings
 from taogate.cache.memory import MemoryCache
 from taogate.cache.tiered import CacheView, TieredCache
@@ -162,6 +164,7 @@ class Gateway:
                 block_s=block_s,
             )
             self._worker_task = loop.create_task(self._worker.run(), name="taogate-jobs")
+        self.secret_files = self._watch_secret_files()
         self.lookups = 0
         self.hits = 0
         self.stale_served = 0
@@ -194,11 +197,36 @@ class Gateway:
                 await self._degrade_task
         if self._shared_override is not None:
             await self._shared_override.aclose()
+        if self.secret_files is not None:
+            await self.secret_files.aclose()
         if self.shared is not None:
             await self.shared.aclose()
         await self.pool.aclose()
         if self._owns_provider and self._provider is not None:
             await self._provider.aclose()
+
+    def _watch_secret_files(self) -> SecretFiles | None:
+        """Keep every ``secret_file`` secret current (poll, SIGHUP, a refused credential)."""
+        files = {c.app_key: c.secret_file for c in self.settings.credentials if c.secret_file}
+        if not files:
+            return None
+        pool = self.pool
+        watcher = SecretFiles(
+            files,
+            {c.app_key: c.secret for c in pool.credentials},
+            on_rotate=pool.replace_secret,
+            poll_s=self.settings.secrets.poll_s,
+        )
+        watcher.check("start")  # the file may have changed since the settings were read
+        pool.recheck_secret = lambda app_key: watcher.check_one(app_key, "credential refused")
+        watcher.start()
+        return watcher
+
+    def reload_secrets(self) -> list[str]:
+        """Re-read every ``secret_file`` now (what SIGHUP does); the masked keys rotated."""
+        if not self._started or self.secret_files is None:
+            return []
+        return [mask_id(k) for k in self.secret_files.check("reload")]
 
     @property
     def started(self) -> bool:
@@ -511,4 +539,5 @@ class Gateway:
                 "held_ids": self.degrade.held_ids,
                 "refused_ids": self.degrade.refused_ids,
             },
+            "secret_files": [] if self.secret_files is None else self.secret_files.snapshot(),
         }

@@ -12,6 +12,7 @@ import contextvars
 import logging
 import sys
 import time
+import weakref
 from collections.abc import Iterable
 from typing import IO, Any
 
@@ -19,7 +20,13 @@ import orjson
 
 from taogate._masking import mask_secret
 
-__all__ = ["JsonFormatter", "RedactSecrets", "configure_logging", "request_id_var"]
+__all__ = [
+    "JsonFormatter",
+    "RedactSecrets",
+    "configure_logging",
+    "redact_secret",
+    "request_id_var",
+]
 
 #: The id of the request being served, for every log line written while serving it.
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -62,6 +69,12 @@ class RedactSecrets(logging.Filter):
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
         self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        _FILTERS.add(self)
+
+    def add(self, secret: str) -> None:
+        """Redact ``secret`` too (a secret rotated in after the logs were configured)."""
+        if len(secret) >= 4 and secret not in self._secrets:
+            self._secrets = sorted([*self._secrets, secret], key=len, reverse=True)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not self._secrets:
@@ -84,6 +97,16 @@ class RedactSecrets(logging.Filter):
             if secret in text:
                 text = text.replace(secret, mask_secret(secret))
         return text
+
+
+#: every live filter, so a secret that arrives later (a rotation) is redacted by all of them
+_FILTERS: weakref.WeakSet[RedactSecrets] = weakref.WeakSet()
+
+
+def redact_secret(secret: str) -> None:
+    """Have every configured log filter redact ``secret`` from now on."""
+    for redactor in list(_FILTERS):
+        redactor.add(secret)
 
 
 def configure_logging(

@@ -31,6 +31,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from taogate._errors import ConfigurationError
 from taogate._ids import DEFAULT_ID_PATTERN, IdPolicy
 from taogate._masking import mask_id, mask_secret, mask_url
+from taogate._secrets import read_secret_file
 from taogate.providers.base import DEFAULT_EGRESS, IP_QPS, Credential, Egress
 
 __all__ = [
@@ -39,10 +40,12 @@ __all__ = [
     "CredentialSettings",
     "DegradeSettings",
     "DegradeWindow",
+    "EdgeCacheSettings",
     "EgressSettings",
     "JobsSettings",
     "LimitsSettings",
     "RedisSettings",
+    "SecretsSettings",
     "ServerSettings",
     "Settings",
     "SimSettings",
@@ -105,11 +108,17 @@ class UpstreamSettings(_Section):
 
 
 class CredentialSettings(_Section):
-    """``[[credentials]]``: one app key; the secret inline or (preferred) from ``secret_env``."""
+    """``[[credentials]]``: one app key; its secret inline, from ``secret_env`` or ``secret_file``.
+
+    ``secret_file`` is a file a secret store mounts (Vault agent, the Secrets Store CSI driver,
+    a Kubernetes Secret volume); it is read at start and again whenever it changes, so the
+    secret can be rotated without a restart (see ``[secrets]``).
+    """
 
     app_key: str = Field(min_length=1)
     secret: SecretStr | None = None
     secret_env: str | None = None
+    secret_file: Path | None = None
     qps: float = Field(default=10.0, gt=0)
     daily_budget: int | None = Field(default=None, ge=1)
     cost_per_call: Decimal = Field(default=Decimal(0), ge=0)
@@ -117,7 +126,17 @@ class CredentialSettings(_Section):
 
     @model_validator(mode="after")
     def _secret_given(self) -> Self:
-        object.__setattr__(self, "secret", _resolve_secret(self.secret, self.secret_env, "secret"))
+        given = (self.secret, self.secret_env, self.secret_file)
+        if sum(v is not None for v in given) != 1:
+            raise ValueError("give exactly one of secret, secret_env or secret_file")
+        if self.secret_file is None:
+            secret = _resolve_secret(self.secret, self.secret_env, "secret")
+        else:
+            try:  # the message names the file, never its content
+                secret = SecretStr(read_secret_file(self.secret_file))
+            except ConfigurationError as exc:
+                raise ValueError(str(exc)) from None
+        object.__setattr__(self, "secret", secret)
         return self
 
     def to_credential(self) -> Credential:
@@ -233,6 +252,29 @@ class ClientSettings(_Section):
         return self
 
 
+class EdgeCacheSettings(_Section):
+    """``[server.edge_cache]``: HTTP caching headers on item answers, for a CDN or proxy cache.
+
+    A found item (``GET /v1/items/{num_iid}``) carries ``Cache-Control`` with ``max-age`` set to
+    what remains of its freshness (0 for a stale answer), a weak ``ETag`` of its content and
+    ``Last-Modified`` (when it was fetched); ``If-None-Match`` is answered with 304.
+    """
+
+    enabled: bool = True
+    #: ``public`` lets shared caches (a CDN) keep answers to authenticated requests and serve
+    #: them to anyone who can reach the cache; ``false`` sends ``private`` (browsers only).
+    public: bool = True
+    #: ``stale-while-revalidate``: seconds a cache may serve an expired answer while it fetches
+    #: a new one in the background.
+    stale_while_revalidate_s: int = Field(default=30, ge=0)
+    #: ``stale-if-error``: seconds a cache may serve an expired answer when taogate fails;
+    #: unset, ``[cache] max_stale_s`` (taogate's own limit for serving stale).
+    stale_if_error_s: int | None = Field(default=None, ge=0)
+    #: ``max-age`` of a 404 "item does not exist" (at most what remains of ``negative_ttl_s``);
+    #: 0 sends ``no-store``. Every other problem answer is ``no-store``.
+    not_found_max_age_s: int = Field(default=60, ge=0)
+
+
 class ServerSettings(_Section):
     """``[server]``: the HTTP service."""
 
@@ -252,6 +294,7 @@ class ServerSettings(_Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     #: Seconds a shutdown waits for requests in progress to finish.
     graceful_shutdown_s: float = Field(default=10.0, ge=0)
+    edge_cache: EdgeCacheSettings = Field(default_factory=EdgeCacheSettings)
 
 
 class EgressSettings(_Section):
@@ -309,6 +352,14 @@ class JobsSettings(_Section):
     deadline_s: float = Field(default=120.0, gt=0)
 
 
+class SecretsSettings(_Section):
+    """``[secrets]``: how ``secret_file`` secrets are kept current."""
+
+    #: Seconds between checks of every ``secret_file`` for a new secret; 0 checks only on
+    #: SIGHUP (``taogate serve``), ``Gateway.reload_secrets()`` and a refused credential.
+    poll_s: float = Field(default=2.0, ge=0)
+
+
 class SimSettings(_Section):
     """``[sim]``: the TOP simulator (``taogate sim``)."""
 
@@ -359,6 +410,7 @@ class Settings(BaseSettings):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     jobs: JobsSettings = Field(default_factory=JobsSettings)
     sim: SimSettings = Field(default_factory=SimSettings)
+    secrets: SecretsSettings = Field(default_factory=SecretsSettings)
 
     @classmethod
     def settings_customise_sources(

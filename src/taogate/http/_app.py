@@ -7,13 +7,15 @@ a GCRA check and an ``orjson.dumps``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
 import os
 import re
+import signal
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -33,10 +35,11 @@ from taogate._settings import Settings
 from taogate.http._auth import Client, Clients
 from taogate.http._console import ConsoleRoutes
 from taogate.http._degrade import DegradeRoutes
+from taogate.http._edge_cache import ItemCaching, etag_matches
 from taogate.http._jobs import JobRoutes
 from taogate.http._metrics import Metrics
 from taogate.http._openapi import openapi_document
-from taogate.http._problems import Problem, answer_or_problem, problem_for_error
+from taogate.http._problems import Problem, problem_for_error
 from taogate.providers.base import Provider
 
 __all__ = ["create_app"]
@@ -99,6 +102,7 @@ class _Api:
         self.clients = clients
         self.metrics = metrics
         self.openapi = orjson.dumps(openapi_document(settings))
+        self.caching = ItemCaching(settings)
         self.ready = False
 
     def _client(self, request: Request, *, admin: bool = False) -> Client:
@@ -109,13 +113,19 @@ class _Api:
         return client
 
     async def get_item(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """``GET /v1/items/{num_iid}`` as a bare ASGI endpoint: the hit path, kept short."""
+        """``GET /v1/items/{num_iid}`` as a bare ASGI endpoint: the hit path, kept short.
+
+        A found item carries caching headers (``[server.edge_cache]``, see ``_edge_cache``)
+        and a matching ``If-None-Match`` is answered 304 without a body.
+        """
+        caching = self.caching
         try:
-            authorization = None
+            authorization = if_none_match = None
             for name, value in scope["headers"]:
                 if name == b"authorization":
                     authorization = value.decode("latin-1")
-                    break
+                elif name == b"if-none-match":  # several lines make one list
+                    if_none_match = value if if_none_match is None else if_none_match + b"," + value
             client = self.clients.authenticate(authorization)
             self.clients.admit(client)
             num_iid: str = scope["path_params"]["num_iid"]
@@ -132,21 +142,39 @@ class _Api:
                 )
             except InvalidRequest as exc:
                 raise problem_for_error(exc, num_iid) from None
-            answer_or_problem(lookup, num_iid)
-            body = orjson.dumps(lookup.to_dict())
+            if lookup.error is not None:
+                raise problem_for_error(lookup.error, num_iid)
+            if lookup.item is None:
+                raise Problem(
+                    "item-not-found",
+                    f"item {num_iid} does not exist",
+                    headers=caching.not_found_headers(lookup),
+                    num_iid=num_iid,
+                )
         except Problem as problem:
             await problem.response(scope["path"], request_id_var.get())(scope, receive, send)
             return
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
+        item_json, etag = caching.item_json(lookup.item)
+        status = 200
+        if not caching.enabled:
+            body = caching.body(lookup, item_json)
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % len(body)),
+            ]
+        elif if_none_match is not None and etag_matches(if_none_match, etag):
+            status, body = 304, b""
+            headers = [(b"etag", etag), (b"cache-control", caching.cache_control(lookup, max_age))]
+        else:
+            body = caching.body(lookup, item_json)
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % len(body)),
+                (b"cache-control", caching.cache_control(lookup, max_age)),
+                (b"etag", etag),
+                (b"last-modified", caching.last_modified(lookup)),
+            ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     async def _read_body(self, request: Request, limit: int | None = None) -> bytes:
@@ -410,13 +438,37 @@ class _Edge:
             request_id_var.reset(token)
 
 
+@contextlib.contextmanager
+def _sighup_reloads_secrets(gateway: Gateway, *, enabled: bool) -> Iterator[None]:
+    """While inside, SIGHUP re-reads the gateway's secret files (on the loop, between requests)."""
+    if not enabled or not hasattr(signal, "SIGHUP"):
+        yield
+        return
+
+    def reload() -> None:
+        rotated = gateway.reload_secrets()
+        log.info("SIGHUP: secret files re-read", extra={"rotated": rotated})
+
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+
 def create_app(
     settings: Settings,
     *,
     provider: Provider | None = None,
     clock: Callable[[], float] | None = None,
+    reload_on_sighup: bool = False,
 ) -> Starlette:
-    """The ASGI app for ``settings``; the gateway starts and stops with the app's lifespan."""
+    """The ASGI app for ``settings``; the gateway starts and stops with the app's lifespan.
+
+    ``reload_on_sighup`` (``taogate serve``): while the app runs, SIGHUP re-reads every
+    ``secret_file`` instead of ending the process.
+    """
     metrics = Metrics()
     gateway = Gateway(settings, provider=provider, clock=clock)
     clients = Clients(settings.server.clients, clock=clock or time.monotonic)
@@ -440,13 +492,14 @@ def create_app(
                 "clients": clients.describe(),
             },
         )
-        try:
-            yield
-        finally:
-            api.ready = False
-            await console.sampler.aclose()
-            await gateway.aclose()
-            log.info("taogate stopped")
+        with _sighup_reloads_secrets(gateway, enabled=reload_on_sighup):
+            try:
+                yield
+            finally:
+                api.ready = False
+                await console.sampler.aclose()
+                await gateway.aclose()
+                log.info("taogate stopped")
 
     async def on_problem(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, Problem)

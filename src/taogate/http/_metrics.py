@@ -75,6 +75,7 @@ class Metrics:
     def watch(self, gateway: Gateway) -> None:
         """Export the gateway's own counters at scrape time."""
         self.registry.register(_GatewayCollector(gateway))
+        self.registry.register(_SecretFilesCollector(gateway))
 
 
 def _f(value: object) -> float:
@@ -354,3 +355,32 @@ class _GatewayCollector(Collector):
         yield from families.values()
         yield budget
         yield status
+
+
+class _SecretFilesCollector(Collector):
+    """Rotations and read failures of ``secret_file`` secrets (labels: masked app keys)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self._gw = gateway
+
+    def collect(self) -> Iterator[Metric]:
+        gw = self._gw
+        if not gw.started or gw.secret_files is None:
+            return
+        rotations = CounterMetricFamily(
+            "taogate_secret_rotations",
+            "New secrets read from the credential's secret_file and swapped in.",
+            labels=("credential",),
+        )
+        failures = CounterMetricFamily(
+            "taogate_secret_read_failures",
+            "Checks of the credential's secret_file that could not read it (the secret in "
+            "use was kept).",
+            labels=("credential",),
+        )
+        for row in gw.secret_files.snapshot():
+            label = (str(row["credential"]),)
+            rotations.add_metric(label, _f(row["rotations"]))
+            failures.add_metric(label, _f(row["failures"]))
+        yield rotations
+        yield failures

@@ -28,9 +28,38 @@ def _problem_response(description: str, retry_after: bool = False) -> dict[str, 
     return response
 
 
+def _item_caching(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The caching headers of a found item's 200, and the 304 (``[server.edge_cache]``)."""
+    edge = settings.server.edge_cache.enabled
+    headers: dict[str, Any] = {
+        "Cache-Control": {
+            "schema": {"type": "string"},
+            "required": edge,
+            "description": "public, max-age=<remaining freshness, 0 when stale>, "
+            "stale-while-revalidate=<s>, stale-if-error=<s>",
+        },
+        "ETag": {
+            "schema": {"type": "string", "pattern": r'^W/"[0-9a-f]+"$'},
+            "required": edge,
+            "description": "Weak tag of the item's content (the same on every replica)",
+        },
+        "Last-Modified": {
+            "schema": {"type": "string"},
+            "required": edge,
+            "description": "When the item was fetched from the upstream (HTTP date)",
+        },
+    }
+    not_modified = {
+        "description": "The item still matches If-None-Match: no body",
+        "headers": {"ETag": headers["ETag"], "Cache-Control": headers["Cache-Control"]},
+    }
+    return headers, not_modified
+
+
 def openapi_document(settings: Settings) -> dict[str, Any]:
     """The document for a service run with ``settings``."""
     s = settings.server
+    item_headers, not_modified = _item_caching(settings)
     policy = settings.upstream.id_pattern
     secured: list[dict[str, list[str]]] = [{"bearer": []}] if s.clients else []
     common = {
@@ -102,17 +131,29 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                             "schema": {"type": "string", "pattern": f"^{policy}$"},
                         },
                         *lookup_params,
+                        {
+                            "name": "If-None-Match",
+                            "in": "header",
+                            "required": False,
+                            "description": "ETags (or *) the caller holds; a match answers 304.",
+                            "schema": {"type": "string"},
+                        },
                     ],
                     "responses": {
                         "200": {
                             "description": "The item",
+                            "headers": item_headers,
                             "content": {
                                 "application/json": {
                                     "schema": {"$ref": "#/components/schemas/Lookup"}
                                 }
                             },
                         },
-                        "404": _problem_response("The item does not exist"),
+                        "304": not_modified,
+                        "404": _problem_response(
+                            "The item does not exist (cacheable for [server.edge_cache] "
+                            "not_found_max_age_s)"
+                        ),
                         "422": _problem_response("The upstream refuses this id"),
                         "502": _problem_response("The upstream refuses the gateway's requests"),
                         **common,

@@ -85,10 +85,11 @@ class Problem(Exception):
         return doc
 
     def response(self, instance: str, request_id: str | None) -> Response:
+        """The answer; no cache keeps it unless the problem's headers say otherwise."""
         return Response(
             orjson.dumps(self.body(instance, request_id)),
             status_code=self.status,
-            headers=self.headers,
+            headers={"Cache-Control": "no-store", **self.headers},
             media_type="application/problem+json",
         )
 

@@ -4,15 +4,23 @@ Without Redis, workers cannot share limits, so each takes its share: every crede
 and ``daily_budget`` divided by the number of workers. N workers together then never exceed a
 key's quota. Shutdown is graceful: uvicorn stops accepting, waits up to
 ``[server] graceful_shutdown_s`` for requests in progress, then the gateway closes.
+
+SIGHUP re-reads every ``secret_file`` in place, in every worker: with ``--workers N`` the
+parent passes it on to each worker instead of restarting them (a restarted worker would forget
+the recent calls its limits count, and old and new workers would overlap on the quota).
 """
 
 from __future__ import annotations
 
+import inspect
+import logging
 import math
 import os
+import signal
 
 import uvicorn
 from starlette.applications import Starlette
+from uvicorn.supervisors import Multiprocess
 
 from taogate._logging import configure_logging
 from taogate._settings import Settings, load_settings
@@ -47,7 +55,35 @@ def app_from_env() -> Starlette:
     settings = load_settings(os.environ.get(CONFIG_ENV) or None)
     settings = share_quota(settings, int(os.environ.get(WORKERS_ENV, "1")))
     configure_logging(settings.server.log_level, secrets=settings.secret_values())
-    return create_app(settings)
+    _ignore_sighup_until_ready()
+    return create_app(settings, reload_on_sighup=True)
+
+
+def _ignore_sighup_until_ready() -> None:
+    """Until the app's lifespan takes SIGHUP over, a SIGHUP must not end the process."""
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+class _Workers(Multiprocess):
+    """uvicorn's worker supervisor, but SIGHUP goes on to every worker (no restart)."""
+
+    def handle_hup(self) -> None:
+        logging.getLogger("taogate.http").info("SIGHUP: passed on to every worker")
+        for process in self.processes:
+            if process.pid is not None:
+                os.kill(process.pid, signal.SIGHUP)
+
+
+def _run_workers(config: uvicorn.Config) -> None:
+    """``uvicorn.run`` for ``workers > 1``, with :class:`_Workers` as the supervisor."""
+    sock = config.bind_socket()
+    if "target" in inspect.signature(Multiprocess.__init__).parameters:  # pragma: no cover
+        # older uvicorn: the supervisor takes the worker's entry point
+        server = uvicorn.Server(config)
+        _Workers(config, target=server.run, sockets=[sock]).run()  # type: ignore[call-arg]
+    else:
+        _Workers(config, sockets=[sock]).run()
 
 
 def serve(
@@ -73,15 +109,17 @@ def serve(
     }
     if workers <= 1:
         configure_logging(server.log_level, secrets=settings.secret_values())
-        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+        _ignore_sighup_until_ready()
+        uvicorn.run(create_app(settings, reload_on_sighup=True), **common)  # type: ignore[arg-type]
         return
     os.environ[WORKERS_ENV] = str(workers)
     if config_path:
         os.environ[CONFIG_ENV] = config_path
     configure_logging(server.log_level, secrets=settings.secret_values())
-    uvicorn.run(
+    config = uvicorn.Config(
         "taogate.http._serve:app_from_env",
         factory=True,
         workers=workers,
         **common,  # type: ignore[arg-type]
     )
+    _run_workers(config)

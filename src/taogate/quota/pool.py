@@ -11,6 +11,10 @@ credential that can send soonest and reacts to what the upstream says:
   to ``max_probe_after_s``) it is let out for one probe call at a time, half-open style;
 - a daily budget, counted per Beijing calendar day, stops a credential until the next day.
 
+A credential's secret can be replaced while it is in use (:meth:`CredentialPool.replace_secret`,
+a rotation): the next leases carry the new secret, calls in flight finish with the one they were
+signed with, and the credential keeps its limits, bans and counts.
+
 Time comes from an injected monotonic clock (and a wall clock for the budget's day).
 """
 
@@ -24,7 +28,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -238,6 +242,9 @@ class CredentialPool:
         self.on_shared_failure: Callable[[BaseException], None] | None = None
         #: the longest one question to the shared limiter may take
         self.shared_timeout_s = 0.25
+        #: called with the app key of a refused credential before it is quarantined, so a newer
+        #: secret (a rotation not yet picked up) can be swapped in with :meth:`replace_secret`
+        self.recheck_secret: Callable[[str], object] | None = None
         self._background: set[asyncio.Task[None]] = set()
 
     # --- rates -------------------------------------------------------------------------
@@ -624,17 +631,25 @@ class CredentialPool:
         self._tell_shared(lease, "ban", retry_after)
         self._changed.set()
 
-    def on_invalid(self, lease: Lease) -> None:
+    def on_invalid(self, lease: Lease) -> bool:
         """Codes 25/27/29 and kin: quarantine; probe again later, backing off per failed probe.
 
-        Calls already on the wire when the quarantine began do not move the probe time.
+        Calls already on the wire when the quarantine began do not move the probe time. A call
+        signed with a secret that has since been replaced (a rotation) says nothing about the
+        credential now: it ends like :meth:`on_done`. Returns whether the credential is
+        quarantined.
         """
         s = lease.state
+        if self.recheck_secret is not None:
+            self.recheck_secret(s.credential.app_key)
+        if lease.credential.secret != s.credential.secret:
+            self.on_done(lease)
+            return False
         s.in_flight -= 1
         s.invalid += 1
         self._tell_shared(lease, "invalid")
         if s.quarantined and not lease.probe:
-            return
+            return True
         now = self._clock()
         s.probe_after_s = min(
             self.policy.max_probe_after_s,
@@ -643,6 +658,21 @@ class CredentialPool:
         s.quarantined = True
         s.probing = False
         s.probe_at = now + s.probe_after_s
+        self._changed.set()
+        return True
+
+    def replace_secret(self, app_key: str, secret: str) -> None:
+        """Sign ``app_key``'s next calls with ``secret``; its limits, bans and counts stay.
+
+        Leases already granted keep the credential they carry. A quarantined credential is let
+        out for its probe at once: a new secret deserves a new try.
+        """
+        s = next((s for s in self._states if s.credential.app_key == app_key), None)
+        if s is None:
+            raise KeyError(app_key)
+        s.credential = replace(s.credential, secret=secret)
+        if s.quarantined and not s.probing:
+            s.probe_at = min(s.probe_at, self._clock())
         self._changed.set()
 
     # --- state for tools and metrics ---------------------------------------------------

@@ -262,6 +262,15 @@ class Simulator:
         now = self._clock()
         return self.state.add_fault({"kind": kind, "duration_s": duration_s, **kw}, now).render(now)
 
+    def set_secret(self, app_key: str, secret: str, *, keep_old_s: float = 0.0) -> None:
+        """Rotate ``app_key``'s secret as the platform does when a secret is reset.
+
+        From now on calls must be signed with ``secret``; the old secret is refused at once
+        (code 25; reseller 4005), or still accepted for ``keep_old_s`` seconds — a platform
+        that lets both secrets work during a rotation. ``ValueError`` for an unknown key.
+        """
+        self.state.set_secret(app_key, secret, self._clock(), keep_old_s)
+
     def faults(self) -> list[dict[str, Any]]:
         """The active faults, as ``GET /_sim/faults`` lists them."""
         now = self._clock()
@@ -314,6 +323,7 @@ class Simulator:
         app.router.add_post("/_sim/faults", self._handle_faults)
         app.router.add_delete("/_sim/faults", self._handle_faults)
         app.router.add_post("/_sim/reset", self._handle_reset)
+        app.router.add_post("/_sim/secret", self._handle_secret)
         app.router.add_get("/_sim/catalog", self._handle_catalog)
         return app
 
@@ -468,6 +478,23 @@ class Simulator:
                 return _bad_request(str(exc))
             return _json({"fault": fault.render(self._clock())})
         return _json({"faults": self.faults()})
+
+    async def _handle_secret(self, request: web.Request) -> web.StreamResponse:
+        try:
+            doc = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return _bad_request("the body must be JSON")
+        if not isinstance(doc, dict) or not isinstance(doc.get("secret"), str):
+            return _bad_request('the body must be {"app_key": …, "secret": …, "keep_old_s": 0}')
+        keep = doc.get("keep_old_s", 0)
+        if isinstance(keep, bool) or not isinstance(keep, int | float):
+            return _bad_request("keep_old_s must be a number of seconds")
+        app_key = str(doc.get("app_key", ""))
+        try:
+            self.set_secret(app_key, doc["secret"], keep_old_s=float(keep))
+        except ValueError as exc:
+            return _bad_request(str(exc))
+        return _json({"app_key": app_key, "keep_old_s": float(keep)})  # never the secret
 
     async def _handle_reset(self, request: web.Request) -> web.StreamResponse:
         self.reset()

@@ -11,7 +11,7 @@ import math
 import random
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final, Literal
@@ -89,7 +89,25 @@ class KeyState:
 
     def __init__(self, key: SimKey) -> None:
         self.key = key
+        #: the secret replaced by :meth:`set_secret`, still accepted until ``previous_until``
+        self.previous_secret: str | None = None
+        self.previous_until = -math.inf
         self.reset()
+
+    def set_secret(self, secret: str, now: float, keep_old_s: float = 0.0) -> None:
+        """Rotate the secret; the old one stays valid ``keep_old_s`` longer (0: not at all)."""
+        if not secret:
+            raise ValueError("the new secret is empty")
+        if not keep_old_s >= 0:
+            raise ValueError("keep_old_s must be >= 0")
+        self.previous_secret, self.previous_until = self.key.secret, now + keep_old_s
+        self.key = replace(self.key, secret=secret)
+
+    def accepted_secrets(self, now: float) -> tuple[str, ...]:
+        """The secrets calls may be signed with now: the current one, then the previous one."""
+        if self.previous_secret is not None and now < self.previous_until:
+            return (self.key.secret, self.previous_secret)
+        return (self.key.secret,)
 
     def reset(self) -> None:
         """Forget the window, the ban and every counter."""
@@ -403,6 +421,13 @@ class SimState:
         self.stats.reset(now)
         self.faults.clear()
 
+    def set_secret(self, app_key: str, secret: str, now: float, keep_old_s: float = 0.0) -> None:
+        """Rotate ``app_key``'s secret (``ValueError`` for an unknown key or an empty secret)."""
+        key = self.keys.get(app_key)
+        if key is None:
+            raise ValueError("unknown app_key")
+        key.set_secret(secret, now, keep_old_s)
+
     def add_fault(self, doc: object, now: float) -> Fault:
         """Start the fault ``doc`` describes (``ValueError`` if it is not valid)."""
         fault = parse_fault(doc, now, self.keys)
@@ -487,8 +512,11 @@ class SimState:
         if sign_method not in SIGN_METHODS:
             sub = f"sign_method must be one of {', '.join(sorted(SIGN_METHODS))}"
             return self._refuse(key, 25, "Invalid signature", "isv.invalid-signature", sub)
-        expected = sign(params, key.key.secret, sign_method).encode()
-        if not hmac.compare_digest(expected, given.upper().encode()):
+        signed = given.upper().encode()
+        if not any(
+            hmac.compare_digest(sign(params, secret, sign_method).encode(), signed)
+            for secret in key.accepted_secrets(now)
+        ):
             sub = "the signature does not match the parameters"
             return self._refuse(key, 25, "Invalid signature", "isv.invalid-signature", sub)
         wait = self.stats.admit(key, now, self.ban_s)
@@ -522,9 +550,8 @@ class SimState:
             return ResellerError("4005", "key or secret invalid", "key_invalid")
         key.calls += 1
         secret = query.get("secret", "").encode()
-        if not hmac.compare_digest(secret, key.key.secret.encode()) or self.faults.revoked(
-            key.key.app_key, now
-        ):
+        accepted = any(hmac.compare_digest(secret, s.encode()) for s in key.accepted_secrets(now))
+        if not accepted or self.faults.revoked(key.key.app_key, now):
             key.errors += 1
             return ResellerError("4005", "key or secret invalid", "key_invalid")
         wait = self.stats.admit(key, now, self.ban_s)
