@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tests.deploy.conftest import DEPLOY, find_tool, run_tool
+from tests.deploy.conftest import DEPLOY, ROOT, find_tool, run_tool
 
 PROMETHEUS = DEPLOY / "prometheus"
 PROMTOOL_HINT = "run `make setup` (scripts/setup-deploy-tools unpacks Debian's promtool)"
@@ -78,3 +79,23 @@ def test_every_alert_has_severity_summary_and_runbook() -> None:
         annotations = rule["annotations"]
         assert {"summary", "description", "runbook"} <= annotations.keys(), rule["alert"]
         assert annotations["runbook"] == f"docs/operations.md#{rule['alert'].lower()}"
+
+
+def _anchors(markdown: str) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    anchors = set()
+    for line in markdown.splitlines():
+        if line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            anchors.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return anchors
+
+
+def test_every_alert_has_a_runbook_section() -> None:
+    operations = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    anchors = _anchors(operations)
+    for rule in alert_rules():
+        assert rule["alert"].lower() in anchors, f"no runbook section for {rule['alert']}"
+    # and the runbook's own links point at sections that exist
+    for target in re.findall(r"\]\(#([^)]+)\)", operations):
+        assert target in anchors, target
