@@ -12,6 +12,7 @@ from taogate._errors import (
     ConfigurationError,
     CredentialInvalid,
     DeadlineExceeded,
+    EgressUnreachable,
     InvalidItemId,
     InvalidRequest,
     ItemNotFound,
@@ -31,7 +32,7 @@ from taogate._ids import IdPolicy
 from taogate._masking import mask_id, mask_secret
 from taogate._model import FinalPriceBasis, Item, Lookup, Source
 from taogate._settings import Settings, load_settings
-from taogate.providers.base import Credential, Provider
+from taogate.providers.base import Credential, Egress, Provider
 
 try:
     __version__ = _metadata.version("taogate")
@@ -46,6 +47,8 @@ __all__ = [
     "Credential",
     "CredentialInvalid",
     "DeadlineExceeded",
+    "Egress",
+    "EgressUnreachable",
     "FinalPriceBasis",
     "Gateway",
     "IdPolicy",

@@ -36,6 +36,7 @@ from taogate._breaker import CircuitBreaker, RetryBudget, backoff
 from taogate._errors import (
     CredentialInvalid,
     DeadlineExceeded,
+    EgressUnreachable,
     NoCredentialAvailable,
     Overloaded,
     ProtocolMismatch,
@@ -105,7 +106,15 @@ class DispatcherStats:
     overloaded: int = 0
     expired: int = 0
     unavailable: int = 0
+    #: leases given back unused: the call could not go out soon enough after its grant
+    late_leases: int = 0
+    #: calls that found no connection through their egress while another egress worked
+    egress_unreachable: int = 0
     batch_sizes: dict[int, int] = field(default_factory=dict)
+    #: calls by the most urgent priority they carried (``interactive``, ``refresh``, ``bulk``)
+    calls_by_priority: dict[str, int] = field(default_factory=dict)
+    #: ids sent, by their own priority (a bulk id riding in an interactive call counts as bulk)
+    ids_by_priority: dict[str, int] = field(default_factory=dict)
     #: ids sent, by how long they waited in the queue (bucket i: <= WAIT_BUCKETS[i]; last: more)
     wait_counts: list[int] = field(default_factory=lambda: [0] * (len(WAIT_BUCKETS) + 1))
     wait_sum_s: float = 0.0
@@ -158,7 +167,7 @@ class Dispatcher:
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self._calls: set[asyncio.Task[None]] = set()
-        self._interactive_calls: deque[float] = deque()  # start times, the last 10 s
+        self._interactive_ids: deque[tuple[float, int]] = deque()  # (start, ids), last 10 s
         self.stats = DispatcherStats()
 
     @property
@@ -240,7 +249,15 @@ class Dispatcher:
             out[num_iid] = future
             ahead += 1
         self._wakeup.set()
+        if priority is Priority.INTERACTIVE:
+            self._pool.wake()  # a wait for a slot becomes urgent: claim it from other replicas
         return out
+
+    def _urgent(self) -> bool:
+        """Whether interactive lookups are waiting for the next call."""
+        return bool(self._queues[Priority.INTERACTIVE]) or any(
+            p.priority is Priority.INTERACTIVE for g in self._groups for p in g
+        )
 
     def _ahead_of(self, priority: Priority) -> int:
         return sum(len(g) for g in self._groups) + sum(
@@ -319,7 +336,7 @@ class Dispatcher:
             # credential banned or quarantined meanwhile is never used.
             await self._fill_window()
             try:
-                lease = await self._pool.acquire()
+                lease = await self._pool.acquire(urgent=self._urgent)
             except NoCredentialAvailable as exc:
                 self.stats.unavailable += 1
                 self._fail_queued(exc)
@@ -398,18 +415,40 @@ class Dispatcher:
 
     # --- one upstream call ---------------------------------------------------------------
 
-    def interactive_rate(self, window_s: float = 10.0) -> float:
-        """Calls per second that carried interactive ids, over the last ``window_s``."""
+    def interactive_load(self, window_s: float = 10.0) -> float:
+        """Upstream calls' worth of interactive ids per second, over the last ``window_s``.
+
+        Counted in ids, not calls: ids of lower priorities fill the room an interactive call
+        leaves, so what interactive traffic takes from the quota is its ids over ``max_batch``.
+        """
         edge = self._clock() - window_s
-        while self._interactive_calls and self._interactive_calls[0] < edge:
-            self._interactive_calls.popleft()
-        return len(self._interactive_calls) / window_s
+        while self._interactive_ids and self._interactive_ids[0][0] < edge:
+            self._interactive_ids.popleft()
+        return sum(n for _, n in self._interactive_ids) / self.max_batch / window_s
 
     async def _call(self, lease: Lease, batch: list[_Pending], generation: int) -> None:
         ids = [p.num_iid for p in batch]
         started = self._clock()
-        if any(p.priority is Priority.INTERACTIVE for p in batch):
-            self._interactive_calls.append(started)
+        if started - lease.granted_at > self._pool.send_slack(lease) / 2:
+            # The event loop stalled between the grant and the send (CPU starvation, a
+            # throttled container): sent now, this call would reach the upstream later than its
+            # slot, closer to the next calls than the platform's one-second window allows.
+            # Give the slot back and ask again at the real time.
+            self.stats.late_leases += 1
+            self._pool.release_unused(lease)
+            self._breaker.release(generation)
+            self._requeue(batch)
+            return
+        lead = min(p.priority for p in batch)
+        by_id = self.stats.ids_by_priority
+        for p in batch:
+            name = p.priority.name.lower()
+            by_id[name] = by_id.get(name, 0) + 1
+        by_call = self.stats.calls_by_priority
+        by_call[lead.name.lower()] = by_call.get(lead.name.lower(), 0) + 1
+        interactive = sum(p.priority is Priority.INTERACTIVE for p in batch)
+        if interactive:
+            self._interactive_ids.append((started, interactive))
         self.stats.calls += 1
         self.stats.ids_sent += len(ids)
         self.stats.batch_sizes[len(ids)] = self.stats.batch_sizes.get(len(ids), 0) + 1
@@ -444,6 +483,19 @@ class Dispatcher:
             log.error("upstream refused the request itself: %s", exc)
             for pending in batch:
                 self._settle(pending, exc)
+        except EgressUnreachable as exc:
+            self._pool.on_done(lease)
+            if self._pool.on_egress_unreachable(lease):  # another egress works: move on
+                self.stats.egress_unreachable += 1
+                self._breaker.release(generation)
+                log.warning("%s; %d ids go out another way", exc, len(ids))
+                self._requeue(batch)
+            else:  # no way out works: the upstream's fault
+                self.stats.transient += 1
+                self._breaker.record(
+                    failed=True, duration_s=self._clock() - started, generation=generation
+                )
+                self._retry_or_fail(batch, exc)
         except UpstreamTransient as exc:
             self.stats.transient += 1
             self._pool.on_done(lease)

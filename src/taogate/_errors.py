@@ -19,6 +19,7 @@ The tree::
         ├── UpstreamBadRequest      codes 40/41/43/50, ``isv.*``, old-format ids: do not retry
         ├── ProtocolMismatch        codes 9, 21-24, 26, 28, 30-34: our request is wrong for all
         └── UpstreamTransient       codes 10/15, ``isp.*``, HTTP 5xx, timeouts, bad bodies: retry
+            └── EgressUnreachable   no connection through the credential's egress (proxy, address)
 
 Messages and attributes never hold a secret: credentials appear as masked ids only.
 """
@@ -214,3 +215,13 @@ class ProtocolMismatch(UpstreamError):
 
 class UpstreamTransient(UpstreamError):
     """A fault that may pass: server errors, timeouts, resets, malformed answers."""
+
+
+class EgressUnreachable(UpstreamTransient):
+    """No connection could be made through an egress (its proxy or local address, or the
+    upstream from there). With other egresses working, the egress pauses and the call moves on.
+    """
+
+    def __init__(self, message: str, *, egress: str, credential: str | None = None) -> None:
+        super().__init__(message, credential=credential)
+        self.egress = egress

@@ -64,6 +64,7 @@ class Gateway:
         self._dispatcher: Dispatcher | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self._worker: JobWorker | None = None
+        self._jobs_reader: Any = None
         self._started = False
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -83,12 +84,14 @@ class Gateway:
         clock = self._clock_arg or loop.time
         self._clock = clock
         s = self.settings
+        egresses = s.build_egresses()
         if self._provider is None:
-            self._provider = build_provider(s.upstream)
+            self._provider = build_provider(s.upstream, egresses)
         self.pool = CredentialPool(
             s.build_credentials(),
             PoolPolicy(safety_factor=s.limits.safety_factor),
             clock=clock,
+            egresses=egresses,
         )
         self.breaker = CircuitBreaker(self._breaker_policy, clock=clock)
         self.cache = TieredCache(
@@ -122,13 +125,17 @@ class Gateway:
         )
         self._dispatcher.start()
         self.jobs: JobStore | None = None
-        # jobs on Redis Cluster are not supported yet: a cluster run with the worker hung
-        if self.shared is not None and s.jobs.enabled and not s.redis.cluster:
+        if self.shared is not None and s.jobs.enabled:
             from taogate.jobs._store import JobStore
             from taogate.jobs._worker import JobWorker
+            from taogate.shared._client import connect
 
             self.jobs = JobStore(
                 self.shared.client, prefix=s.redis.prefix, result_ttl_s=s.jobs.result_ttl_s
+            )
+            block_s = 1.0
+            self._jobs_reader = connect(
+                s.redis.model_copy(update={"timeout_s": block_s + max(1.0, s.redis.timeout_s)})
             )
             self._worker = JobWorker(
                 self,
@@ -137,6 +144,8 @@ class Gateway:
                 concurrency=s.jobs.concurrency,
                 claim_idle_s=s.jobs.claim_idle_s,
                 deadline_s=s.jobs.deadline_s,
+                reader=self._jobs_reader,
+                block_s=block_s,
             )
             self._worker_task = loop.create_task(self._worker.run(), name="taogate-jobs")
         self.lookups = 0
@@ -158,6 +167,11 @@ class Gateway:
                 await asyncio.wait_for(self._worker_task, timeout=5.0)
         if self._worker is not None:
             await self._worker.aclose()  # its chunks in progress stay pending for others
+        if self._jobs_reader is not None:
+            from taogate.shared._client import close as close_client
+
+            await close_client(self._jobs_reader)
+            self._jobs_reader = None
         if self._dispatcher is not None:
             await self._dispatcher.aclose()
         if self.shared is not None:
@@ -430,4 +444,5 @@ class Gateway:
             "dispatcher": asdict(d.stats)
             | {"batch_sizes": dict(sorted(d.stats.batch_sizes.items()))},
             "credentials": self.pool.snapshot(),
+            "egresses": self.pool.egress_snapshot(),
         }

@@ -7,6 +7,8 @@ the environment are read once, at the edge, into a frozen :class:`Settings`.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import os
 import re
 import tomllib
@@ -28,7 +30,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from taogate._errors import ConfigurationError
 from taogate._ids import DEFAULT_ID_PATTERN, IdPolicy
 from taogate._masking import mask_id, mask_secret, mask_url
-from taogate.providers.base import Credential
+from taogate.providers.base import DEFAULT_EGRESS, IP_QPS, Credential, Egress
 
 __all__ = [
     "CacheSettings",
@@ -208,16 +210,27 @@ class EgressSettings(_Section):
     """``[[egress]]``: a way out to the upstream (an HTTP proxy or a local address)."""
 
     name: str = Field(min_length=1)
+    #: ``http://[user:password@]host:port``: calls go through this HTTP(S) proxy
     proxy: str | None = None
+    #: a local IP address to bind outgoing connections to (one of the host's addresses)
     local_address: str | None = None
-    max_qps: float = Field(default=80.0, gt=0)
+    #: calls per second of all credentials on this egress together; default 100 (what the
+    #: platform's risk control watches per calling IP) × ``[limits] safety_factor``
+    max_qps: float | None = Field(default=None, gt=0)
 
     def __repr__(self) -> str:
         proxy = mask_url(self.proxy) if self.proxy else None
         return (
             f"EgressSettings(name={self.name!r}, proxy={proxy!r}, "
-            f"local_address={self.local_address!r}, max_qps={self.max_qps:g})"
+            f"local_address={self.local_address!r}, max_qps={self.max_qps})"
         )
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// proxy URL")
+        return value
 
 
 class LimitsSettings(_Section):
@@ -236,8 +249,10 @@ class JobsSettings(_Section):
     max_ids: int = Field(default=1_000_000, ge=1)
     #: Most ids in a JSON body ``{"ids": [...]}``.
     max_json_ids: int = Field(default=100_000, ge=1)
-    #: Chunks of 40 ids a replica works on at once.
-    concurrency: int = Field(default=8, ge=1)
+    #: Chunks of 40 ids a replica works on at once. Enough that bulk ids always wait in the
+    #: dispatcher when a call is spare (calls/s × (RTT + Redis writes) chunks per replica), few
+    #: enough that a cancel stops the work soon.
+    concurrency: int = Field(default=32, ge=1)
     #: A chunk untouched this long (its worker died) is claimed by another worker.
     claim_idle_s: float = Field(default=30.0, gt=0)
     #: How long a finished job and its rows are kept.
@@ -314,7 +329,9 @@ class Settings(BaseSettings):
         duplicates = sorted({k for k in keys if keys.count(k) > 1})
         if duplicates:
             raise ValueError(f"app_key listed twice: {', '.join(mask_id(k) for k in duplicates)}")
-        egress_names = {e.name for e in self.egress}
+        egress_names = [e.name for e in self.egress]
+        if len(set(egress_names)) != len(egress_names):
+            raise ValueError("egress name listed twice")
         for c in self.credentials:
             if c.egress is not None and c.egress not in egress_names:
                 who = mask_id(c.app_key)
@@ -327,9 +344,35 @@ class Settings(BaseSettings):
         values += [c.token.get_secret_value() for c in self.server.clients if c.token is not None]
         return [v for v in values if v]
 
+    def build_egresses(self) -> list[Egress]:
+        """The egresses as the library takes them; one implicit egress when none is set."""
+        default_qps = IP_QPS * self.limits.safety_factor
+        if not self.egress:
+            return [Egress(name=DEFAULT_EGRESS, max_qps=default_qps)]
+        return [
+            Egress(
+                name=e.name,
+                max_qps=default_qps if e.max_qps is None else e.max_qps,
+                proxy=e.proxy,
+                local_address=e.local_address,
+            )
+            for e in self.egress
+        ]
+
     def build_credentials(self) -> list[Credential]:
-        """The credentials as the library takes them."""
-        return [c.to_credential() for c in self.credentials]
+        """The credentials as the library takes them, each on its egress.
+
+        Credentials that name no egress are spread over the configured egresses in turn, so
+        that no single calling IP carries them all.
+        """
+        names = [e.name for e in self.build_egresses()]
+        spread = itertools.cycle(names)
+        out = []
+        for c in self.credentials:
+            credential = c.to_credential()
+            egress = c.egress if c.egress is not None else next(spread)
+            out.append(dataclasses.replace(credential, egress=egress))
+        return out
 
     def masked(self) -> dict[str, Any]:
         """The settings as plain data with every secret masked, for ``taogate config check``."""

@@ -350,6 +350,7 @@ def keys(
     table = Table(title=f"credentials at {base} (breaker {doc['breaker']})")
     for column in (
         "key",
+        "egress",
         "status",
         "rate/qps",
         "ban s",
@@ -364,6 +365,7 @@ def keys(
         budget = "" if row["daily_budget"] is None else f"/{row['daily_budget']}"
         table.add_row(
             str(row["credential"]),
+            str(row.get("egress", "")),
             str(row["status"]),
             f"{row['rate']:g}/{row['configured_qps']:g}",
             f"{row['banned_for_s']:g}" if row["banned_for_s"] else "",
@@ -374,6 +376,20 @@ def keys(
             str(row["cost"]),
         )
     console.print(table)
+    egresses = Table(title="egresses (every credential on one together)")
+    for column in ("egress", "via", "keys", "rate/max qps", "calls", "unreachable", "paused s"):
+        egresses.add_column(column, no_wrap=True)
+    for row in doc.get("egresses", []):
+        egresses.add_row(
+            str(row["egress"]),
+            str(row["via"] or "direct"),
+            str(row["credentials"]),
+            f"{row['rate']:g}/{row['max_qps']:g}",
+            str(row["calls"]),
+            str(row["unreachable"]),
+            f"{row['paused_for_s']:g}" if row["paused_for_s"] else "",
+        )
+    console.print(egresses)
 
 
 @app.command()

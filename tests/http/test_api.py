@@ -38,6 +38,10 @@ async def test_get_item_answers_with_exact_prices(service: Service) -> None:
     Decimal(body["item"]["zk_final_price"])
     again = await service.client.get(f"/v1/items/{num_iid}", headers=service.auth())
     assert again.json()["source"] == "l1"
+    metrics = (await service.client.get("/metrics")).text
+    assert 'taogate_upstream_ids_by_priority_total{priority="interactive"} 1.0' in metrics
+    assert 'taogate_upstream_calls_by_priority_total{priority="interactive"} 1.0' in metrics
+    assert 'taogate_upstream_ids_by_priority_total{priority="bulk"} 0.0' in metrics
 
 
 async def test_absent_item_is_404(service: Service) -> None:

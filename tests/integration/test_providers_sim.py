@@ -11,6 +11,7 @@ import pytest
 from taogate import (
     Credential,
     CredentialInvalid,
+    EgressUnreachable,
     FinalPriceBasis,
     ProtocolMismatch,
     RateLimited,
@@ -149,8 +150,12 @@ async def test_timeout_is_transient(sim: Simulator) -> None:
 
 async def test_connection_refused_is_transient() -> None:
     async with TopProvider(url="http://127.0.0.1:9/router/rest", timeout_s=1) as provider:
-        with pytest.raises(UpstreamTransient, match="transport failure"):
+        with pytest.raises(UpstreamTransient, match="no connection through egress") as info:
             await provider.fetch(["1"], CRED)
+    assert isinstance(info.value, EgressUnreachable)  # the pool decides whom to blame
+    assert info.value.egress == "default"
+    assert info.value.__cause__ is None
+    assert info.value.__context__ is None
 
 
 async def test_reseller_provider(sim: Simulator) -> None:

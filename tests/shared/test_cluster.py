@@ -56,6 +56,19 @@ async def test_gateways_share_limits_l2_and_invalidation_on_a_cluster(
         assert a.shared.mode == "shared"
         assert b.shared is not None
         assert b.shared.mode == "shared"
+        # a bulk job: its stream and each job's keys live in one slot apiece; both workers
+        # consume through the group
+        assert a.jobs is not None
+        job = await a.jobs.submit(sim.catalog.ids()[2000:2400])
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 30
+        while (status := await b.jobs.status(job)) is not None and status.state != "done":  # type: ignore[union-attr]
+            assert loop.time() < end, status
+            await asyncio.sleep(0.1)
+        assert status is not None
+        assert status.done == 400
+        rows = [row async for row in a.jobs.rows(job)]
+        assert len(rows) == 400
     stats = sim.stats()
     for key in KEYS:
         assert stats["keys"][key.app_key]["code7"] == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -13,6 +14,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from redis.asyncio import Redis
 
 from taogate import Settings
 from taogate._settings import SimSettings
@@ -66,7 +68,8 @@ async def test_a_job_gives_one_row_per_distinct_id(
     sim: Simulator, redis_server: RedisServer
 ) -> None:
     ids = sim.catalog.ids()[:500]
-    async for client in service(settings(sim, redis_server.url, "j" + os.urandom(3).hex())):
+    prefix = "j" + os.urandom(3).hex()
+    async for client in service(settings(sim, redis_server.url, prefix, result_ttl_s=3600)):
         body = {"ids": [*ids, *ids[:50], "999999999999"]}
         resp = await client.post("/v1/jobs", json=body, headers=AUTH)
         assert resp.status_code == 202, resp.text
@@ -86,6 +89,12 @@ async def test_a_job_gives_one_row_per_distinct_id(
         csv_text = (
             await client.get(f"/v1/jobs/{submitted['job']}/results?format=csv", headers=AUTH)
         ).text
+    async with Redis.from_url(redis_server.url) as r:
+        # done chunks are deleted from the stream; the finished job expires after result_ttl_s
+        assert await r.xlen(f"{{{prefix}:jobs}}:stream") == 0
+        tag = f"{{{prefix}:j:{submitted['job']}}}"
+        for key in (f"{tag}:results", f"{tag}:meta"):
+            assert 3590 < await r.ttl(key) <= 3600
     assert len(rows) == 501
     assert len({r["num_iid"] for r in rows}) == 501
     truth = sim.truth(ids)
@@ -120,6 +129,24 @@ async def test_bad_files_name_the_line(sim: Simulator, redis_server: RedisServer
     assert many.json()["line"] == 4
     assert ok.status_code == 202
     assert ok.json()["total"] == 2
+
+
+async def test_an_idle_worker_waits_quietly_and_starts_at_once(
+    sim: Simulator, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The worker blocks on the stream (longer than the shared client's socket timeout)
+    without errors, and a job submitted while it waits is picked up within the block."""
+    caplog.set_level(logging.DEBUG, logger="taogate.jobs")
+    async for client in service(settings(sim, redis_server.url, "j" + os.urandom(3).hex())):
+        await asyncio.sleep(2.5)  # more than two blocking reads
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        job = await client.post("/v1/jobs", json={"ids": sim.catalog.ids()[:10]}, headers=AUTH)
+        status = await wait_done(client, job.json()["job"], within_s=10)
+        took = loop.time() - start
+    assert status["state"] == "done"
+    assert took < 1.5  # one block at most, not a back-off after an error
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 async def test_cancel_stops_the_work(sim: Simulator, redis_server: RedisServer) -> None:

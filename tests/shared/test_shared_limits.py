@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from taogate import Credential
+from taogate import Credential, Egress
 from taogate.quota.pool import PoolPolicy
 from taogate.shared._limits import SharedLimits
 from tests.conftest import RedisServer
@@ -48,9 +48,9 @@ async def test_grants_at_the_rate_then_waits(client: Redis) -> None:
 
 async def test_keys_share_one_hash_slot(client: Redis) -> None:
     shared = limits(client)
-    state, sent = shared.keys(Credential(app_key="k1", secret="s"))
-    assert state.split("}")[0] == sent.split("}")[0]
-    assert state.startswith("{")
+    keys = shared.keys(Credential(app_key="k1", secret="s", egress="proxy-a"))
+    assert len({k.split("}")[0] for k in keys}) == 1  # the credential's and its egress's
+    assert all(k.startswith("{") and ":e:proxy-a}" in k for k in keys)
 
 
 async def test_ban_is_seen_by_every_acquire_and_halves_once(client: Redis) -> None:
@@ -121,3 +121,41 @@ async def test_shared_rate_leaves_departed_replicas_their_share(client: Redis) -
     verdict = await shared.acquire(cred)
     assert verdict.reason == "rate"
     assert verdict.wait_s == pytest.approx(0.2, abs=0.01)  # 5 calls/s: half of 10
+
+
+async def test_an_interactive_waiter_claims_its_slot_from_other_replicas_bulk(
+    client: Redis,
+) -> None:
+    """Replica A has interactive lookups waiting; replica B only bulk: B yields A's slot."""
+    a = limits(client, safety_factor=1.0, claim_s=0.03)
+    b = SharedLimits(
+        client, prefix=a._prefix, policy=PoolPolicy(safety_factor=1.0), probe_hold_s=10
+    )
+    cred = Credential(app_key="k1", secret="s", qps=1)  # one slot a second: no race with time
+    await born(client, a, cred)
+    assert (await b.acquire(cred, urgent=False)).granted  # bulk takes a free slot
+    bulk_first = await b.acquire(cred, urgent=False)
+    assert bulk_first.reason == "rate"  # bulk asking first claims nothing
+    waiting = await a.acquire(cred, urgent=True)
+    assert not waiting.granted
+    assert waiting.reason == "rate"
+    bulk = await b.acquire(cred, urgent=False)
+    assert not bulk.granted
+    assert bulk.reason == "yield"  # held off A's slot, and a little past it
+    assert bulk.wait_s == pytest.approx(waiting.wait_s + 0.03, abs=0.01)
+    other = await b.acquire(cred, urgent=True)  # B's own interactive lookups are not held off
+    assert other.reason == "rate"
+
+
+async def test_an_egress_caps_every_credential_on_it(client: Redis) -> None:
+    shared = limits(client, safety_factor=1.0)
+    egress = Egress(name="nat", max_qps=1.0)
+    one, two = (Credential(app_key=k, secret="s", qps=10, egress="nat") for k in ("k1", "k2"))
+    for cred in (one, two):
+        await born(client, shared, cred)
+    assert (await shared.acquire(one, egress=egress)).granted
+    held = await shared.acquire(two, egress=egress)  # another key, the same way out
+    assert not held.granted
+    assert held.reason == "egress"
+    assert 0.9 < held.wait_s <= 1.0 + PoolPolicy().egress_window_guard_s + 1e-3  # its window
+    assert (await shared.acquire(two)).granted  # without the egress cap it would have gone

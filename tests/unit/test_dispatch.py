@@ -276,9 +276,16 @@ async def test_interactive_goes_before_bulk(make: GatewayFactory) -> None:
         await asyncio.sleep(0)  # the bulk ids are queued first
         interactive = asyncio.create_task(gw.get_many(IDS[200:210]))
         await asyncio.gather(bulk, interactive)
+        stats = gw.dispatcher.stats
+        load = gw.dispatcher.interactive_load(window_s=10.0)
     second = provider.calls[1].ids
     assert second[:10] == tuple(IDS[200:210])  # the interactive ids lead the next batch
     assert len(second) == 40  # and bulk fills the rest of it
+    # ids count by their own priority, calls by the most urgent id they carried
+    assert stats.ids_by_priority == {"interactive": 11, "bulk": 80}
+    assert stats.calls_by_priority == {"interactive": 2, "bulk": 2}  # 1, 10+30, 40, 10
+    # what interactive took from the quota: its 11 ids, in calls' worth, over 10 s
+    assert load == pytest.approx(11 / 40 / 10.0)
 
 
 class OffsetClock:
@@ -435,3 +442,25 @@ async def test_allow_stale_false_never_serves_stale(make: GatewayFactory) -> Non
         strict = await gw.get_many([IDS[0]], allow_stale=False)
     assert strict[IDS[0]].error is not None
     assert not strict[IDS[0]].stale
+
+
+async def test_a_lease_that_cannot_leave_in_time_is_given_back(make: GatewayFactory) -> None:
+    """A stall between grant and send would crowd the platform's window: ask again instead."""
+    provider = FakeProvider.with_ids(IDS)
+    clock = OffsetClock()
+    async with make(provider, settings(qps=5.0, keys=1), clock=clock) as gw:
+        acquire = gw.pool.acquire
+        stalls = [0.2]  # the loop stalls once, right after a grant (slack here: 50 ms)
+
+        async def stalling_acquire(**kw: Any) -> Any:
+            lease = await acquire(**kw)
+            if stalls:
+                clock.advance(stalls.pop())
+            return lease
+
+        gw.pool.acquire = stalling_acquire  # type: ignore[method-assign]
+        result = await gw.get(IDS[0])
+        stats = gw.dispatcher.stats
+    assert result.item is not None
+    assert stats.late_leases == 1
+    assert len(provider.calls) == 1  # the late lease sent nothing; a fresh one carried the id

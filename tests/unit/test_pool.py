@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from taogate import Credential, NoCredentialAvailable
-from taogate.quota.pool import CredentialPool, CredentialStatus, PoolPolicy
+from taogate.providers.base import Egress
+from taogate.quota.pool import CredentialPool, CredentialStatus, PoolPolicy, SharedVerdict
 
 
 class FakeClock:
@@ -219,7 +220,7 @@ def test_calls_in_flight_when_quarantine_begins_do_not_decide_it() -> None:
         lease = pool.try_acquire()
         assert lease is not None
         leases.append(lease)
-        clock.now += 0.01
+        clock.now += 0.02  # under the implicit egress cap (80/s)
     for lease in leases[:4]:
         pool.on_invalid(lease)  # one revocation seen by four calls: one quarantine
     pool.on_success(leases[4])  # an old call that went through proves nothing now
@@ -260,3 +261,140 @@ def test_a_replica_deciding_alone_spends_its_share_of_the_budget() -> None:
     pool = CredentialPool([cred("k1", qps=1000, daily_budget=10)], clock=clock)
     pool.share = 0.25
     assert len(drain(pool, clock, 5.0)) == 2  # floor of 10 x 1/4 = 2.5
+
+
+class YieldingShared:
+    """A shared limiter seam: calls that are not urgent must yield; urgent ones are granted."""
+
+    def __init__(self) -> None:
+        self.asked: list[bool] = []
+
+    async def acquire(
+        self, credential: Credential, *, urgent: bool = True, egress: Egress | None = None
+    ) -> SharedVerdict:
+        self.asked.append(urgent)
+        if urgent:
+            return SharedVerdict(granted=True, wait_s=0.0, reason="ok", server_us=1, probe=False)
+        return SharedVerdict(granted=False, wait_s=5.0, reason="yield", server_us=1, probe=False)
+
+    async def record(self, credential: Credential, op: str, **kw: object) -> None:
+        return None
+
+
+async def test_a_yield_holds_back_only_calls_that_are_not_urgent() -> None:
+    clock = FakeClock()
+    pool = CredentialPool([cred("k1")], PoolPolicy(safety_factor=1.0), clock=clock)
+    shared = YieldingShared()
+    pool.shared = shared
+    urgency = iter([False, True])  # bulk only at first; then an interactive lookup arrives
+    lease = await pool.acquire(urgent=lambda: next(urgency))
+    assert shared.asked == [False, True]
+    assert lease.granted_at == clock.now  # the yield did not delay the interactive call
+    clock.now += 1.0
+    _, bulk_at = pool.next_ready(urgent=False)
+    _, urgent_at = pool.next_ready(urgent=True)
+    assert urgent_at == clock.now
+    assert bulk_at == pytest.approx(clock.now + 4.0)  # what is left of the 5 s yield
+
+
+@pytest.mark.parametrize(
+    ("safety", "slack"),
+    [(1.0, 0.05), (0.9, 10 / 9 - 1 + 0.05), (0.8, 10 / 8 - 1 + 0.05)],
+)
+def test_send_slack_is_what_pacing_leaves_of_the_window(safety: float, slack: float) -> None:
+    clock = FakeClock()
+    pool = CredentialPool([cred("k1")], PoolPolicy(safety_factor=safety), clock=clock)
+    lease = pool.try_acquire()
+    assert lease is not None
+    assert pool.send_slack(lease) == pytest.approx(slack)
+
+
+def max_in_any_second(times: list[float]) -> int:
+    j = best = 0
+    for i, t in enumerate(times):
+        while times[j] <= t - 1.0:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+def test_an_egress_caps_all_its_credentials_together() -> None:
+    clock = FakeClock()
+    egress = Egress(name="proxy-a", max_qps=20.0)
+    creds = [cred(f"k{i}", egress="proxy-a") for i in range(6)]  # 6 × 10 qps on a 20/s egress
+    pool = CredentialPool(creds, PoolPolicy(safety_factor=0.9), clock=clock, egresses=[egress])
+    sent = drain(pool, clock, 20.0)
+    times = [t for t, _ in sent]
+    assert max_in_any_second(times) <= 20
+    assert len(sent) >= 0.95 * 20 * 20  # the cap is the limit, not the keys (54/s)
+    assert len({k for _, k in sent}) == 6  # spread over every key
+    row = pool.egress_snapshot()[0]
+    assert row["egress"] == "proxy-a"
+    assert row["credentials"] == 6
+    assert row["calls"] == len(sent)
+
+
+def test_credentials_naming_no_egress_share_an_implicit_one_at_the_ip_limit() -> None:
+    clock = FakeClock()
+    creds = [cred(f"k{i}", qps=50.0) for i in range(4)]  # 4 × 50 × 0.8 = 160/s of keys
+    pool = CredentialPool(creds, PoolPolicy(safety_factor=0.8), clock=clock)
+    sent = drain(pool, clock, 5.0)
+    assert max_in_any_second([t for t, _ in sent]) <= 80  # 100 × safety factor
+    assert pool.egresses == [Egress(name="default", max_qps=80.0)]
+
+
+def test_a_released_lease_gives_back_its_egress_slot() -> None:
+    clock = FakeClock()
+    egress = Egress(name="e", max_qps=1.0)
+    pool = CredentialPool(
+        [cred("k1", egress="e"), cred("k2", egress="e")], clock=clock, egresses=[egress]
+    )
+    lease = pool.try_acquire()
+    assert lease is not None
+    assert pool.try_acquire() is None  # the egress allows one call a second
+    pool.release_unused(lease)
+    assert pool.try_acquire() is not None
+
+
+def test_an_unreachable_egress_pauses_while_another_works() -> None:
+    clock = FakeClock()
+    a, b = Egress(name="a", max_qps=50.0), Egress(name="b", max_qps=50.0)
+    creds = [cred("ka", egress="a"), cred("kb", egress="b")]
+    pool = CredentialPool(creds, PoolPolicy(egress_pause_s=5.0), clock=clock, egresses=[a, b])
+    blamed = []
+    for _ in range(3):
+        lease = pool.try_acquire()
+        while lease is not None and lease.credential.egress != "a":
+            pool.on_success(lease)  # b works
+            lease = pool.try_acquire()
+        assert lease is not None
+        pool.on_done(lease)
+        blamed.append(pool.on_egress_unreachable(lease))
+        clock.now += 0.5
+    assert blamed == [True, True, True]
+    assert {k for _, k in drain(pool, clock, 4.0)} == {"kb"}  # a is paused, b carries on
+    assert float(pool.egress_snapshot()[0]["paused_for_s"]) > 0  # type: ignore[arg-type]
+    clock.now += 2.0
+    assert "ka" in {k for _, k in drain(pool, clock, 1.0)}  # the pause ends
+
+
+def test_when_every_egress_fails_the_upstream_is_blamed() -> None:
+    clock = FakeClock()
+    a, b = Egress(name="a", max_qps=50.0), Egress(name="b", max_qps=50.0)
+    pool = CredentialPool(
+        [cred("ka", egress="a"), cred("kb", egress="b")], clock=clock, egresses=[a, b]
+    )
+    first, second = pool.try_acquire(), pool.try_acquire()
+    assert first is not None
+    assert second is not None
+    assert {first.credential.egress, second.credential.egress} == {"a", "b"}
+    pool.on_done(first)
+    assert pool.on_egress_unreachable(first)  # the other had no failure yet
+    pool.on_done(second)
+    assert not pool.on_egress_unreachable(second)  # both fail: the upstream's fault
+    assert all(row["paused_for_s"] == 0 for row in pool.egress_snapshot())
+
+
+def test_a_credential_naming_an_unknown_egress_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown egress"):
+        CredentialPool([cred("k1", egress="nope")], clock=FakeClock(), egresses=[Egress(name="a")])

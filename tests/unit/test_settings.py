@@ -120,6 +120,46 @@ def test_duplicate_keys_and_unknown_egress(tmp_path: Path) -> None:
         load_settings(path)
 
 
+def test_egresses_default_and_spread(tmp_path: Path) -> None:
+    path = tmp_path / "egress.toml"
+    creds = "".join(f'[[credentials]]\napp_key = "k{i}"\nsecret = "s{i}"\n' for i in range(4))
+    path.write_text(creds + "[limits]\nsafety_factor = 0.9\n", encoding="utf-8")
+    settings = load_settings(path)
+    (implicit,) = settings.build_egresses()
+    assert implicit.name == "default"
+    assert implicit.max_qps == pytest.approx(90.0)
+    assert {c.egress for c in settings.build_credentials()} == {"default"}
+    path.write_text(
+        creds.replace('secret = "s3"', 'secret = "s3"\negress = "a"')
+        + '[[egress]]\nname = "a"\nlocal_address = "127.0.0.2"\nmax_qps = 20\n'
+        + '[[egress]]\nname = "b"\nproxy = "http://user:pw@127.0.0.1:3128"\n',
+        encoding="utf-8",
+    )
+    settings = load_settings(path)
+    a, b = settings.build_egresses()
+    assert (a.max_qps, a.local_address) == (20.0, "127.0.0.2")
+    assert b.max_qps == pytest.approx(80.0)  # 100 x the default safety factor 0.8
+    assert "pw" not in repr(b)
+    assert "pw" not in repr(settings)
+    # credentials naming none are spread in turn; a named one stays where it is
+    assert [c.egress for c in settings.build_credentials()] == ["a", "b", "a", "a"]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('[[egress]]\nname = "a"\n[[egress]]\nname = "a"\n', "egress name listed twice"),
+        ('[[egress]]\nname = "a"\nproxy = "socks5://h:1"\n', "proxy URL"),
+        ('[[egress]]\nname = "a"\nmax_qps = 0\n', "egress"),
+    ],
+)
+def test_bad_egresses_are_refused(tmp_path: Path, body: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[[credentials]]\napp_key = "k1"\nsecret = "a"\n' + body, encoding="utf-8")
+    with pytest.raises(ConfigurationError, match=message):
+        load_settings(path)
+
+
 def test_missing_and_broken_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="no such file"):
         load_settings(tmp_path / "absent.toml")

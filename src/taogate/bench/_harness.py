@@ -264,7 +264,9 @@ class GatewayProcess:
         redis_prefix: str = "tg",
         log: Path | None = None,
         log_level: str = "warning",
+        extra_toml: str = "",
     ) -> None:
+        self._extra = extra_toml
         self._log = log
         self._log_level = log_level
         self.sim = sim
@@ -290,7 +292,8 @@ class GatewayProcess:
             f"[limits]\nsafety_factor = {self._safety}\n\n"
             f"[cache]\nmax_age_s = {self._max_age}\n\n{self._redis}"
             f'[server]\nport = {self.port}\nlog_level = "{self._log_level}"\n\n'
-            f'[[server.clients]]\nname = "demo"\ntoken = "{self.token}"\nrate = 1000000\n',
+            f'[[server.clients]]\nname = "demo"\ntoken = "{self.token}"\nrate = 1000000\n\n'
+            + self._extra,
             encoding="utf-8",
         )
         self._proc = await asyncio.create_subprocess_exec(

@@ -223,7 +223,13 @@ class _Api:
     async def keys(self, request: Request) -> Response:
         self._client(request, admin=True)
         snap = self.gw.snapshot()
-        return _json({"credentials": snap["credentials"], "breaker": snap["breaker"]})
+        return _json(
+            {
+                "credentials": snap["credentials"],
+                "egresses": snap["egresses"],
+                "breaker": snap["breaker"],
+            }
+        )
 
     async def healthz(self, request: Request) -> Response:
         return _json({"status": "ok"})

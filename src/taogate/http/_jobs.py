@@ -119,7 +119,7 @@ class JobRoutes:
             missing = [i for i in missing if i not in held]
         calls = math.ceil(len(missing) / gw.dispatcher.max_batch)
         total = gw.pool.total_rate()
-        spare = max(0.0, total - gw.dispatcher.interactive_rate())
+        spare = max(0.0, total - gw.dispatcher.interactive_load())
         creds = gw.pool.credentials
         per_call = sum((c.cost_per_call for c in creds), Decimal(0)) / len(creds)
         return {

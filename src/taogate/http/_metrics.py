@@ -155,6 +155,22 @@ class _GatewayCollector(Collector):
         calls.add_metric(("other",), max(0, d["calls"] - d["calls_ok"] - failed))
         yield calls
         yield CounterMetricFamily("taogate_upstream_ids", "Ids sent upstream.", value=d["ids_sent"])
+        for name, key, text in (
+            (
+                "taogate_upstream_calls_by_priority",
+                "calls_by_priority",
+                "Upstream calls, by the most urgent priority they carried.",
+            ),
+            (
+                "taogate_upstream_ids_by_priority",
+                "ids_by_priority",
+                "Ids sent upstream, by their own priority.",
+            ),
+        ):
+            by_priority = CounterMetricFamily(name, text, labels=("priority",))
+            for p in Priority:
+                by_priority.add_metric((p.name.lower(),), d[key].get(p.name.lower(), 0))
+            yield by_priority
         yield CounterMetricFamily(
             "taogate_upstream_items_found", "Items the upstream returned.", value=d["items_found"]
         )
@@ -179,6 +195,11 @@ class _GatewayCollector(Collector):
                 "Ids refused: the queue could not meet the deadline.",
             ),
             ("taogate_expired", "expired", "Ids whose deadline passed in the queue."),
+            (
+                "taogate_late_leases",
+                "late_leases",
+                "Call slots given back: the call could not leave soon enough after its grant.",
+            ),
         ):
             yield CounterMetricFamily(name, text, value=d[key])
 
@@ -258,6 +279,35 @@ class _GatewayCollector(Collector):
                 labels=("credential",),
             ),
         }
+        egress_families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
+            "max_qps": GaugeMetricFamily(
+                "taogate_egress_max_qps",
+                "Calls per second all credentials on the egress may make together.",
+                labels=("egress",),
+            ),
+            "rate": GaugeMetricFamily(
+                "taogate_egress_rate",
+                "Calls per second this replica paces the egress at (its share of max_qps).",
+                labels=("egress",),
+            ),
+            "calls": CounterMetricFamily(
+                "taogate_egress_calls", "Upstream calls through the egress.", labels=("egress",)
+            ),
+            "unreachable": CounterMetricFamily(
+                "taogate_egress_unreachable",
+                "Calls that found no connection through the egress.",
+                labels=("egress",),
+            ),
+            "paused_for_s": GaugeMetricFamily(
+                "taogate_egress_paused_seconds",
+                "Seconds the egress stays paused after failing (0: in use).",
+                labels=("egress",),
+            ),
+        }
+        for erow in snap["egresses"]:
+            for key, efamily in egress_families.items():
+                efamily.add_metric((str(erow["egress"]),), float(erow[key]))
+        yield from egress_families.values()
         budget = GaugeMetricFamily(
             "taogate_credential_daily_budget",
             "The credential's daily call budget (config).",

@@ -330,6 +330,9 @@ def _schemas() -> dict[str, Any]:
         "Keys": {
             "type": "object",
             "required": ["credentials"],
-            "properties": {"credentials": {"type": "array", "items": {"type": "object"}}},
+            "properties": {
+                "credentials": {"type": "array", "items": {"type": "object"}},
+                "egresses": {"type": "array", "items": {"type": "object"}},
+            },
         },
     }

@@ -45,10 +45,16 @@ class JobWorker:
         claim_idle_s: float,
         deadline_s: float,
         max_attempts: int = 3,
+        reader: Any = None,
+        block_s: float = 1.0,
     ) -> None:
         self.gw = gateway
         self.store = store
         self._client = client
+        # XREADGROUP blocks up to block_s: it needs a client whose socket timeout is longer
+        # than that (the shared client's is a fraction of a second)
+        self._reader = client if reader is None else reader
+        self._block_ms = max(1, int(block_s * 1000))
         self.consumer = f"{os.uname().nodename}-{os.getpid()}-{os.urandom(2).hex()}"
         self._busy = 0
         self._concurrency = concurrency
@@ -95,18 +101,18 @@ class JobWorker:
         )
         entries = list(claimed)
         if len(entries) < room:
-            read = await self._client.xreadgroup(
+            read = await self._reader.xreadgroup(
                 GROUP,
                 self.consumer,
                 {self.store.stream: ">"},
                 count=room - len(entries),
-                block=500,
+                block=self._block_ms,
             )
             for _, stream_entries in read or []:
                 entries.extend(stream_entries)
         for entry_id, fields in entries:
             if not fields:  # deleted meanwhile
-                await self._client.xack(self.store.stream, GROUP, entry_id)
+                await self._settle(entry_id)
                 continue
             self._busy += 1
             task = asyncio.get_running_loop().create_task(self._process(entry_id, fields))
@@ -119,7 +125,7 @@ class JobWorker:
             job, ids = data["job"], [i for i in data["ids"].split(",") if i]
             state = await self.store.state(job)
             if state not in ("queued", "running"):  # cancelled, finished or expired
-                await self._client.xack(self.store.stream, GROUP, entry_id)
+                await self._settle(entry_id)
                 return
             lookups = await self.gw.get_many(
                 ids, priority=Priority.BULK, deadline_s=self._deadline_s
@@ -148,7 +154,7 @@ class JobWorker:
                     }
                     rows.append((num_iid, row, "found"))
             await self.store.record(job, rows)
-            await self._client.xack(self.store.stream, GROUP, entry_id)
+            await self._settle(entry_id)
             self.chunks_done += 1
         except asyncio.CancelledError:
             raise  # the entry stays pending; another worker claims it
@@ -156,6 +162,13 @@ class JobWorker:
             log.exception("job chunk failed; it stays pending for another try")
         finally:
             self._busy -= 1
+
+    async def _settle(self, entry_id: Any) -> None:
+        """Acknowledge a chunk and delete it: a stream of done chunks would only grow."""
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.xack(self.store.stream, GROUP, entry_id)
+            pipe.xdel(self.store.stream, entry_id)
+            await pipe.execute()
 
     async def _attempt(self, job: str, entry_id: Any) -> int:
         _, meta = self.store._keys(job)

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from taogate.providers.base import Credential, Provider
+from taogate.providers.base import Credential, Egress, Provider
 from taogate.providers.reseller import ResellerProvider
 from taogate.providers.top import TopProvider
 
 if TYPE_CHECKING:
     from taogate._settings import UpstreamSettings
 
-__all__ = ["Credential", "Provider", "ResellerProvider", "TopProvider", "build_provider"]
+__all__ = ["Credential", "Egress", "Provider", "ResellerProvider", "TopProvider", "build_provider"]
 
 
-def build_provider(upstream: UpstreamSettings) -> Provider:
-    """The provider that ``[upstream]`` describes (opens no connection until the first call)."""
+def build_provider(upstream: UpstreamSettings, egresses: Sequence[Egress] = ()) -> Provider:
+    """The provider that ``[upstream]`` describes, calling out through ``egresses`` (it opens
+    no connection until the first call)."""
     if upstream.kind == "reseller":
         return ResellerProvider(
             url=upstream.url,
@@ -23,6 +25,7 @@ def build_provider(upstream: UpstreamSettings) -> Provider:
             connect_timeout_s=upstream.connect_timeout_s,
             max_connections=upstream.max_connections,
             id_policy=upstream.id_policy,
+            egresses=egresses,
         )
     return TopProvider(
         url=upstream.url,
@@ -34,4 +37,5 @@ def build_provider(upstream: UpstreamSettings) -> Provider:
         connect_timeout_s=upstream.connect_timeout_s,
         max_connections=upstream.max_connections,
         id_policy=upstream.id_policy,
+        egresses=egresses,
     )

@@ -6,16 +6,19 @@ from collections.abc import Mapping
 
 import aiohttp
 
-from taogate._errors import UpstreamTransient
+from taogate._errors import EgressUnreachable, UpstreamTransient
+from taogate.providers.base import DEFAULT_EGRESS, Egress
 
 __all__ = ["PooledSession"]
 
 
 class PooledSession:
-    """A keep-alive session made on first use (inside the event loop) and closed once.
+    """Keep-alive sessions made on first use (inside the event loop) and closed once.
 
     One TCP/TLS handshake per pooled connection, not per call. ``timeout_s`` bounds a whole call,
-    ``connect_timeout_s`` the connection set-up. A session passed in is used and never closed.
+    ``connect_timeout_s`` the connection set-up. Each egress gets a session of its own (bound
+    to its local address; its proxy named on each request). A session passed in is used for
+    every egress and never closed.
     """
 
     def __init__(
@@ -24,35 +27,42 @@ class PooledSession:
         timeout_s: float,
         connect_timeout_s: float,
         max_connections: int,
-        local_address: str | None = None,
+        egresses: Mapping[str, Egress] | None = None,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s)
         self._max_connections = max_connections
-        self._local_address = local_address
-        self._session = session
-        self._owned = session is None
+        self._egresses = dict(egresses or {})
+        self._given = session
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
 
-    def get(self) -> aiohttp.ClientSession:
-        """The session, created on the first call."""
-        if self._session is None:
+    def get(self, egress: str | None = None) -> aiohttp.ClientSession:
+        """The session of ``egress`` (the default one for ``None``), created on first use."""
+        if self._given is not None:
+            return self._given
+        name = egress or DEFAULT_EGRESS
+        session = self._sessions.get(name)
+        if session is None:
+            route = self._egresses.get(name)
+            local = route.local_address if route is not None else None
             connector = aiohttp.TCPConnector(
                 limit=self._max_connections,
                 limit_per_host=self._max_connections,
                 ttl_dns_cache=300,
-                local_addr=(self._local_address, 0) if self._local_address else None,
+                local_addr=(local, 0) if local else None,
             )
-            self._session = aiohttp.ClientSession(
+            session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=self._timeout,
                 headers={"User-Agent": "taogate"},
             )
-        return self._session
+            self._sessions[name] = session
+        return session
 
     async def aclose(self) -> None:
-        """Close the session if this object made it."""
-        if self._owned and self._session is not None:
-            session, self._session = self._session, None
+        """Close the sessions this object made."""
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
             await session.close()
 
     async def call(
@@ -63,6 +73,7 @@ class PooledSession:
         credential: str,
         params: Mapping[str, str] | None = None,
         data: Mapping[str, str] | None = None,
+        egress: str | None = None,
     ) -> bytes:
         """The body of a 200 answer; transport failures and other statuses are transient.
 
@@ -71,13 +82,27 @@ class PooledSession:
         (resellers put the secret in the query string).
         """
         failure: str | None = None
+        unreachable = False
+        route = self._egresses.get(egress or DEFAULT_EGRESS)
+        proxy = route.proxy if route is not None else None
         try:
-            async with self.get().request(method, url, params=params, data=data) as resp:
+            async with self.get(egress).request(
+                method, url, params=params, data=data, proxy=proxy
+            ) as resp:
                 body = await resp.read()
                 status = resp.status
+        except (aiohttp.ClientConnectorError, aiohttp.ClientHttpProxyError) as exc:
+            # no connection from here (the proxy, the bound address, or the upstream from it)
+            failure = f"no connection through egress {egress or DEFAULT_EGRESS!r}"
+            failure += f" ({type(exc).__name__})"
+            unreachable = True
         except (aiohttp.ClientError, TimeoutError) as exc:
             failure = f"transport failure ({type(exc).__name__})"
         if failure is not None:  # raised outside the handler: no __context__ to leak through
+            if unreachable:
+                raise EgressUnreachable(
+                    failure, egress=egress or DEFAULT_EGRESS, credential=credential
+                )
             raise UpstreamTransient(failure, credential=credential)
         if status != 200:
             raise UpstreamTransient(f"HTTP {status}", credential=credential, code=f"http_{status}")

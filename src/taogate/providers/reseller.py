@@ -24,7 +24,7 @@ from taogate._errors import (
 from taogate._ids import IdPolicy
 from taogate._model import Item, compute_final_price, parse_money
 from taogate.providers._http import PooledSession
-from taogate.providers.base import Credential
+from taogate.providers.base import Credential, Egress
 
 __all__ = ["DEFAULT_ERROR_CODES", "ResellerProvider", "parse_reseller"]
 
@@ -117,6 +117,7 @@ class ResellerProvider:
         id_policy: IdPolicy | None = None,
         error_codes: Mapping[str, str] | None = None,
         session: aiohttp.ClientSession | None = None,
+        egresses: Sequence[Egress] = (),
     ) -> None:
         self._url = url
         self._promotion = promotion
@@ -126,6 +127,7 @@ class ResellerProvider:
             timeout_s=timeout_s,
             connect_timeout_s=connect_timeout_s,
             max_connections=max_connections,
+            egresses={e.name: e for e in egresses},
             session=session,
         )
 
@@ -140,7 +142,9 @@ class ResellerProvider:
         if self._promotion:
             query["is_promotion"] = "1"
         who = credential.masked
-        body = await self._http.call("GET", self._url, params=query, credential=who)
+        body = await self._http.call(
+            "GET", self._url, params=query, credential=who, egress=credential.egress
+        )
         item = parse_reseller(body, num_iid, credential=who, error_codes=self._error_codes)
         return {} if item is None else {num_iid: item}
 

@@ -29,7 +29,7 @@ from taogate._errors import (
 from taogate._ids import IdPolicy
 from taogate._model import Item, compute_final_price, parse_money
 from taogate.providers._http import PooledSession
-from taogate.providers.base import Credential
+from taogate.providers.base import Credential, Egress
 
 __all__ = [
     "BEIJING",
@@ -309,6 +309,7 @@ class TopProvider:
         id_policy: IdPolicy | None = None,
         params: Mapping[str, str] | None = None,
         session: aiohttp.ClientSession | None = None,
+        egresses: Sequence[Egress] = (),
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if method not in METHODS:
@@ -325,6 +326,7 @@ class TopProvider:
             timeout_s=timeout_s,
             connect_timeout_s=connect_timeout_s,
             max_connections=max_connections,
+            egresses={e.name: e for e in egresses},
             session=session,
         )
 
@@ -359,7 +361,9 @@ class TopProvider:
         batch = self._id_policy.check_batch(ids, self._max_batch)
         data = self.build_params(batch, credential)
         who = credential.masked
-        body = await self._http.call("POST", self._url, data=data, credential=who)
+        body = await self._http.call(
+            "POST", self._url, data=data, credential=who, egress=credential.egress
+        )
         return parse_items(body, self._method, batch, credential=who)
 
     async def aclose(self) -> None:

@@ -31,7 +31,8 @@ from enum import StrEnum
 from typing import Protocol
 
 from taogate._errors import NoCredentialAvailable, TaogateError
-from taogate.providers.base import Credential
+from taogate._masking import mask_url
+from taogate.providers.base import DEFAULT_EGRESS, IP_QPS, Credential, Egress
 from taogate.providers.top import BEIJING
 from taogate.quota.gcra import Gcra
 
@@ -70,7 +71,9 @@ class SharedVerdict:
 class SharedLimiter(Protocol):
     """The seam to limits shared by every replica (``taogate.shared``): one call per decision."""
 
-    async def acquire(self, credential: Credential) -> SharedVerdict: ...
+    async def acquire(
+        self, credential: Credential, *, urgent: bool = True, egress: Egress | None = None
+    ) -> SharedVerdict: ...
 
     async def record(
         self,
@@ -100,6 +103,18 @@ class PoolPolicy:
     window_guard_s: float = 0.05  # jitter between a grant and the upstream seeing the call
     #: extra margin of a replica's own window while it decides alone for a share of the quota
     local_guard_s: float = 0.1
+    #: how long past its slot an urgent (interactive) waiter's claim holds other replicas'
+    #: refresh and bulk calls off it: the waiter's wake-up and round trip to Redis
+    claim_s: float = 0.03
+    #: the window guard of an egress's cap (of all its keys' calls together). Smaller than a
+    #: key's: one call over a key's limit bans the key, while an egress's cap is the operator's
+    #: own margin under the platform's per-IP watch (by default 100 × safety_factor already)
+    egress_window_guard_s: float = 0.04
+    #: transport failures in a row after which an egress pauses (while another one works)
+    egress_failures: int = 3
+    #: the first pause of a failing egress; each further pause doubles, up to the max
+    egress_pause_s: float = 5.0
+    max_egress_pause_s: float = 120.0
     aimd_decrease: float = 0.5
     aimd_min_factor: float = 0.25
     recovery_per_s: float = 0.01
@@ -114,8 +129,24 @@ class PoolPolicy:
 
 
 @dataclass(slots=True, eq=False)
+class _EgressState:
+    egress: Egress
+    tat: float = 0.0
+    sent: deque[float] = field(default_factory=deque)
+    #: not before this (local clock): what the shared limiter last said about this egress
+    hold_until: float = 0.0
+    #: paused after transport failures in a row (``failures``), for ``pause_s``
+    paused_until: float = 0.0
+    failures: int = 0
+    pause_s: float = 0.0
+    calls: int = 0
+    unreachable: int = 0
+
+
+@dataclass(slots=True, eq=False)
 class _State:
     credential: Credential
+    egress: _EgressState
     tat: float = 0.0
     sent: deque[float] = field(default_factory=deque)
     banned_until: float = 0.0
@@ -136,6 +167,9 @@ class _State:
     in_flight: int = 0
     #: not before this (local clock): what the shared limiter last said about this credential
     hold_until: float = 0.0
+    #: not before this for calls that are not urgent: another replica's interactive lookups
+    #: claimed the next slot (the shared limiter said ``yield``)
+    yield_until: float = 0.0
     shared_reason: str = ""
 
 
@@ -147,11 +181,17 @@ class Lease:
     granted_at: float
     state: _State = field(repr=False)
     previous_tat: float = field(repr=False)
+    previous_egress_tat: float = field(repr=False)
     #: the one call a quarantined credential is let out for; only its outcome decides
     probe: bool = False
     #: server time (µs) of the shared grant; ``None`` when the lease was granted locally
     server_us: int | None = None
 
+
+#: An egress paces its keys' calls with room for one call of catch-up, so that a grant made
+#: late (timers, a round trip to Redis) does not lose its slot for good; its window (no more
+#: than ``max_qps`` calls in any second plus the guard) is what holds the cap.
+EGRESS_BURST = 2
 
 _SHARED_STATUS = {
     "banned": CredentialStatus.BANNED,
@@ -171,13 +211,24 @@ class CredentialPool:
         *,
         clock: Callable[[], float],
         wall_clock: Callable[[], float] = time.time,
+        egresses: Sequence[Egress] = (),
     ) -> None:
         if not credentials:
             raise ValueError("the pool needs at least one credential")
         self.policy = policy or PoolPolicy()
         self._clock = clock
         self._wall_clock = wall_clock
-        self._states = [_State(c) for c in credentials]
+        self._egresses = {e.name: _EgressState(e) for e in egresses}
+        self._states = []
+        for c in credentials:
+            name = c.egress or DEFAULT_EGRESS
+            if name not in self._egresses:
+                if egresses and c.egress is not None:
+                    raise ValueError(f"credential {c.masked} names unknown egress {name!r}")
+                # credentials naming none share one implicit egress at the platform's IP limit
+                implicit = Egress(name=name, max_qps=IP_QPS * self.policy.safety_factor)
+                self._egresses[name] = _EgressState(implicit)
+            self._states.append(_State(c, self._egresses[name]))
         self._changed = asyncio.Event()
         #: limits shared with other replicas; ``None``: this process decides alone
         self.shared: SharedLimiter | None = None
@@ -204,6 +255,24 @@ class CredentialPool:
     def rate(self, credential: Credential) -> float:
         """The calls per second the pool allows ``credential`` now."""
         return self._rate(self._state(credential), self._clock())
+
+    def send_slack(self, lease: Lease) -> float:
+        """How late after its grant ``lease``'s call may still leave safely, in seconds.
+
+        Paced at ``rate``, ``limit`` calls span ``limit / rate`` seconds; what that exceeds the
+        platform's one-second window by, plus the window guard, is how much a call can slip
+        before it would crowd the calls granted after it into one window.
+        """
+        s, p = lease.state, self.policy
+        rate = max(self._rate(s, lease.granted_at), 1e-9)
+        slack = max(0.0, self._window_limit(s) / rate - 1.0)
+        e = s.egress
+        limit = self._egress_limit(e)
+        recent = sum(1 for t in e.sent if t > lease.granted_at - 1.0)
+        if recent >= 0.8 * limit:  # the egress's window is nearly full: it has no slack
+            egress_slack = max(0.0, limit / self._egress_rate(e) - 1.0)
+            return min(slack + self.policy.window_guard_s, egress_slack + p.egress_window_guard_s)
+        return slack + self.policy.window_guard_s
 
     def total_rate(self) -> float:
         """Calls per second all usable credentials allow together now."""
@@ -235,9 +304,11 @@ class CredentialPool:
         """
         return max(1, math.floor(s.credential.qps * self.share + 1e-9))
 
-    def _ready_at(self, s: _State, now: float) -> float:
+    def _ready_at(self, s: _State, now: float, urgent: bool = True) -> float:
         gcra = Gcra(rate=self._rate(s, now), burst=self.policy.burst)
         at = max(now, gcra.ready_at(s.tat, now), s.banned_until, s.hold_until)
+        if not urgent:
+            at = max(at, s.yield_until)
         limit = self._window_limit(s)
         if len(s.sent) >= limit:
             guard = self.policy.window_guard_s
@@ -246,13 +317,32 @@ class CredentialPool:
             at = max(at, s.sent[-limit] + 1.0 + guard)
         if s.quarantined:
             at = max(at, s.probe_at)
+        return max(at, self._egress_ready_at(s.egress, now))
+
+    def _egress_rate(self, e: _EgressState) -> float:
+        return e.egress.max_qps * self.share
+
+    def _egress_limit(self, e: _EgressState) -> int:
+        return max(1, math.floor(e.egress.max_qps * self.share + 1e-9))
+
+    def _egress_ready_at(self, e: _EgressState, now: float) -> float:
+        """When the egress lets one more call out: its pacing, its window, a pause."""
+        gcra = Gcra(rate=self._egress_rate(e), burst=EGRESS_BURST)
+        at = max(gcra.ready_at(e.tat, now), e.hold_until, e.paused_until)
+        limit = self._egress_limit(e)
+        if len(e.sent) >= limit:
+            guard = self.policy.egress_window_guard_s
+            if self.share < 1.0:
+                guard += self.policy.local_guard_s
+            at = max(at, e.sent[-limit] + 1.0 + guard)
         return at
 
-    def next_ready(self) -> tuple[Credential | None, float]:
+    def next_ready(self, *, urgent: bool = True) -> tuple[Credential | None, float]:
         """The credential that can send soonest and when; ``(None, t)`` if none is usable now.
 
         With none usable, ``t`` is when a quarantined credential may next be probed
-        (``inf`` when only budgets are exhausted).
+        (``inf`` when only budgets are exhausted). Calls that are not ``urgent`` also wait out
+        slots that other replicas' interactive lookups claimed.
         """
         now = self._clock()
         best: _State | None = None
@@ -260,9 +350,13 @@ class CredentialPool:
         for s in self._states:
             if not self._usable(s, now):
                 continue
-            at = self._ready_at(s, now)
+            at = self._ready_at(s, now, urgent)
+            # ties (an egress holding every key back): fewest calls in flight, then the key
+            # used least recently, so calls spread over the keys instead of wearing one out
             if at < best_at or (
-                at == best_at and best is not None and s.in_flight < best.in_flight
+                at == best_at
+                and best is not None
+                and (s.in_flight, s.tat) < (best.in_flight, best.tat)
             ):
                 best, best_at = s, at
         if best is None:
@@ -278,14 +372,20 @@ class CredentialPool:
             return None
         return self._grant(self._state(credential), now)
 
-    async def acquire(self, *, deadline: float | None = None) -> Lease:
+    async def acquire(
+        self, *, deadline: float | None = None, urgent: Callable[[], bool] | None = None
+    ) -> Lease:
         """Wait for the credential that can send soonest and take its slot.
 
         Raises :class:`NoCredentialAvailable` when none is usable, or none will be before
-        ``deadline``. Waits sleep until the computed time (or a change in the pool), never poll.
+        ``deadline``. Waits sleep until the computed time (or a change in the pool, or
+        :meth:`wake`), never poll. ``urgent`` tells, each time the pool asks the shared
+        limiter, whether interactive lookups are waiting (default: always): with replicas
+        sharing a key, urgent waiters claim their slot and the others' bulk calls yield it.
         """
         while True:
-            credential, at = self.next_ready()
+            is_urgent = True if urgent is None else urgent()
+            credential, at = self.next_ready(urgent=is_urgent)
             now = self._clock()
             if credential is None:
                 retry = None if math.isinf(at) else max(0.0, at - now)
@@ -294,11 +394,17 @@ class CredentialPool:
                 s = self._state(credential)
                 if self.shared is None:
                     return self._grant(s, now)
-                verdict = await self._ask_shared(credential)
+                verdict = await self._ask_shared(s, urgent=is_urgent)
                 if verdict is None:  # Redis failed: the owner switched to local limits
                     continue
                 if verdict.granted:
                     return self._grant(s, self._clock(), verdict)
+                if verdict.reason == "yield":
+                    s.yield_until = max(s.yield_until, self._clock() + verdict.wait_s)
+                    continue
+                if verdict.reason == "egress":  # every credential on it waits
+                    s.egress.hold_until = max(s.egress.hold_until, self._clock() + verdict.wait_s)
+                    continue
                 s.hold_until = max(s.hold_until, self._clock() + verdict.wait_s)
                 s.shared_reason = verdict.reason
                 continue
@@ -319,6 +425,14 @@ class CredentialPool:
         limit = max(1, math.floor(s.credential.qps))  # keep enough for any share
         while len(s.sent) > limit:
             s.sent.popleft()
+        e = s.egress
+        previous_egress = e.tat
+        egress_gcra = Gcra(rate=self._egress_rate(e), burst=EGRESS_BURST)
+        e.tat = max(e.tat, now) + egress_gcra.interval
+        e.sent.append(now)
+        while len(e.sent) > max(1, math.floor(e.egress.max_qps)):
+            e.sent.popleft()
+        e.calls += 1
         # _usable() lets a quarantined credential out for one probe only; with shared limits the
         # shared state says whether this call is the probe
         probe = s.quarantined or (verdict is not None and verdict.probe)
@@ -330,14 +444,26 @@ class CredentialPool:
         s.calls_today += 1
         s.cost += s.credential.cost_per_call
         return Lease(
-            s.credential, now, s, previous, probe, None if verdict is None else verdict.server_us
+            s.credential,
+            now,
+            s,
+            previous,
+            previous_egress,
+            probe,
+            None if verdict is None else verdict.server_us,
         )
 
-    async def _ask_shared(self, credential: Credential) -> SharedVerdict | None:
+    def wake(self) -> None:
+        """Make a waiting :meth:`acquire` look again (interactive work arrived)."""
+        self._changed.set()
+
+    async def _ask_shared(self, s: _State, *, urgent: bool = True) -> SharedVerdict | None:
         assert self.shared is not None
         try:
             async with asyncio.timeout(self.shared_timeout_s):  # pool wait, connect and read
-                return await self.shared.acquire(credential)
+                return await self.shared.acquire(
+                    s.credential, urgent=urgent, egress=s.egress.egress
+                )
         except TimeoutError:
             self._shared_failed(SharedUnavailable("shared limits timed out", timeout=True))
             return None
@@ -409,6 +535,12 @@ class CredentialPool:
             s.sent.pop()
         if s.tat > lease.previous_tat:
             s.tat = lease.previous_tat
+        e = s.egress
+        e.calls -= 1
+        if e.sent and e.sent[-1] == lease.granted_at:
+            e.sent.pop()
+        if e.tat > lease.previous_egress_tat:
+            e.tat = lease.previous_egress_tat
         if lease.probe:
             s.probing = False
         self._tell_shared(lease, "release")
@@ -421,6 +553,8 @@ class CredentialPool:
         """
         s = lease.state
         s.in_flight -= 1
+        s.egress.failures = 0
+        s.egress.pause_s = 0.0
         if lease.probe:
             s.quarantined = s.probing = False
             s.probe_after_s = 0.0
@@ -435,6 +569,37 @@ class CredentialPool:
             s.probing = False
             self._tell_shared(lease, "probe_end")
         self._changed.set()
+
+    def on_egress_unreachable(self, lease: Lease) -> bool:
+        """No connection through the lease's egress. ``True``: the egress is to blame (another
+        one works), so the call should move on without counting against the upstream; after
+        ``egress_failures`` in a row the egress pauses, doubling its pause each time.
+        ``False``: every egress fails alike, so it is the upstream's fault.
+
+        Call :meth:`on_done` for the lease as well.
+        """
+        e = lease.state.egress
+        now = self._clock()
+        e.unreachable += 1
+        e.failures += 1
+        # another egress whose last call went through: this one is to blame, not the upstream
+        if not any(
+            o is not e and o.paused_until <= now and o.failures == 0
+            for o in self._egresses.values()
+        ):
+            return False
+        if e.failures >= self.policy.egress_failures and e.paused_until <= now:
+            p = self.policy
+            e.pause_s = min(p.max_egress_pause_s, max(p.egress_pause_s, e.pause_s * 2))
+            e.paused_until = now + e.pause_s
+            log.warning(
+                "egress %s unreachable %d times in a row; its credentials pause %.0f s",
+                e.egress.name,
+                e.failures,
+                e.pause_s,
+            )
+            self._changed.set()
+        return True
 
     def on_rate_limited(self, lease: Lease, retry_after: float) -> None:
         """Code 7 and kin: pause the credential for the ban and halve its rate, once per ban.
@@ -504,6 +669,7 @@ class CredentialPool:
             rows.append(
                 {
                     "credential": c.masked,
+                    "egress": s.egress.egress.name,
                     "status": str(self.status(c)),
                     "rate": round(c.qps * self.policy.safety_factor * self._factor(s, now), 3),
                     "configured_qps": c.qps,
@@ -526,6 +692,28 @@ class CredentialPool:
                 }
             )
         return rows
+
+    def egress_snapshot(self) -> list[dict[str, object]]:
+        """One row per egress (name, cap, calls, pause, masked proxy) for tools and metrics."""
+        now = self._clock()
+        return [
+            {
+                "egress": e.egress.name,
+                "max_qps": e.egress.max_qps,
+                "rate": round(self._egress_rate(e), 3),
+                "credentials": sum(1 for s in self._states if s.egress is e),
+                "calls": e.calls,
+                "unreachable": e.unreachable,
+                "paused_for_s": round(max(0.0, e.paused_until - now), 3),
+                "via": e.egress.local_address
+                or (None if e.egress.proxy is None else mask_url(e.egress.proxy)),
+            }
+            for e in self._egresses.values()
+        ]
+
+    @property
+    def egresses(self) -> list[Egress]:
+        return [e.egress for e in self._egresses.values()]
 
     @property
     def credentials(self) -> list[Credential]:

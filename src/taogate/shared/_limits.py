@@ -15,7 +15,7 @@ from typing import Any
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from taogate.providers.base import Credential
+from taogate.providers.base import DEFAULT_EGRESS, Credential, Egress
 from taogate.quota.pool import PoolPolicy, SharedUnavailable, SharedVerdict
 
 __all__ = ["SharedLimits", "SharedState"]
@@ -61,11 +61,26 @@ class SharedLimits:
         self._outcome = client.register_script(_LUA.joinpath("outcome.lua").read_text())
 
     def keys(self, credential: Credential) -> list[str]:
-        tag = f"{{{self._prefix}:c:{credential.app_key}}}"
-        return [f"{tag}:state", f"{tag}:sent"]
+        """The credential's state and send list, then its egress's: one hash slot, the egress's
+        (a Lua script may only touch keys of one slot on a Cluster)."""
+        tag = f"{{{self._prefix}:e:{credential.egress or DEFAULT_EGRESS}}}"
+        return [
+            f"{tag}:c:{credential.app_key}:state",
+            f"{tag}:c:{credential.app_key}:sent",
+            f"{tag}:state",
+            f"{tag}:sent",
+        ]
 
-    async def acquire(self, credential: Credential) -> SharedVerdict:
-        """Take a slot for ``credential`` if every replica's shared schedule allows it now."""
+    async def acquire(
+        self, credential: Credential, *, urgent: bool = True, egress: Egress | None = None
+    ) -> SharedVerdict:
+        """Take a slot for ``credential`` if every replica's shared schedule allows it now.
+
+        ``urgent`` callers (interactive lookups waiting) that must wait claim the slot they
+        wait for; callers that are not urgent are told to ``yield`` it (reason ``"yield"``).
+        With ``egress``, the calls of every credential on it together stay under its
+        ``max_qps`` too (reason ``"egress"`` when that is what holds the call back).
+        """
         p = self._policy
         args = [
             credential.qps,
@@ -77,6 +92,10 @@ class SharedLimits:
             KEY_TTL_S,
             self._probe_hold_s,
             self.share,
+            1 if urgent else 0,
+            p.claim_s,
+            0 if egress is None else egress.max_qps,
+            p.egress_window_guard_s,
         ]
         try:
             granted, wait_us, reason, now_us, probe = await self._acquire(

@@ -333,6 +333,7 @@ class Simulator:
         return web.Response(body=_MALFORMED_JSON, content_type="application/json")
 
     async def _handle_top(self, request: web.Request) -> web.StreamResponse:
+        self.state.stats.seen_from(request.remote or "?", self._clock())
         params = dict(request.query)
         if request.method == "POST" and request.body_exists:
             for name, value in (await request.post()).items():
@@ -393,6 +394,7 @@ class Simulator:
         return {self._roots[call.method]: {"results": wrapped, "request_id": self._request_id()}}
 
     async def _handle_reseller(self, request: web.Request) -> web.StreamResponse:
+        self.state.stats.seen_from(request.remote or "?", self._clock())
         response, delay = self.answer_reseller(request.query)
         if delay > 0:
             await asyncio.sleep(delay)

@@ -140,6 +140,8 @@ class Stats:
         self.all_seen = _PeakWindow()
         self.unattributed = 0  # error answers naming no known app key
         self.started = 0.0
+        #: every call by the address it came from (the platform's risk control watches the IP)
+        self.ips: dict[str, tuple[list[int], _PeakWindow]] = {}
 
     def reset(self, now: float) -> None:
         for key in self.keys.values():
@@ -147,6 +149,13 @@ class Stats:
         self.all_seen = _PeakWindow()
         self.unattributed = 0
         self.started = now
+        self.ips = {}
+
+    def seen_from(self, ip: str, now: float) -> None:
+        """Count a call from ``ip`` (any call, whatever its answer)."""
+        count, window = self.ips.setdefault(ip, ([0], _PeakWindow()))
+        count[0] += 1
+        window.add(now)
 
     def admit(self, key: KeyState, now: float, ban_s: float) -> float | None:
         """Rate-limit one call for ``key`` and count it in the all-keys peak."""
@@ -165,7 +174,11 @@ class Stats:
         totals["items_per_ok_call"] = requested / ok if ok else 0.0
         totals["cost"] = str(ok * self.cost_per_call)
         totals["banned_for_s"] = max((row["banned_for_s"] for row in keys.values()), default=0.0)
-        return {"keys": keys, "totals": totals, "uptime_s": now - self.started}
+        ips = {
+            ip: {"calls": count[0], "max_calls_in_1s": window.peak}
+            for ip, (count, window) in sorted(self.ips.items())
+        }
+        return {"keys": keys, "totals": totals, "ips": ips, "uptime_s": now - self.started}
 
     def _row(self, k: KeyState, now: float) -> dict[str, Any]:
         return {

@@ -1,18 +1,30 @@
 -- Take one call slot for a credential, atomically, for every replica at once.
--- KEYS[1] the credential's state hash, KEYS[2] its list of recent send times (one hash slot).
+-- KEYS[1] the credential's state hash, KEYS[2] its list of recent send times, KEYS[3] and
+-- KEYS[4] the same for its egress (all in one hash slot: the egress's).
 -- ARGV: qps, safety, burst, window_guard_s, recovery_per_s, daily_budget (0 = none),
---       key_ttl_s, probe_hold_s, share (of the key for the replicas deciding here, <= 1)
+--       key_ttl_s, probe_hold_s, share (of the key for the replicas deciding here, <= 1),
+--       urgent (1: the caller has interactive lookups waiting), claim_s,
+--       egress_qps (calls/s of all credentials on the egress together; 0 = no cap),
+--       egress_guard_s (the window guard of the egress's cap)
 -- Returns {granted 0|1, wait_us, reason, now_us, probe 0|1}. Times come from the server (TIME),
 -- so replicas with drifting clocks still share one schedule.
+--
+-- Priority across replicas: an urgent caller told to wait claims the slot it waits for (until
+-- that slot opens + claim_s); meanwhile callers that are not urgent (refresh, bulk) are told to
+-- 'yield', so another replica's bulk work never takes the slot an interactive lookup waits for.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local qps, safety, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local guard, recovery, budget = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local ttl, probe_hold = tonumber(ARGV[7]), tonumber(ARGV[8])
 local share = tonumber(ARGV[9]) or 1
+local urgent, claim = tonumber(ARGV[10]) or 1, tonumber(ARGV[11]) or 0
+local egress_qps = tonumber(ARGV[12]) or 0
+local egress_guard = tonumber(ARGV[13]) or guard
 
 local f = redis.call('HMGET', KEYS[1], 'tat', 'banned_until', 'factor', 'factor_at',
-  'decreased_at', 'quarantined', 'probe_at', 'probing_until', 'day', 'calls_today', 'born')
+  'decreased_at', 'quarantined', 'probe_at', 'probing_until', 'day', 'calls_today', 'born',
+  'urgent_until')
 local tat = tonumber(f[1]) or 0
 local banned_until = tonumber(f[2]) or 0
 local factor = tonumber(f[3]) or 1
@@ -52,15 +64,43 @@ if budget > 0 and calls_today >= budget then
 end
 
 if factor < 1 then factor = math.min(1, factor_at + recovery * (now - decreased_at)) end
+local urgent_until = tonumber(f[12]) or 0
+if urgent == 0 and now < urgent_until then return wait(urgent_until - now, 'yield') end
+-- an urgent caller that must wait claims the slot it waits for
+local function wait_claiming(seconds, reason)
+  if urgent == 1 and claim > 0 and now + seconds + claim > urgent_until then
+    redis.call('HSET', KEYS[1], 'urgent_until', string.format('%.6f', now + seconds + claim))
+  end
+  return wait(seconds, reason)
+end
+
 local interval = (1 / (qps * safety * factor * share)) * (1 + 1e-9)
 local tolerance = (burst - 1) * interval
 local start = math.max(tat, now)
-if start - now > tolerance then return wait(start - now - tolerance, 'rate') end
+if start - now > tolerance then return wait_claiming(start - now - tolerance, 'rate') end
 
 local limit = math.max(1, math.floor(qps * share + 1e-9))
 if redis.call('LLEN', KEYS[2]) >= limit then
   local free_at = tonumber(redis.call('LINDEX', KEYS[2], -limit)) + 1 + guard
-  if now < free_at then return wait(free_at - now, 'window') end
+  if now < free_at then return wait_claiming(free_at - now, 'window') end
+end
+
+-- the egress: every credential on it together, paced and windowed like one key
+local egress_start = now
+local egress_interval = 0
+local egress_limit = 0
+if egress_qps > 0 then
+  egress_interval = (1 / (egress_qps * share)) * (1 + 1e-9)
+  egress_start = math.max(tonumber(redis.call('HGET', KEYS[3], 'tat')) or 0, now)
+  -- room for one call of catch-up (burst 2); the window below holds the cap
+  if egress_start - now > egress_interval then
+    return wait_claiming(egress_start - now - egress_interval, 'egress')
+  end
+  egress_limit = math.max(1, math.floor(egress_qps * share + 1e-9))
+  if redis.call('LLEN', KEYS[4]) >= egress_limit then
+    local free_at = tonumber(redis.call('LINDEX', KEYS[4], -egress_limit)) + 1 + egress_guard
+    if now < free_at then return wait_claiming(free_at - now, 'egress') end
+  end
 end
 
 redis.call('HSET', KEYS[1], 'tat', string.format('%.6f', start + interval),
@@ -72,4 +112,11 @@ redis.call('RPUSH', KEYS[2], string.format('%.6f', now))
 redis.call('LTRIM', KEYS[2], -limit, -1)
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('EXPIRE', KEYS[2], ttl)
+if egress_qps > 0 then
+  redis.call('HSET', KEYS[3], 'tat', string.format('%.6f', egress_start + egress_interval))
+  redis.call('RPUSH', KEYS[4], string.format('%.6f', now))
+  redis.call('LTRIM', KEYS[4], -egress_limit, -1)
+  redis.call('EXPIRE', KEYS[3], ttl)
+  redis.call('EXPIRE', KEYS[4], ttl)
+end
 return {1, 0, 'ok', us(now), probe}
