@@ -286,6 +286,22 @@ ROWS = [
                 unit="ops",
             ),
             Panel(
+                "Calls and ids by priority",
+                "Upstream calls by the most urgent priority they carried, and ids sent by their "
+                "own priority (bulk ids ride in interactive calls' spare room).",
+                [
+                    (
+                        f"sum by (priority) ({rate('taogate_upstream_calls_by_priority_total')})",
+                        "calls {{priority}}",
+                    ),
+                    (
+                        f"sum by (priority) ({rate('taogate_upstream_ids_by_priority_total')})",
+                        "ids {{priority}}",
+                    ),
+                ],
+                unit="ops",
+            ),
+            Panel(
                 "Ids refused in the queue",
                 "Ids refused because the queue could not meet their deadline (overloaded) or "
                 "whose deadline passed while queued (expired).",
@@ -294,6 +310,68 @@ ROWS = [
                     (f"sum({rate('taogate_expired_total')})", "expired"),
                 ],
                 unit="ops",
+            ),
+            Panel(
+                "Late leases",
+                "Call slots given back because the call could not leave soon enough after its "
+                "grant (an event-loop stall: CPU starvation or throttling).",
+                [(f"sum by (instance) ({rate('taogate_late_leases_total')})", "{{instance}}")],
+                unit="ops",
+            ),
+        ],
+    ),
+    Row(
+        "Egress",
+        [
+            Panel(
+                "Calls by egress",
+                "Upstream calls per second through each egress (calling IP), all replicas, "
+                "against its cap (max_qps).",
+                [
+                    (
+                        f"sum by (egress) ({rate('taogate_egress_calls_total')})",
+                        "calls {{egress}}",
+                    ),
+                    (f"max by (egress) ({s('taogate_egress_max_qps')})", "cap {{egress}}"),
+                ],
+                unit="reqps",
+                width=12,
+            ),
+            Panel(
+                "Egress pacing per replica",
+                "Calls per second each replica paces each egress at (its share of max_qps).",
+                [
+                    (
+                        f"sum by (instance, egress) ({s('taogate_egress_rate')})",
+                        "{{instance}} {{egress}}",
+                    )
+                ],
+                unit="reqps",
+                width=12,
+            ),
+            Panel(
+                "Unreachable through egress",
+                "Calls that found no connection through the egress (its proxy or address).",
+                [
+                    (
+                        f"sum by (egress) ({rate('taogate_egress_unreachable_total')})",
+                        "{{egress}}",
+                    )
+                ],
+                unit="ops",
+                width=12,
+            ),
+            Panel(
+                "Egress paused",
+                "Seconds each egress stays paused after failing (0: in use).",
+                [
+                    (
+                        f"max by (egress) ({s('taogate_egress_paused_seconds')})",
+                        "{{egress}}",
+                    )
+                ],
+                unit="s",
+                width=12,
             ),
         ],
     ),
@@ -574,8 +652,8 @@ def build() -> Json:
     return {
         "title": "taogate",
         "uid": "taogate",
-        "description": "taogate: HTTP, cache, upstream quota, dispatcher, breaker, Redis mode and "
-        "credentials. Built by deploy/grafana/build_dashboard.py.",
+        "description": "taogate: HTTP, cache, upstream quota, egresses, dispatcher, breaker, Redis "
+        "mode and credentials. Built by deploy/grafana/build_dashboard.py.",
         "tags": ["taogate"],
         "editable": True,
         "graphTooltip": 1,
