@@ -85,6 +85,9 @@ class _Pending:
     lineage: _Lineage | None = None
 
 
+#: Ids whose fetching credential the dispatcher remembers (for the operator console).
+PROVENANCE_IDS = 20_000
+
 #: Upper bounds (seconds) of the queue-wait histogram's buckets.
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -168,6 +171,8 @@ class Dispatcher:
         self._task: asyncio.Task[None] | None = None
         self._calls: set[asyncio.Task[None]] = set()
         self._interactive_ids: deque[tuple[float, int]] = deque()  # (start, ids), last 10 s
+        #: which credential and egress last fetched an id (the most recent ids only)
+        self._provenance: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self.stats = DispatcherStats()
 
     @property
@@ -415,6 +420,11 @@ class Dispatcher:
 
     # --- one upstream call ---------------------------------------------------------------
 
+    def fetched_by(self, num_iid: str) -> tuple[str, str] | None:
+        """``(masked credential, egress)`` of this replica's last upstream answer for
+        ``num_iid``, while it is among the last ``PROVENANCE_IDS`` ids fetched here."""
+        return self._provenance.get(num_iid)
+
     def interactive_load(self, window_s: float = 10.0) -> float:
         """Upstream calls' worth of interactive ids per second, over the last ``window_s``.
 
@@ -522,6 +532,13 @@ class Dispatcher:
             self._rtt = 0.8 * self._rtt + 0.2 * duration
             self._pool.on_success(lease)
             self._breaker.record(failed=False, duration_s=duration, generation=generation)
+            fetched_by = (lease.credential.masked, lease.state.egress.egress.name)
+            provenance = self._provenance
+            for num_iid in ids:
+                provenance[num_iid] = fetched_by
+                provenance.move_to_end(num_iid)
+            while len(provenance) > PROVENANCE_IDS:
+                provenance.popitem(last=False)
             if self._on_result is not None:
                 try:
                     self._on_result(ids, items)  # the cache is written before anyone wakes

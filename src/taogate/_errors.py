@@ -8,6 +8,7 @@ The tree::
     │   ├── InvalidItemId           an id does not match the id policy
     │   └── BatchTooLarge           more ids than the provider takes in one call
     ├── ItemNotFound                the upstream answered and the item is not there
+    ├── DegradeNotShared            a degrade switch could not reach Redis; nothing changed
     ├── LookupFailed                no answer could be had in time (each carries retry_after)
     │   ├── Overloaded              the queue ahead cannot be served before the deadline
     │   ├── DeadlineExceeded        the deadline passed before the answer came
@@ -33,6 +34,7 @@ __all__ = [
     "ConfigurationError",
     "CredentialInvalid",
     "DeadlineExceeded",
+    "DegradeNotShared",
     "InvalidItemId",
     "InvalidRequest",
     "ItemNotFound",
@@ -90,6 +92,11 @@ class ItemNotFound(TaogateError):
     def __init__(self, num_iid: str) -> None:
         super().__init__(f"item {num_iid} does not exist")
         self.num_iid = num_iid
+
+
+class DegradeNotShared(TaogateError):
+    """A degraded-mode switch could not be written to Redis, so no replica changed (not even
+    this one: the replicas must not disagree about it)."""
 
 
 class LookupFailed(TaogateError):

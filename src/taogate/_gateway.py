@@ -4,7 +4,9 @@
 A lookup is answered from L1 when fresh; misses go to the dispatcher at the lookup's priority
 and deadline; when the upstream cannot answer in time, a stale entry within ``max_stale`` is
 served flagged ``stale`` with its age, else the lookup fails fast with a clear error. Hits close
-to expiry are refreshed ahead at refresh priority, from spare quota only.
+to expiry are refreshed ahead at refresh priority, from spare quota only. In degraded mode
+(``gw.degrade``, ``taogate._degrade``) older answers count as fresh, refresh-ahead stops, and
+lookups that are not interactive are held to their part of the quota.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Self
 
 from taogate._breaker import BreakerPolicy, BreakerState, CircuitBreaker, RetryBudget
+from taogate._degrade import DegradeControl
 from taogate._dispatch import Dispatcher, Priority
-from taogate._errors import DeadlineExceeded, InvalidRequest, UpstreamUnavailable
+from taogate._errors import DeadlineExceeded, InvalidRequest, Overloaded, UpstreamUnavailable
 from taogate._model import Item, Lookup, Source
 from taogate._settings import Settings
 from taogate.cache.memory import MemoryCache
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
     from taogate.jobs._store import JobStore
     from taogate.jobs._worker import JobWorker
     from taogate.shared._backend import SharedBackend
+    from taogate.shared._degrade import SharedOverride
 
 __all__ = ["Gateway"]
 
@@ -65,6 +69,8 @@ class Gateway:
         self._worker_task: asyncio.Task[None] | None = None
         self._worker: JobWorker | None = None
         self._jobs_reader: Any = None
+        self._degrade_task: asyncio.Task[None] | None = None
+        self._shared_override: SharedOverride | None = None
         self._started = False
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -105,14 +111,22 @@ class Gateway:
             clock=clock,
             rng=self._rng,
         )
+        #: degraded mode (process-local without Redis, shared by every replica with it)
+        self.degrade = DegradeControl(s, clock=clock)
         self.shared: SharedBackend | None = None
         if s.redis.url:
             from taogate.shared._backend import SharedBackend  # only with Redis configured
+            from taogate.shared._degrade import SharedOverride
 
             self.shared = SharedBackend(
                 s, self.pool, self.pool.policy, on_invalidate=self.cache.invalidate, clock=clock
             )
+            self._shared_override = SharedOverride(
+                self.shared, self.degrade, poll_s=s.redis.heartbeat_s
+            )
             await self.shared.start()
+            await self._shared_override.start()
+        self._degrade_task = loop.create_task(self.degrade.run(), name="taogate-degrade")
         self._dispatcher = Dispatcher(
             self._provider,
             self.pool,
@@ -174,6 +188,12 @@ class Gateway:
             self._jobs_reader = None
         if self._dispatcher is not None:
             await self._dispatcher.aclose()
+        if self._degrade_task is not None:
+            self._degrade_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._degrade_task
+        if self._shared_override is not None:
+            await self._shared_override.aclose()
         if self.shared is not None:
             await self.shared.aclose()
         await self.pool.aclose()
@@ -235,8 +255,9 @@ class Gateway:
         self._id_policy.check(num_iid)
         cache = self.cache
         now = self._clock()
+        degraded = self.degrade.active
         entry = cache.fresh(
-            num_iid, max_age_s=cache.max_age_s if max_age_s is None else max_age_s, now=now
+            num_iid, max_age_s=self._max_age(max_age_s, degraded), now=now, widened=degraded
         )
         if entry is None:
             return (
@@ -275,14 +296,15 @@ class Gateway:
             raise RuntimeError("the gateway is not started; use 'async with Gateway(...)'")
         wanted = list(dict.fromkeys(self._id_policy.check(i) for i in ids))
         cache = self.cache
-        max_age = cache.max_age_s if max_age_s is None else max_age_s
+        degraded = self.degrade.active
+        max_age = self._max_age(max_age_s, degraded)
         max_stale = (
             (cache.max_stale_s if max_stale_s is None else max_stale_s) if allow_stale else None
         )
         deadline = self._clock() + (
             self.settings.limits.deadline_s if deadline_s is None else deadline_s
         )
-        view = cache.lookup(wanted, max_age_s=max_age, max_stale_s=max_stale)
+        view = cache.lookup(wanted, max_age_s=max_age, max_stale_s=max_stale, widened=degraded)
         now = self._clock()
         out: dict[str, Lookup] = {}
         refresh: list[str] = []
@@ -298,10 +320,16 @@ class Gateway:
         if refresh:
             self._refresh_ahead(refresh)
         if view.missing and self.shared is not None:
-            await self._from_l2(view, max_age, out)
+            await self._from_l2(view, max_age, out, widened=degraded)
         if view.missing:
             await self._fetch(view.missing, view.stale, priority, deadline, out)
         return {num_iid: out[num_iid] for num_iid in wanted}
+
+    def _max_age(self, asked: float | None, degraded: bool) -> float:
+        """A lookup's own ``max_age`` wins; the default widens while degraded."""
+        if asked is not None:
+            return asked
+        return self.degrade.max_age_s if degraded else self.cache.max_age_s
 
     async def _fetch(
         self,
@@ -321,6 +349,22 @@ class Gateway:
             for num_iid in ids:
                 out[num_iid] = self._fallback(num_iid, stale, error)
             return
+        if priority is not Priority.INTERACTIVE and self.degrade.active:
+            # degraded: the reserve keeps its share of the quota for interactive misses
+            try:
+                wait = self.degrade.hold(
+                    len(ids),
+                    calls_per_s=self._replica_rate(),
+                    max_batch=dispatcher.max_batch,
+                    now=self._clock(),
+                    deadline=deadline,
+                )
+            except Overloaded as refused:
+                for num_iid in ids:
+                    out[num_iid] = self._fallback(num_iid, stale, refused)
+                return
+            if wait > 0:
+                await asyncio.sleep(wait)
         flights = dispatcher.submit(ids, priority=priority, deadline=deadline)
         pending = {f for f in flights.values() if not f.done()}
         if pending:
@@ -342,6 +386,13 @@ class Gateway:
             age = entry.age(now) if entry is not None else 0.0
             out[num_iid] = Lookup(num_iid=num_iid, item=item, source=Source.UPSTREAM, age_s=age)
 
+    def _replica_rate(self) -> float:
+        """Calls per second this replica may count as its own (shared limits: a live share)."""
+        rate = self.pool.total_rate()
+        if self.shared is not None and self.shared.mode == "shared":
+            rate /= max(1, self.shared.live_replicas)
+        return rate
+
     def _store(self, ids: Sequence[str], items: Mapping[str, Item]) -> None:
         """An upstream answer: into L1 now, into L2 in the background."""
         self.cache.store(ids, items)
@@ -349,8 +400,13 @@ class Gateway:
             entries = {i: e for i in ids if (e := self.cache.l1.peek(i)) is not None}
             self.shared.l2_put_later(entries)
 
-    async def _from_l2(self, view: CacheView, max_age: float, out: dict[str, Lookup]) -> None:
-        """Answer what L2 holds fresh (filling L1); keep older L2 answers as stale fallbacks."""
+    async def _from_l2(
+        self, view: CacheView, max_age: float, out: dict[str, Lookup], *, widened: bool = False
+    ) -> None:
+        """Answer what L2 holds fresh (filling L1); keep older L2 answers as stale fallbacks.
+
+        ``widened`` (degraded mode): a found item is fresh for ``max_age`` while L2 keeps it.
+        """
         assert self.shared is not None
         found = await self.shared.l2_get(view.missing)
         if not found:
@@ -362,7 +418,9 @@ class Gateway:
             if e is None:
                 still.append(num_iid)
                 continue
-            if now < e.fresh_until and now - e.fetched_at <= max_age:
+            if now - e.fetched_at <= max_age and (
+                now < e.fresh_until or (widened and e.item is not None and now < e.keep_until)
+            ):
                 self.cache.l1.put(
                     num_iid,
                     e.item,
@@ -403,6 +461,8 @@ class Gateway:
         return Lookup(num_iid=num_iid, error=error)
 
     def _refresh_ahead(self, ids: list[str]) -> None:
+        if self.degrade.active:
+            return  # degraded: older answers are fresh enough; the quota is for misses
         dispatcher = self.dispatcher
         room = REFRESH_QUEUE_BATCHES * dispatcher.max_batch - dispatcher.queued(Priority.REFRESH)
         if room <= 0 or self.breaker.state is not BreakerState.CLOSED:
@@ -445,4 +505,10 @@ class Gateway:
             | {"batch_sizes": dict(sorted(d.stats.batch_sizes.items()))},
             "credentials": self.pool.snapshot(),
             "egresses": self.pool.egress_snapshot(),
+            "degraded": self.degrade.status().to_dict(),
+            "degrade": {
+                "changes": self.degrade.changes,
+                "held_ids": self.degrade.held_ids,
+                "refused_ids": self.degrade.refused_ids,
+            },
         }

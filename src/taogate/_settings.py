@@ -12,6 +12,7 @@ import itertools
 import os
 import re
 import tomllib
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -36,6 +37,8 @@ __all__ = [
     "CacheSettings",
     "ClientSettings",
     "CredentialSettings",
+    "DegradeSettings",
+    "DegradeWindow",
     "EgressSettings",
     "JobsSettings",
     "LimitsSettings",
@@ -138,6 +141,51 @@ class CacheSettings(_Section):
     l1_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
     negative_ttl_s: float = Field(default=120.0, gt=0)
     ttl_jitter: float = Field(default=0.1, ge=0, lt=1)
+
+
+class DegradeWindow(_Section):
+    """``[[degrade.windows]]``: a known peak (a sale such as 双11) when degraded mode is on.
+
+    ``start`` and ``end`` are offset datetimes (TOML ``2026-11-11T00:00:00+08:00``): a time
+    without a UTC offset is refused, since the replicas' own time zones must not decide it.
+    """
+
+    start: datetime
+    end: datetime
+    reason: str | None = Field(default=None, max_length=200)
+
+    @field_validator("start", "end")
+    @classmethod
+    def _has_offset(cls, value: datetime) -> datetime:
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(
+                "needs a UTC offset, e.g. 2026-11-11T00:00:00+08:00 (Beijing time) or ...Z"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.end <= self.start:
+            raise ValueError(f"end ({self.end.isoformat()}) must be after start")
+        return self
+
+
+class DegradeSettings(_Section):
+    """``[degrade]``: what degraded mode does, and when it is on by schedule.
+
+    While degraded, lookups without their own ``max_age`` take cached answers up to
+    ``max_age_s`` old, refresh-ahead stops, the bulk-job worker takes no new chunks, and
+    lookups that are not interactive may use at most ``1 - reserve_share`` of the quota.
+    An operator switches it at run time (``PUT /v1/admin/degrade``, ``taogate degrade``).
+    """
+
+    #: Oldest answer served as fresh while degraded; ``None``: all the cache keeps
+    #: (``[cache] max_age_s + max_stale_s``). At least ``[cache] max_age_s``, at most that sum.
+    max_age_s: float | None = Field(default=None, gt=0)
+    #: Share of the quota kept for interactive misses while degraded: refresh and bulk lookups
+    #: may use at most ``1 - reserve_share`` of it (1: none at all).
+    reserve_share: float = Field(default=0.3, ge=0, le=1)
+    windows: list[DegradeWindow] = Field(default_factory=list)
 
 
 class RedisSettings(_Section):
@@ -304,6 +352,7 @@ class Settings(BaseSettings):
     upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
     credentials: list[CredentialSettings] = Field(default_factory=list)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    degrade: DegradeSettings = Field(default_factory=DegradeSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     egress: list[EgressSettings] = Field(default_factory=list)
@@ -337,6 +386,26 @@ class Settings(BaseSettings):
                 who = mask_id(c.app_key)
                 raise ValueError(f"credential {who} names unknown egress {c.egress!r}")
         return self
+
+    @model_validator(mode="after")
+    def _degrade_fits_cache(self) -> Self:
+        wanted = self.degrade.max_age_s
+        if wanted is None:
+            return self
+        low, high = self.cache.max_age_s, self.cache.max_age_s + self.cache.max_stale_s
+        if not low <= wanted <= high:
+            raise ValueError(
+                f"degrade.max_age_s must be between [cache] max_age_s ({low:g}) and what the "
+                f"cache keeps, max_age_s + max_stale_s ({high:g}); it is {wanted:g}"
+            )
+        return self
+
+    @property
+    def degraded_max_age_s(self) -> float:
+        """How old an answer degraded mode serves as fresh (``[degrade] max_age_s`` resolved)."""
+        if self.degrade.max_age_s is not None:
+            return self.degrade.max_age_s
+        return self.cache.max_age_s + self.cache.max_stale_s
 
     def secret_values(self) -> list[str]:
         """Every secret and token configured, for log redaction (never for display)."""

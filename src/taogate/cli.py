@@ -1,4 +1,5 @@
-"""The ``taogate`` command: ``sim``, ``demo``, ``config check``.
+"""The ``taogate`` command: ``serve``, ``sim``, ``demo``, ``bench``, ``config check``, ``jobs``,
+``keys``, ``degrade``.
 
 The environment and config files are read here, at the edge, and nowhere else.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -311,6 +313,79 @@ def jobs_results(
     base, headers = _service(config, url, token_env)
     suffix = "?format=csv" if csv else ""
     sys.stdout.buffer.write(_call("GET", f"{base}/v1/jobs/{job}/results{suffix}", headers).content)
+
+
+_DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@app.command()
+def degrade(
+    action: Annotated[str, typer.Argument(help="on | off | auto | status", show_default=False)],
+    config: ConfigOption,
+    until: Annotated[
+        str | None,
+        typer.Option(help="When the switch ends, RFC 3339 (2026-11-12T02:00:00+08:00)."),
+    ] = None,
+    for_: Annotated[
+        str | None, typer.Option("--for", help="How long the switch holds: 30m, 2h, 1d.")
+    ] = None,
+    reason: Annotated[str | None, typer.Option(help="Why (logged, and shown in /readyz).")] = None,
+    url: UrlOption = None,
+    token_env: TokenOption = None,
+) -> None:
+    """Switch degraded mode of a running service on or off (overruling the schedule), back
+    to auto (the schedule decides), or show it.
+
+    It asks the service's admin route (PUT /v1/admin/degrade), so the switch is validated,
+    logged with the client's name, and reaches every replica through Redis (without Redis,
+    only the process that answered). Degraded: older cached answers, no refresh-ahead, bulk
+    jobs paused, quota kept for interactive misses. See docs/degrade.md.
+    """
+    import time
+
+    from taogate._degrade import format_time, parse_time
+
+    if action not in ("on", "off", "auto", "status"):
+        _fail(f"unknown action {action!r}; choose on, off, auto or status")
+    if until is not None and for_ is not None:
+        _fail("give --until or --for, not both")
+    if action in ("auto", "status") and (until is not None or for_ is not None):
+        _fail(f"--until and --for go with on or off, not {action}")
+    ends: float | None = None
+    if until is not None:
+        try:
+            ends = parse_time(until)
+        except ValueError as exc:
+            _fail(f"--until: {exc}")
+    if for_ is not None:
+        m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", for_.strip())
+        if m is None or float(m.group(1)) <= 0:
+            _fail(f"--for: {for_!r} is not a duration like 90s, 30m, 2h or 1d")
+        ends = time.time() + float(m.group(1)) * _DURATION[m.group(2)]
+    if ends is not None and ends <= time.time():
+        _fail(f"--until: {format_time(ends)} has passed")
+    base, headers = _service(config, url, token_env)
+    if action == "status":
+        doc = _call("GET", f"{base}/v1/admin/degrade", headers).json()
+    else:
+        body: dict[str, Any] = {"mode": action}
+        if ends is not None:
+            body["until"] = format_time(ends)
+        if reason:
+            body["reason"] = reason
+        doc = _call("PUT", f"{base}/v1/admin/degrade", headers, json=body).json()
+    state = doc["degraded"]
+    detail = state["source"] or "auto, no window now"
+    if state.get("by"):
+        detail += f" by {state['by']}"
+    if state["reason"]:
+        detail += f": {state['reason']}"
+    if state["until"]:
+        detail += f"; until {state['until']}"
+    where = "every replica" if doc["scope"] == "replicas" else "this process only (no [redis])"
+    console.print(
+        f"degraded mode {'on' if state['on'] else 'off'} ({detail}) — {where}", highlight=False
+    )
 
 
 @app.command()

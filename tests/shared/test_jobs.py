@@ -149,6 +149,24 @@ async def test_an_idle_worker_waits_quietly_and_starts_at_once(
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
+async def test_the_worker_recreates_a_lost_consumer_group(
+    sim: Simulator, redis_server: RedisServer
+) -> None:
+    """Redis restarted empty (here: the stream deleted): the group is gone, and the worker
+    makes it again instead of failing with NOGROUP forever."""
+    prefix = "j" + os.urandom(3).hex()
+    async for client in service(settings(sim, redis_server.url, prefix)):
+        first = await client.post("/v1/jobs", json={"ids": sim.catalog.ids()[:5]}, headers=AUTH)
+        assert (await wait_done(client, first.json()["job"]))["state"] == "done"
+        async with Redis.from_url(redis_server.url) as r:
+            await r.delete(f"{{{prefix}:jobs}}:stream")
+        await asyncio.sleep(1.5)  # the worker's blocking read meets the missing group
+        job = await client.post("/v1/jobs", json={"ids": sim.catalog.ids()[5:45]}, headers=AUTH)
+        status = await wait_done(client, job.json()["job"], within_s=15)
+    assert status["state"] == "done"
+    assert status["done"] == 40
+
+
 async def test_cancel_stops_the_work(sim: Simulator, redis_server: RedisServer) -> None:
     sim.set_fault("slow", 60.0, extra_latency_ms=300)
     ids = sim.catalog.ids()[:4000]

@@ -71,7 +71,26 @@ def test_sim_refuses_bad_options(tmp_path: Path) -> None:
 def test_every_command_is_there() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("sim", "serve", "keys", "demo", "bench", "config"):
+    for command in ("sim", "serve", "keys", "demo", "bench", "config", "degrade"):
         assert command in result.output, command
-    for command in ("serve", "keys", "demo", "bench"):
+    for command in ("serve", "keys", "demo", "bench", "degrade"):
         assert runner.invoke(app, [command, "--help"]).exit_code == 0, command
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["maybe"], "unknown action"),
+        (["on", "--until", "2099-01-01T00:00:00Z", "--for", "1h"], "not both"),
+        (["status", "--for", "1h"], "go with on or off"),
+        (["on", "--for", "soon"], "is not a duration"),
+        (["on", "--until", "tomorrow"], "RFC 3339"),
+        (["on", "--until", "2020-01-01T00:00:00+08:00"], "has passed"),
+    ],
+)
+def test_degrade_refuses_bad_options(tmp_path: Path, args: list[str], words: str) -> None:
+    config = tmp_path / "taogate.toml"
+    config.write_text('[[credentials]]\napp_key = "1"\nsecret = "x"\n', encoding="utf-8")
+    result = runner.invoke(app, ["degrade", *args, "--config", str(config)])
+    assert result.exit_code == 2
+    assert words in result.output

@@ -265,8 +265,10 @@ class GatewayProcess:
         log: Path | None = None,
         log_level: str = "warning",
         extra_toml: str = "",
+        admin: bool = False,
     ) -> None:
         self._extra = extra_toml
+        self._admin = admin
         self._log = log
         self._log_level = log_level
         self.sim = sim
@@ -292,8 +294,8 @@ class GatewayProcess:
             f"[limits]\nsafety_factor = {self._safety}\n\n"
             f"[cache]\nmax_age_s = {self._max_age}\n\n{self._redis}"
             f'[server]\nport = {self.port}\nlog_level = "{self._log_level}"\n\n'
-            f'[[server.clients]]\nname = "demo"\ntoken = "{self.token}"\nrate = 1000000\n\n'
-            + self._extra,
+            f'[[server.clients]]\nname = "demo"\ntoken = "{self.token}"\nrate = 1000000\n'
+            f"admin = {'true' if self._admin else 'false'}\n\n" + self._extra,
             encoding="utf-8",
         )
         self._proc = await asyncio.create_subprocess_exec(

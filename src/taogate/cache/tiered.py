@@ -4,7 +4,9 @@ An answer is stored fresh for ``max_age_s`` (``negative_ttl_s`` for "not found")
 a random share of up to ``jitter`` so that entries written together do not expire together,
 and kept ``max_stale_s`` longer so it can be served, flagged stale, when the upstream cannot
 answer. A lookup may ask for a shorter ``max_age`` and a different ``max_stale`` than the
-defaults; it can never get an entry past its stored freshness as fresh.
+defaults; it can never get an entry past its stored freshness as fresh — except in degraded
+mode (``widened``), where a found item is fresh for the lookup's ``max_age`` alone, as long as
+the cache keeps it ("not found" answers keep their own short freshness).
 """
 
 from __future__ import annotations
@@ -51,11 +53,17 @@ class TieredCache:
         self._rng = rng or random.Random()
 
     def lookup(
-        self, ids: Sequence[str], *, max_age_s: float, max_stale_s: float | None
+        self,
+        ids: Sequence[str],
+        *,
+        max_age_s: float,
+        max_stale_s: float | None,
+        widened: bool = False,
     ) -> CacheView:
         """Split ``ids`` into fresh hits, stale fallbacks and misses (stale ones miss too).
 
-        ``max_stale_s = None`` means no stale fallback at all (``allow_stale=False``).
+        ``max_stale_s = None`` means no stale fallback at all (``allow_stale=False``);
+        ``widened``: degraded mode (see the module's docstring).
         """
         now = self._clock()
         entries = self.l1.get_many(ids)
@@ -66,7 +74,9 @@ class TieredCache:
                 view.missing.append(num_iid)
                 continue
             age = now - entry.fetched_at
-            if age <= max_age_s and now < entry.fresh_until:
+            if age <= max_age_s and (
+                now < entry.fresh_until or (widened and entry.item is not None)
+            ):
                 view.fresh[num_iid] = entry
                 continue
             view.missing.append(num_iid)
@@ -74,10 +84,14 @@ class TieredCache:
                 view.stale[num_iid] = entry
         return view
 
-    def fresh(self, num_iid: str, *, max_age_s: float, now: float) -> CacheEntry | None:
+    def fresh(
+        self, num_iid: str, *, max_age_s: float, now: float, widened: bool = False
+    ) -> CacheEntry | None:
         """The entry for one id if it is fresh for ``max_age_s`` (the hit path of one lookup)."""
         entry = self.l1.get(num_iid, now)
-        if entry is None or now >= entry.fresh_until or now - entry.fetched_at > max_age_s:
+        if entry is None or now - entry.fetched_at > max_age_s:
+            return None
+        if now >= entry.fresh_until and not (widened and entry.item is not None):
             return None
         return entry
 

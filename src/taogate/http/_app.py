@@ -31,6 +31,8 @@ from taogate._gateway import Gateway
 from taogate._logging import request_id_var
 from taogate._settings import Settings
 from taogate.http._auth import Client, Clients
+from taogate.http._console import ConsoleRoutes
+from taogate.http._degrade import DegradeRoutes
 from taogate.http._jobs import JobRoutes
 from taogate.http._metrics import Metrics
 from taogate.http._openapi import openapi_document
@@ -44,7 +46,18 @@ access_log = logging.getLogger("taogate.access")
 
 _JSON = "application/json"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_UNGUARDED = frozenset({"/healthz", "/readyz", "/metrics"})
+#: never shed: probes, scrapes and the operator console (most needed under overload)
+_UNGUARDED = frozenset(
+    {
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/console",
+        "/console/console.js",
+        "/console/console.css",
+        "/v1/admin/state",
+    }
+)
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
@@ -253,6 +266,7 @@ class _Api:
                 "breaker": snap["breaker"],
                 "credentials": len(snap["credentials"]),
                 "credentials_usable": usable,
+                "degraded": snap["degraded"],  # degraded is still ready
             }
         )
 
@@ -411,11 +425,14 @@ def create_app(
     clients = Clients(settings.server.clients, clock=clock or time.monotonic)
     api = _Api(settings, gateway, clients, metrics)
     jobs = JobRoutes(api)
+    console = ConsoleRoutes(api)
+    degrade = DegradeRoutes(api)
     metrics.watch(gateway)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gateway.start()
+        console.sampler.start()
         api.ready = True
         if clients.open:
             log.warning("no [[server.clients]] configured: the API accepts every caller")
@@ -430,6 +447,7 @@ def create_app(
             yield
         finally:
             api.ready = False
+            await console.sampler.aclose()
             await gateway.aclose()
             log.info("taogate stopped")
 
@@ -459,6 +477,11 @@ def create_app(
         Route("/v1/items:batch", api.batch, methods=["POST"]),
         Route("/v1/items:invalidate", api.invalidate, methods=["POST"]),
         Route("/v1/admin/keys", api.keys, methods=["GET"]),
+        Route("/v1/admin/state", console.state, methods=["GET"]),
+        Route("/v1/admin/items/{num_iid}", console.lookup, methods=["GET"]),
+        Route("/console", console.page, methods=["GET"]),
+        Route("/console/{name}", console.asset, methods=["GET"]),
+        Route("/v1/admin/degrade", degrade.route, methods=["GET", "PUT"]),
         Route("/v1/jobs", jobs.submit, methods=["POST"]),
         Route("/v1/jobs/{job}", jobs.status, methods=["GET"]),
         Route("/v1/jobs/{job}", jobs.cancel, methods=["DELETE"]),

@@ -126,6 +126,31 @@ class _GatewayCollector(Collector):
             "Switches between shared and local mode.",
             value=0 if redis is None else redis["mode_changes"],
         )
+        degraded = snap["degraded"]
+        yield GaugeMetricFamily(
+            "taogate_degraded", "1 while degraded mode is on.", value=1.0 if degraded["on"] else 0.0
+        )
+        source = GaugeMetricFamily(
+            "taogate_degraded_source",
+            "1 for what decides degraded mode now: manual (an override), schedule, none.",
+            labels=("source",),
+        )
+        for name in ("manual", "schedule", "none"):
+            source.add_metric((name,), 1.0 if (degraded["source"] or "none") == name else 0.0)
+        yield source
+        yield CounterMetricFamily(
+            "taogate_degraded_changes",
+            "Changes of degraded mode this replica saw.",
+            value=snap["degrade"]["changes"],
+        )
+        reserve = CounterMetricFamily(
+            "taogate_degraded_reserve_ids",
+            "Non-interactive ids the degraded-mode reserve held back (waited) or refused.",
+            labels=("outcome",),
+        )
+        reserve.add_metric(("held",), snap["degrade"]["held_ids"])
+        reserve.add_metric(("refused",), snap["degrade"]["refused_ids"])
+        yield reserve
         yield CounterMetricFamily(
             "taogate_stale_answers",
             "Answers served stale because the upstream could not answer.",

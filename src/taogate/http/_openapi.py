@@ -76,6 +76,10 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         }
         return {"required": True, "content": {"application/json": {"schema": schema}}}
 
+    degrade_ok = {
+        "description": "The degraded-mode state",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Degrade"}}},
+    }
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
@@ -193,6 +197,104 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     },
                 }
             },
+            "/v1/admin/state": {
+                "get": {
+                    "operationId": "state",
+                    "summary": "What the operator console shows, for scripts too (admin only)",
+                    "description": (
+                        "This replica's view now: limits mode and live replicas, breaker, code 7 "
+                        "count, the quota and its use, each credential and egress (app keys "
+                        "masked) with calls/s over the last seconds, the dispatcher's queue, "
+                        "cache hit ratios, and a few minutes of history in 5 s steps."
+                    ),
+                    "security": secured,
+                    "responses": {
+                        "200": {
+                            "description": "The state",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/State"}
+                                }
+                            },
+                        },
+                        "401": common["401"],
+                        "403": _problem_response("Not an operator (admin) client"),
+                        "429": common["429"],
+                        "503": common["503"],
+                    },
+                }
+            },
+            "/v1/admin/items/{num_iid}": {
+                "get": {
+                    "operationId": "adminLookup",
+                    "summary": "Look up one item, with the credential and egress that fetched it",
+                    "security": secured,
+                    "parameters": [
+                        {
+                            "name": "num_iid",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "pattern": f"^{policy}$"},
+                        }
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The answer and its provenance",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/AdminLookup"}
+                                }
+                            },
+                        },
+                        "403": _problem_response("Not an operator (admin) client"),
+                        "404": _problem_response("The item does not exist"),
+                        "422": _problem_response("The upstream refuses this id"),
+                        "502": _problem_response("The upstream refuses the gateway's requests"),
+                        **common,
+                    },
+                }
+            },
+            "/v1/admin/degrade": {
+                "get": {
+                    "operationId": "getDegrade",
+                    "summary": "Degraded mode: whether it is on, why, the override and the "
+                    "schedule (operator clients only)",
+                    "security": secured,
+                    "responses": {
+                        "200": degrade_ok,
+                        "401": common["401"],
+                        "403": _problem_response("Not an operator (admin) client"),
+                        "429": common["429"],
+                        "503": common["503"],
+                    },
+                },
+                "put": {
+                    "operationId": "setDegrade",
+                    "summary": "Switch degraded mode on or off regardless of the schedule (until "
+                    "a time), or back to auto; every replica follows (operator clients only)",
+                    "security": secured,
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/DegradeSwitch"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": degrade_ok,
+                        "403": _problem_response("Not an operator (admin) client"),
+                        "409": _problem_response('"until" has already passed'),
+                        "413": _problem_response("Request body too large"),
+                        **common,
+                        "503": _problem_response(
+                            "Redis is out of reach, so the replicas cannot be told; nothing "
+                            "changed",
+                            retry_after=True,
+                        ),
+                    },
+                },
+            },
             "/healthz": {
                 "get": {
                     "operationId": "healthz",
@@ -245,6 +347,8 @@ def _json_ok(description: str) -> dict[str, Any]:
 
 def _schemas() -> dict[str, Any]:
     money = {"type": "string", "pattern": r"^-?\d+(\.\d+)?$", "description": "exact decimal, yuan"}
+    reason = {"type": ["string", "null"], "maxLength": 200, "description": "logged; in /readyz"}
+    text_or_null = {"type": ["string", "null"]}
     return {
         "Problem": {
             "type": "object",
@@ -325,6 +429,178 @@ def _schemas() -> dict[str, Any]:
                         ]
                     },
                 }
+            },
+        },
+        "State": {
+            "type": "object",
+            "required": [
+                "now",
+                "replica",
+                "breaker",
+                "degraded",
+                "code7",
+                "quota",
+                "credentials",
+                "egresses",
+                "queue",
+                "cache",
+                "history",
+            ],
+            "properties": {
+                "now": {"type": "number", "description": "Unix time of the state"},
+                "replica": {
+                    "type": "object",
+                    "properties": {
+                        "mode": {"type": "string", "enum": ["single", "shared", "local"]},
+                        "live_replicas": {"type": ["integer", "null"]},
+                        "id": {"type": ["string", "null"]},
+                    },
+                },
+                "breaker": {"type": "string"},
+                "degraded": {
+                    "type": "object",
+                    "description": "degraded mode as in /readyz (see /v1/admin/degrade)",
+                },
+                "code7": {"type": "integer", "description": "rate-limited answers seen here"},
+                "quota": {
+                    "type": "object",
+                    "properties": {
+                        "calls_per_s": {"type": "number"},
+                        "rate": {"type": "number", "description": "calls/s the pool allows"},
+                        "use": {"type": ["number", "null"]},
+                    },
+                },
+                "credentials": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["credential", "egress", "status", "calls_per_s"],
+                        "properties": {
+                            "credential": {"type": "string", "description": "masked app key"},
+                            "egress": {"type": "string"},
+                            "status": {"type": "string"},
+                            "calls_per_s": {"type": "number"},
+                            "use": {"type": ["number", "null"]},
+                            "rate": {"type": "number"},
+                            "configured_qps": {"type": "number"},
+                            "banned_for_s": {"type": "number"},
+                            "probe_in_s": {"type": ["number", "null"]},
+                            "calls_today": {"type": "integer"},
+                            "daily_budget": {"type": ["integer", "null"]},
+                            "cost": {"type": "string", "description": "exact decimal"},
+                        },
+                    },
+                },
+                "egresses": {"type": "array", "items": {"type": "object"}},
+                "queue": {
+                    "type": "object",
+                    "properties": {
+                        "interactive": {"type": "integer"},
+                        "refresh": {"type": "integer"},
+                        "bulk": {"type": "integer"},
+                        "in_flight": {"type": "integer"},
+                        "wait_ms": {"type": ["number", "null"]},
+                    },
+                },
+                "cache": {"type": "object"},
+                "window_s": {"type": "number"},
+                "history": {
+                    "type": "object",
+                    "properties": {
+                        name: {"type": "array", "items": {"type": ["number", "null"]}}
+                        for name in ("t", "calls_per_s", "quota_per_s", "hit_ratio")
+                    },
+                },
+            },
+        },
+        "AdminLookup": {
+            "type": "object",
+            "required": ["num_iid", "item", "source", "stale", "age_s", "fetched_by"],
+            "properties": {
+                "num_iid": {"type": "string"},
+                "item": {"$ref": "#/components/schemas/Item"},
+                "source": {"type": "string", "enum": ["l1", "l2", "upstream"]},
+                "stale": {"type": "boolean"},
+                "age_s": {"type": "number", "minimum": 0},
+                "fetched_by": {
+                    "oneOf": [
+                        {
+                            "type": "object",
+                            "properties": {
+                                "credential": {"type": "string"},
+                                "egress": {"type": "string"},
+                            },
+                        },
+                        {"type": "null"},
+                    ]
+                },
+            },
+        },
+        "DegradeSwitch": {
+            "oneOf": [
+                {
+                    "type": "object",
+                    "required": ["mode"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "mode": {"type": "string", "enum": ["on", "off"]},
+                        "until": {
+                            "type": "string",
+                            "format": "date-time",
+                            "description": "RFC 3339 with its offset; the switch ends then",
+                        },
+                        "reason": reason,
+                    },
+                },
+                {
+                    "type": "object",
+                    "required": ["mode"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "mode": {"type": "string", "const": "auto"},
+                        "reason": reason,
+                    },
+                },
+            ]
+        },
+        "Degrade": {
+            "type": "object",
+            "required": ["degraded", "override", "windows", "max_age_s", "reserve_share", "scope"],
+            "properties": {
+                "degraded": {
+                    "type": "object",
+                    "required": ["on", "source", "reason", "until"],
+                    "properties": {
+                        "on": {"type": "boolean"},
+                        "source": {
+                            "type": ["string", "null"],
+                            "enum": ["manual", "schedule", None],
+                        },
+                        "reason": text_or_null,
+                        "until": text_or_null,
+                        "by": text_or_null,
+                    },
+                },
+                "override": {
+                    "oneOf": [
+                        {"type": "null"},
+                        {
+                            "type": "object",
+                            "required": ["mode"],
+                            "properties": {
+                                "mode": {"type": "string", "enum": ["on", "off"]},
+                                "until": text_or_null,
+                                "reason": text_or_null,
+                                "by": text_or_null,
+                                "at": text_or_null,
+                            },
+                        },
+                    ]
+                },
+                "windows": {"type": "array", "items": {"type": "object"}},
+                "max_age_s": {"type": "number"},
+                "reserve_share": {"type": "number", "minimum": 0, "maximum": 1},
+                "scope": {"type": "string", "enum": ["process", "replicas"]},
             },
         },
         "Keys": {

@@ -38,6 +38,7 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "job-not-found": (404, "No such job"),
     "not-found": (404, "No such route"),
     "method-not-allowed": (405, "Method not allowed"),
+    "until-passed": (409, "The time given has already passed"),
     "payload-too-large": (413, "Request body too large"),
     "upstream-rejected-id": (422, "The upstream refuses this item id"),
     "client-rate-limited": (429, "Client over its rate limit"),

@@ -5,7 +5,8 @@ Every replica runs one. It reads 40-id chunks through the consumer group, looks 
 one row per id and acknowledges the chunk. A chunk whose worker died stays pending and is
 claimed by another after ``claim_idle_s`` (``XAUTOCLAIM``). Lookups that could not be answered
 in time (quota backlog, breaker open) leave the chunk pending for a later try; after
-``max_attempts`` tries its ids get ``failed`` rows naming the reason.
+``max_attempts`` tries its ids get ``failed`` rows naming the reason. While the gateway is
+degraded the worker takes no new chunks (nor claims any); the chunks it holds finish.
 """
 
 from __future__ import annotations
@@ -78,11 +79,19 @@ class JobWorker:
             if shared is None or shared.mode != "shared":
                 await asyncio.sleep(0.5)
                 continue
+            if self.gw.degrade.active:  # degraded: no new chunks; those in progress finish
+                await self.gw.degrade.wait_normal()
+                continue
             try:
                 await self._round()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if "NOGROUP" in str(exc):  # Redis came back empty: the group is gone with it
+                    log.warning("job stream's consumer group is gone; creating it again")
+                    with contextlib.suppress(Exception):
+                        await self.store.ensure_group()
+                    continue
                 log.warning("job worker: %s", type(exc).__name__)
                 await asyncio.sleep(1.0)
 

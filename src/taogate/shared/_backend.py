@@ -114,6 +114,7 @@ class SharedBackend:
         self._background: set[asyncio.Task[None]] = set()
         self._recovered = asyncio.Event()
         self._lost = asyncio.Event()
+        self._listeners: dict[str, Callable[[Any], object]] = {}
         pool.on_shared_failure = self.lost
 
     @property
@@ -133,6 +134,10 @@ class SharedBackend:
     def marker_key(self, num_iid: str) -> str:
         """When ``num_iid`` was last invalidated (wall seconds); same slot as its answer."""
         return f"{{{self._prefix}:i:{num_iid}}}:inv"
+
+    def listen(self, channel: str, handler: Callable[[Any], object]) -> None:
+        """Call ``handler`` with the data of every message on ``channel`` (before :meth:`start`)."""
+        self._listeners[channel] = handler
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -266,15 +271,21 @@ class SharedBackend:
             self._shared()
 
     async def _subscriber(self) -> None:
-        """Apply every replica's invalidations to this L1."""
+        """Apply every replica's invalidations to this L1 (and pass on the listened channels)."""
         while True:
             await self._recovered.wait()
             pubsub = self._client.pubsub()
             try:
-                await pubsub.subscribe(self.channel)
+                await pubsub.subscribe(self.channel, *self._listeners)
                 while self.mode == "shared":
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is not None and message.get("type") == "message":
+                        channel = message.get("channel")
+                        if isinstance(channel, bytes):
+                            channel = channel.decode()
+                        if channel in self._listeners:
+                            self._listeners[channel](message["data"])
+                            continue
                         try:
                             ids = [str(i) for i in orjson.loads(message["data"])]
                         except (orjson.JSONDecodeError, TypeError):

@@ -1,0 +1,272 @@
+"""The operator console: one page and the JSON state it polls.
+
+``GET /console`` serves a page whose assets ship inside the package (no CDN, no build step).
+The page keeps an admin token in the browser's session storage (never in a URL) and polls
+``GET /v1/admin/state`` about once a second. The state is what this replica knows now, plus
+rates over the last seconds and a few minutes of history from a sampler that reads the
+gateway's counters once a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections import deque
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from taogate._errors import InvalidRequest
+from taogate.http._problems import Problem, problem_for_error
+
+if TYPE_CHECKING:
+    from taogate._gateway import Gateway
+    from taogate.http._app import _Api
+
+__all__ = ["ConsoleRoutes", "Sampler"]
+
+#: the page's files, served from the package
+_ASSETS = {
+    "console.js": "text/javascript; charset=utf-8",
+    "console.css": "text/css; charset=utf-8",
+}
+#: the page runs only our own script and style, and talks only to this origin
+_PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+RATE_WINDOW_S = 5.0
+HISTORY_S = 300
+HISTORY_STEP_S = 5
+
+
+@dataclass(frozen=True, slots=True)
+class _Sample:
+    at: float  # monotonic
+    calls_ok: int
+    lookups: int
+    l1_hits: int
+    l2_hits: int
+    stale: int
+    waits: int
+    wait_sum_s: float
+    quota: float  # calls/s the pool allowed at that moment
+    by_credential: dict[str, int]
+    by_egress: dict[str, int]
+
+
+class Sampler:
+    """Reads the gateway's counters every ``period_s`` and keeps the last ``keep`` samples."""
+
+    def __init__(self, gateway: Gateway, *, period_s: float = 1.0, keep: int = HISTORY_S + 10):
+        self._gw = gateway
+        self._period = period_s
+        self._samples: deque[_Sample] = deque(maxlen=keep)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="console")
+
+    async def aclose(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(self._period)
+
+    def sample(self, snap: dict[str, Any] | None = None) -> _Sample:
+        """Take one sample now (the loop does this every period; tests may call it)."""
+        snap = self._gw.snapshot() if snap is None else snap
+        d = snap["dispatcher"]
+        sample = _Sample(
+            at=time.monotonic(),
+            calls_ok=d["calls_ok"],
+            lookups=snap["lookups"],
+            l1_hits=snap["l1_hits"],
+            l2_hits=snap["l2_hits"],
+            stale=snap["stale_served"],
+            waits=sum(d["wait_counts"]),
+            wait_sum_s=d["wait_sum_s"],
+            quota=self._gw.pool.total_rate(),
+            by_credential={str(r["credential"]): int(r["calls"]) for r in snap["credentials"]},
+            by_egress={str(r["egress"]): int(r["calls"]) for r in snap["egresses"]},
+        )
+        self._samples.append(sample)
+        return sample
+
+    def window(self, seconds: float) -> tuple[_Sample, _Sample] | None:
+        """The newest sample and the one about ``seconds`` before it."""
+        if len(self._samples) < 2:
+            return None
+        last = self._samples[-1]
+        first = next(
+            (s for s in reversed(self._samples) if last.at - s.at >= seconds), self._samples[0]
+        )
+        return (first, last) if first is not last else None
+
+    def history(self) -> dict[str, list[float | None]]:
+        """Calls/s, the quota and the hit ratio over the last minutes, in steps."""
+        out: dict[str, list[float | None]] = {
+            "t": [],
+            "calls_per_s": [],
+            "quota_per_s": [],
+            "hit_ratio": [],
+        }
+        samples = list(self._samples)
+        if len(samples) < 2:
+            return out
+        now = samples[-1].at
+        step = [samples[0]]
+        for s in samples[1:]:
+            if s.at - step[-1].at >= HISTORY_STEP_S or s is samples[-1]:
+                step.append(s)
+        for a, b in itertools.pairwise(step):
+            dt = b.at - a.at
+            if dt <= 0:
+                continue
+            lookups = b.lookups - a.lookups
+            hits = (b.l1_hits - a.l1_hits) + (b.l2_hits - a.l2_hits)
+            out["t"].append(round(b.at - now, 1))
+            out["calls_per_s"].append(round((b.calls_ok - a.calls_ok) / dt, 2))
+            out["quota_per_s"].append(round(b.quota, 2))
+            out["hit_ratio"].append(round(hits / lookups, 4) if lookups else None)
+        return out
+
+
+def _per_s(first: _Sample, last: _Sample, before: int, after: int) -> float:
+    dt = last.at - first.at
+    return round((after - before) / dt, 3) if dt > 0 else 0.0
+
+
+class ConsoleRoutes:
+    """``/console`` (the page and its files) and the admin state and lookup routes."""
+
+    def __init__(self, api: _Api) -> None:
+        self.api = api
+        self.sampler = Sampler(api.gw)
+        self._files = files("taogate.http").joinpath("console")
+
+    async def page(self, request: Request) -> Response:
+        html = self._files.joinpath("console.html").read_bytes()
+        return Response(html, media_type="text/html; charset=utf-8", headers=_PAGE_HEADERS)
+
+    async def asset(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        media = _ASSETS.get(name)
+        if media is None:
+            raise Problem("not-found", f"no console file {name!r}")
+        body = self._files.joinpath(name).read_bytes()
+        headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
+        return Response(body, media_type=media, headers=headers)
+
+    async def state(self, request: Request) -> Response:
+        """``GET /v1/admin/state``: everything the console shows, for scripts too."""
+        self.api._client(request, admin=True)
+        return Response(orjson.dumps(self.build_state()), media_type="application/json")
+
+    def build_state(self) -> dict[str, Any]:
+        gw = self.api.gw
+        snap = gw.snapshot()
+        current = self.sampler.sample(snap)
+        window = self.sampler.window(RATE_WINDOW_S) or (current, current)
+        first, last = window
+        d = snap["dispatcher"]
+        credentials = []
+        for row in snap["credentials"]:
+            key = str(row["credential"])
+            per_s = _per_s(first, last, first.by_credential.get(key, 0), last.by_credential[key])
+            rate = float(row["rate"]) if row["rate"] else 0.0
+            credentials.append(
+                row | {"calls_per_s": per_s, "use": round(per_s / rate, 4) if rate else None}
+            )
+        egresses = []
+        for row in snap["egresses"]:
+            name = str(row["egress"])
+            per_s = _per_s(first, last, first.by_egress.get(name, 0), last.by_egress[name])
+            rate = float(row["rate"])
+            egresses.append(
+                row | {"calls_per_s": per_s, "use": round(per_s / rate, 4) if rate else None}
+            )
+        lookups = last.lookups - first.lookups
+        l1 = last.l1_hits - first.l1_hits
+        l2 = last.l2_hits - first.l2_hits
+        stale = last.stale - first.stale
+        waits = last.waits - first.waits
+        redis = snap["redis"]
+        calls_per_s = _per_s(first, last, first.calls_ok, last.calls_ok)
+        quota = gw.pool.total_rate()
+        return {
+            "now": time.time(),
+            "replica": {
+                "mode": "single" if redis is None else redis["mode"],
+                "live_replicas": None if redis is None else redis["live_replicas"],
+                "id": None if redis is None else redis["replica"],
+            },
+            "breaker": snap["breaker"],
+            "degraded": snap["degraded"],
+            "code7": d["rate_limited"],
+            "quota": {
+                "calls_per_s": calls_per_s,
+                "rate": round(quota, 3),
+                "use": round(calls_per_s / quota, 4) if quota else None,
+            },
+            "credentials": credentials,
+            "egresses": egresses,
+            "queue": {
+                **snap["queued"],
+                "in_flight": snap["in_flight"],
+                "wait_ms": round(1000 * (last.wait_sum_s - first.wait_sum_s) / waits, 2)
+                if waits
+                else None,
+            },
+            "cache": {
+                "lookups_per_s": _per_s(first, last, first.lookups, last.lookups),
+                "l1_hit_ratio": round(l1 / lookups, 4) if lookups else None,
+                "l2_hit_ratio": round(l2 / lookups, 4) if lookups else None,
+                "stale_ratio": round(stale / lookups, 4) if lookups else None,
+                "l1_entries": snap["l1_entries"],
+                "l1_bytes": snap["l1_bytes"],
+            },
+            "window_s": round(last.at - first.at, 2),
+            "history": self.sampler.history(),
+        }
+
+    async def lookup(self, request: Request) -> Response:
+        """``GET /v1/admin/items/{num_iid}``: an answer, with where it came from and who fetched
+        it (the masked credential and the egress, when this replica fetched it lately)."""
+        self.api._client(request, admin=True)
+        num_iid: str = request.path_params["num_iid"]
+        gw = self.api.gw
+        try:
+            lookup = await gw.get_one(num_iid)
+        except InvalidRequest as exc:
+            raise problem_for_error(exc, num_iid) from None
+        if lookup.error is not None:
+            raise problem_for_error(lookup.error, num_iid)
+        if lookup.item is None:
+            raise Problem("item-not-found", f"item {num_iid} does not exist", num_iid=num_iid)
+        fetched = gw.dispatcher.fetched_by(num_iid)
+        body = lookup.to_dict() | {
+            "num_iid": num_iid,
+            "fetched_by": None
+            if fetched is None
+            else {"credential": fetched[0], "egress": fetched[1]},
+        }
+        return Response(orjson.dumps(body), media_type="application/json")
