@@ -19,6 +19,7 @@ OUT = Path(__file__).with_name("taogate.json")
 DS = {"type": "prometheus", "uid": "${datasource}"}
 SEL = 'namespace=~"$namespace", instance=~"$instance"'
 RI = "$__rate_interval"
+NONE = '"none"'
 
 Json = dict[str, Any]
 
@@ -410,6 +411,46 @@ ROWS = [
         ],
     ),
     Row(
+        "Degraded mode",
+        [
+            Panel(
+                "Degraded replicas",
+                "Replicas in degraded mode (wider freshness, no refresh-ahead, bulk paused), and "
+                "what decides it: a manual override or the schedule.",
+                [
+                    (f"sum({s('taogate_degraded')})", "degraded"),
+                    (
+                        f"sum by (source) ({s('taogate_degraded_source', 'source!=' + NONE)})",
+                        "decided by {{source}}",
+                    ),
+                ],
+            ),
+            Panel(
+                "Degraded mode changes",
+                "Switches of degraded mode each replica saw, per interval.",
+                [
+                    (
+                        "sum by (instance) "
+                        f"(increase({s('taogate_degraded_changes_total')}[{RI}]))",
+                        "{{instance}}",
+                    )
+                ],
+            ),
+            Panel(
+                "Reserve: non-interactive ids held or refused",
+                "While degraded, refresh and bulk ids pass a pacer that keeps reserve_share of the "
+                "quota for interactive misses: ids it held back (waited) or refused.",
+                [
+                    (
+                        f"sum by (outcome) ({rate('taogate_degraded_reserve_ids_total')})",
+                        "{{outcome}}",
+                    )
+                ],
+                unit="ops",
+            ),
+        ],
+    ),
+    Row(
         "Breaker and Redis",
         [
             Panel(
@@ -652,8 +693,8 @@ def build() -> Json:
     return {
         "title": "taogate",
         "uid": "taogate",
-        "description": "taogate: HTTP, cache, upstream quota, egresses, dispatcher, breaker, Redis "
-        "mode and credentials. Built by deploy/grafana/build_dashboard.py.",
+        "description": "taogate: HTTP, cache, upstream quota, egresses, dispatcher, degraded "
+        "mode, breaker, Redis mode and credentials. Built by deploy/grafana/build_dashboard.py.",
         "tags": ["taogate"],
         "editable": True,
         "graphTooltip": 1,
