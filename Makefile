@@ -4,12 +4,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help setup test lint format typecheck pytest demo sim bench bench-pipeline bench-sim bench-l1 bench-http bench-scale bench-jobs bench-egress clean
+.PHONY: help setup test lint format typecheck pytest deploy-check dashboard demo sim bench bench-pipeline bench-sim bench-l1 bench-http bench-scale bench-jobs bench-egress clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml scripts/setup
+$(STAMP): pyproject.toml scripts/setup scripts/setup-deploy-tools
 	@PYTHON=$(PYTHON) scripts/setup
 	@touch $(STAMP)
 
@@ -32,6 +32,12 @@ format: setup  ## apply ruff's fixes and formatting
 
 pytest: setup  ## only the tests (ARGS="-k name" to pick)
 	$(BIN)/pytest $(ARGS)
+
+deploy-check: setup  ## only the checks of Dockerfile, deploy/ (hadolint, kustomize, kubernetes-validate, promtool)
+	$(BIN)/pytest tests/deploy $(ARGS)
+
+dashboard: setup  ## regenerate deploy/grafana/taogate.json from deploy/grafana/build_dashboard.py
+	$(BIN)/python deploy/grafana/build_dashboard.py
 
 demo: setup  ## the demo: simulator + gateway + live load, then a naive client (~1 min, no Redis)
 	$(BIN)/taogate demo
