@@ -40,7 +40,7 @@ def settings(sim: Simulator, egress: list[dict[str, Any]], **extra: Any) -> Sett
     )
 
 
-async def flood(gw: Gateway, ids: list[str], callers: int = 60) -> None:
+async def flood(gw: Gateway, ids: list[str], callers: int = 30) -> None:
     async def caller(chunk: list[str]) -> None:
         for i in range(0, len(chunk), 20):
             await gw.get_many(chunk[i : i + 20], deadline_s=20.0)

@@ -58,6 +58,8 @@ class _ReadFailed(Exception):
 _SWITCH_PAUSE_S = 1.0
 #: The longest wait between two reconnect attempts in local mode.
 _RECONNECT_CAP_S = 1.0
+#: how long closing waits for its background tasks to stop
+CLOSE_WAIT_S = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,11 +162,18 @@ class SharedBackend:
             if not future.done():
                 future.set_exception(_ReadFailed())
         self._l2_wanted = []
-        for task in [*self._tasks, *self._background]:
+        tasks = [*self._tasks, *self._background]
+        for task in tasks:
             task.cancel()
-        for task in [*self._tasks, *self._background]:
-            with contextlib.suppress(asyncio.CancelledError, *_FAILURES):
-                await task
+        if tasks:
+            # bounded: a task stuck inside the Redis client (a cancelled wait for a pooled
+            # connection has been seen not to end) must not hang the shutdown
+            done, pending = await asyncio.wait(tasks, timeout=CLOSE_WAIT_S)
+            for task in done:
+                if not task.cancelled():
+                    task.exception()  # retrieved: a failure at shutdown says nothing new
+            if pending:
+                log.warning("%d Redis tasks did not stop within %.0f s", len(pending), CLOSE_WAIT_S)
         if self.mode == "shared":
             with contextlib.suppress(*_FAILURES):
                 await self._client.zrem(self._replicas_key, self.replica_id)
