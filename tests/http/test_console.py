@@ -30,6 +30,7 @@ async def test_state_shows_keys_egresses_queue_cache_and_history(service: Servic
     assert [k["credential"] for k in keys] == ["500…000", "500…001"]
     assert all(k["egress"] == "default" and k["status"] == "active" for k in keys)
     assert sum(k["calls"] for k in keys) >= 1
+    assert all(k["cost_today"] == "0" for k in keys)  # these keys cost nothing
     assert "http-test-secret" not in str(state)  # nothing but masked keys
     (egress,) = state["egresses"]
     assert egress["egress"] == "default"

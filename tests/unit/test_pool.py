@@ -398,3 +398,16 @@ def test_when_every_egress_fails_the_upstream_is_blamed() -> None:
 def test_a_credential_naming_an_unknown_egress_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown egress"):
         CredentialPool([cred("k1", egress="nope")], clock=FakeClock(), egresses=[Egress(name="a")])
+
+
+def test_cost_today_is_the_days_calls_at_the_price() -> None:
+    clock = FakeClock()
+    pool = CredentialPool([cred("k1", cost_per_call=Decimal("0.002"))], clock=clock)
+    for _ in range(3):
+        lease = pool.try_acquire()
+        assert lease is not None
+        pool.on_success(lease)
+        clock.now += 1.0
+    (row,) = pool.snapshot()
+    assert row["cost_today"] == "0.006"  # exact: Decimal, never float
+    assert row["cost"] == "0.006"

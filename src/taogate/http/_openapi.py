@@ -529,6 +529,10 @@ def _schemas() -> dict[str, Any]:
                             "calls_today": {"type": "integer"},
                             "daily_budget": {"type": ["integer", "null"]},
                             "cost": {"type": "string", "description": "exact decimal"},
+                            "cost_today": {
+                                "type": "string",
+                                "description": "the Beijing day's calls x cost_per_call, exact",
+                            },
                         },
                     },
                 },

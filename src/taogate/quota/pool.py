@@ -719,6 +719,8 @@ class CredentialPool:
                     "invalid": s.invalid,
                     "in_flight": s.in_flight,
                     "cost": str(s.cost),
+                    # the Beijing day's calls at the configured price (what the bill will say)
+                    "cost_today": str(s.calls_today * c.cost_per_call),
                 }
             )
         return rows

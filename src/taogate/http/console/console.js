@@ -102,7 +102,7 @@
         cell(c.probe_in_s === null ? "" : secs(c.probe_in_s), "num"),
         cell(c.calls_today + budget, "num"),
         cell(String(c.rate_limited), "num"),
-        cell(String(c.cost), "num"),
+        cell(String(c.cost_today), "num"),
       );
       keys.appendChild(tr);
     }
