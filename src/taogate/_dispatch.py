@@ -439,7 +439,7 @@ class Dispatcher:
     async def _call(self, lease: Lease, batch: list[_Pending], generation: int) -> None:
         ids = [p.num_iid for p in batch]
         started = self._clock()
-        if started - lease.granted_at > self._pool.send_slack(lease) / 2:
+        if started - lease.asked_at > self._pool.send_slack(lease) / 2:
             # The event loop stalled between the grant and the send (CPU starvation, a
             # throttled container): sent now, this call would reach the upstream later than its
             # slot, closer to the next calls than the platform's one-second window allows.

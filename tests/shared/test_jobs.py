@@ -167,6 +167,30 @@ async def test_the_worker_recreates_a_lost_consumer_group(
     assert status["done"] == 40
 
 
+async def test_a_slow_chunk_stays_with_its_worker(
+    sim: Simulator, redis_server: RedisServer
+) -> None:
+    """Lookups that outlast claim_idle_s: the owner keeps the chunk, so no other replica
+    claims it and fetches its ids a second time."""
+    from taogate._gateway import Gateway
+
+    sim.set_fault("slow", 60.0, extra_latency_ms=1500)
+    s = settings(sim, redis_server.url, "j" + os.urandom(3).hex(), claim_idle_s=0.5)
+    ids = sim.catalog.ids()[7000:7080]  # two chunks
+    async with Gateway(s) as a, Gateway(s) as b:
+        assert a.jobs is not None
+        assert b.jobs is not None
+        job = await a.jobs.submit(ids)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 30
+        while (status := await b.jobs.status(job)) is not None and status.state != "done":
+            assert loop.time() < end, status
+            await asyncio.sleep(0.1)
+    assert status is not None
+    assert status.done == 80
+    assert sim.stats()["totals"]["items_requested"] == 80  # every id fetched once
+
+
 async def test_cancel_stops_the_work(sim: Simulator, redis_server: RedisServer) -> None:
     sim.set_fault("slow", 60.0, extra_latency_ms=300)
     ids = sim.catalog.ids()[:4000]

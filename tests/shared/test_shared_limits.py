@@ -49,8 +49,11 @@ async def test_grants_at_the_rate_then_waits(client: Redis) -> None:
 async def test_keys_share_one_hash_slot(client: Redis) -> None:
     shared = limits(client)
     keys = shared.keys(Credential(app_key="k1", secret="s", egress="proxy-a"))
-    assert len({k.split("}")[0] for k in keys}) == 1  # the credential's and its egress's
-    assert all(k.startswith("{") and ":e:proxy-a}" in k for k in keys)
+    state, sent, egress_state, egress_sent = keys
+    assert state.split("}")[0] == sent.split("}")[0]  # the credential's two keys: one slot
+    assert ":c:k1}" in state  # its own tag: it stays put if the key changes egress
+    assert egress_state.split("}")[0] == egress_sent.split("}")[0]
+    assert ":e:proxy-a}" in egress_state
 
 
 async def test_ban_is_seen_by_every_acquire_and_halves_once(client: Redis) -> None:
@@ -159,3 +162,37 @@ async def test_an_egress_caps_every_credential_on_it(client: Redis) -> None:
     assert held.reason == "egress"
     assert 0.9 < held.wait_s <= 1.0 + PoolPolicy().egress_window_guard_s + 1e-3  # its window
     assert (await shared.acquire(two)).granted  # without the egress cap it would have gone
+
+
+async def test_an_interactive_waiter_claims_the_egress_from_bulk_on_its_other_keys(
+    client: Redis,
+) -> None:
+    a = limits(client, safety_factor=1.0, claim_s=0.03)
+    b = SharedLimits(
+        client, prefix=a._prefix, policy=PoolPolicy(safety_factor=1.0), probe_hold_s=10
+    )
+    egress = Egress(name="nat", max_qps=1.0)
+    k1, k2, k3 = (Credential(app_key=k, secret="s", qps=10, egress="nat") for k in "xyz")
+    for cred in (k1, k2, k3):
+        await born(client, a, cred)
+    assert (await b.acquire(k1, urgent=False, egress=egress)).granted
+    waiting = await a.acquire(k2, urgent=True, egress=egress)
+    assert waiting.reason == "egress"  # the egress, not the key, holds A back: A claims it
+    bulk = await b.acquire(k3, urgent=False, egress=egress)  # another key on that egress
+    assert bulk.reason == "yield"
+    assert bulk.wait_s == pytest.approx(waiting.wait_s + 0.03, abs=0.01)
+
+
+async def test_a_rotated_secret_lets_a_quarantined_key_probe_now(client: Redis) -> None:
+    shared = limits(client, probe_after_s=30.0)
+    cred = Credential(app_key="k1", secret="s", qps=1_000_000)
+    await born(client, shared, cred)
+    lease = await shared.acquire(cred)
+    await shared.record(cred, "invalid", granted_us=lease.server_us, probe=False)
+    held = await shared.acquire(cred)
+    assert held.reason == "quarantined"
+    assert held.wait_s > 25
+    await shared.record(cred, "rotated", granted_us=0, probe=False)
+    probe = await shared.acquire(cred)  # every replica: the probe may go at once
+    assert probe.granted
+    assert probe.probe

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
 from decimal import Decimal
@@ -411,3 +412,56 @@ def test_cost_today_is_the_days_calls_at_the_price() -> None:
     (row,) = pool.snapshot()
     assert row["cost_today"] == "0.006"  # exact: Decimal, never float
     assert row["cost"] == "0.006"
+
+
+class WaitThenGrantUrgent:
+    """A shared limiter seam: a call that is not urgent must wait 5 s; an urgent one goes."""
+
+    def __init__(self) -> None:
+        self.asked: list[bool] = []
+
+    async def acquire(
+        self, credential: Credential, *, urgent: bool = True, egress: Egress | None = None
+    ) -> SharedVerdict:
+        self.asked.append(urgent)
+        if urgent:
+            return SharedVerdict(granted=True, wait_s=0.0, reason="ok", server_us=1, probe=False)
+        return SharedVerdict(granted=False, wait_s=5.0, reason="rate", server_us=1, probe=False)
+
+    async def record(self, credential: Credential, op: str, **kw: object) -> None:
+        return None
+
+
+async def test_an_urgent_caller_asks_again_instead_of_waiting_out_a_bulk_answer() -> None:
+    """Told to wait while only bulk was queued, the pool asks again (and so claims the slot
+    in Redis) as soon as interactive work arrives, instead of sleeping the wait out."""
+    clock = FakeClock()
+    pool = CredentialPool([cred("k1")], PoolPolicy(safety_factor=1.0), clock=clock)
+    shared = WaitThenGrantUrgent()
+    pool.shared = shared
+    urgency = iter([False, True])
+    lease = await asyncio.wait_for(pool.acquire(urgent=lambda: next(urgency, True)), 1.0)
+    assert shared.asked == [False, True]
+    assert lease.asked_at == clock.now
+
+
+def test_a_given_back_lease_does_not_undo_later_grants() -> None:
+    clock = FakeClock()
+    pool = CredentialPool([cred("k1", qps=10.0)], PoolPolicy(safety_factor=1.0), clock=clock)
+    first = pool.try_acquire()
+    assert first is not None
+    clock.now += 0.3
+    second = pool.try_acquire()
+    assert second is not None
+    pool.release_unused(first)  # given back after the second grant: the schedule stays
+    assert pool.try_acquire() is None  # the next slot is still 0.1 s after the second
+    clock.now += 0.11
+    assert pool.try_acquire() is not None
+
+
+def test_total_rate_counts_an_egress_cap() -> None:
+    clock = FakeClock()
+    egress = Egress(name="e", max_qps=20.0)
+    creds = [cred(f"k{i}", egress="e") for i in range(6)]  # 6 x 9 = 54/s of keys
+    pool = CredentialPool(creds, PoolPolicy(safety_factor=0.9), clock=clock, egresses=[egress])
+    assert pool.total_rate() == pytest.approx(20.0)

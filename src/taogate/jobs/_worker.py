@@ -89,9 +89,11 @@ class JobWorker:
             except Exception as exc:
                 if "NOGROUP" in str(exc):  # Redis came back empty: the group is gone with it
                     log.warning("job stream's consumer group is gone; creating it again")
-                    with contextlib.suppress(Exception):
+                    try:
                         await self.store.ensure_group()
-                    continue
+                        continue
+                    except Exception as again:  # Redis refuses it (out of memory, say): wait
+                        log.warning("job worker: cannot create the group: %s", again)
                 log.warning("job worker: %s", type(exc).__name__)
                 await asyncio.sleep(1.0)
 
@@ -136,9 +138,15 @@ class JobWorker:
             if state not in ("queued", "running"):  # cancelled, finished or expired
                 await self._settle(entry_id)
                 return
-            lookups = await self.gw.get_many(
-                ids, priority=Priority.BULK, deadline_s=self._deadline_s
-            )
+            # a chunk waits behind interactive traffic, maybe longer than claim_idle_s: keep
+            # it ours meanwhile, or another replica would claim it and fetch its ids again
+            keeper = asyncio.get_running_loop().create_task(self._keep(entry_id))
+            try:
+                lookups = await self.gw.get_many(
+                    ids, priority=Priority.BULK, deadline_s=self._deadline_s
+                )
+            finally:
+                keeper.cancel()
             late = [i for i, lk in lookups.items() if isinstance(lk.error, LookupFailed)]
             if late and await self._attempt(job, entry_id) < self._max_attempts:
                 return  # left pending: claimed again after claim_idle_s
@@ -171,6 +179,15 @@ class JobWorker:
             log.exception("job chunk failed; it stays pending for another try")
         finally:
             self._busy -= 1
+
+    async def _keep(self, entry_id: Any) -> None:
+        """Reset the chunk's idle time every third of ``claim_idle_s`` while it is worked on."""
+        while True:
+            await asyncio.sleep(self._claim_idle_ms / 3000)
+            with contextlib.suppress(Exception):  # a missed reset costs a duplicate, no more
+                await self._client.xclaim(
+                    self.store.stream, GROUP, self.consumer, 0, [entry_id], justid=True
+                )
 
     async def _settle(self, entry_id: Any) -> None:
         """Acknowledge a chunk and delete it: a stream of done chunks would only grow."""

@@ -174,6 +174,8 @@ class _State:
     #: not before this for calls that are not urgent: another replica's interactive lookups
     #: claimed the next slot (the shared limiter said ``yield``)
     yield_until: float = 0.0
+    #: whether the wait in ``hold_until`` was asked for urgently (so it is claimed in Redis)
+    hold_claimed: bool = False
     shared_reason: str = ""
 
 
@@ -186,6 +188,12 @@ class Lease:
     state: _State = field(repr=False)
     previous_tat: float = field(repr=False)
     previous_egress_tat: float = field(repr=False)
+    #: the schedules this grant left (a give-back rolls them back only if nothing came after)
+    tat_after: float = field(repr=False)
+    egress_tat_after: float = field(repr=False)
+    #: the local time the pool asked for this slot (before any round trip to Redis): how late
+    #: a call leaves is counted from here, so a stall while waiting for the answer counts too
+    asked_at: float = field(repr=False)
     #: the one call a quarantined credential is let out for; only its outcome decides
     probe: bool = False
     #: server time (µs) of the shared grant; ``None`` when the lease was granted locally
@@ -275,8 +283,10 @@ class CredentialPool:
         slack = max(0.0, self._window_limit(s) / rate - 1.0)
         e = s.egress
         limit = self._egress_limit(e)
-        recent = sum(1 for t in e.sent if t > lease.granted_at - 1.0)
-        if recent >= 0.8 * limit:  # the egress's window is nearly full: it has no slack
+        # the egress has no slack when its keys together can fill it (other replicas' calls
+        # count in its window too, so this replica's own sends cannot tell)
+        keys = sum(self._rate(o, lease.granted_at) for o in self._states if o.egress is e)
+        if keys >= 0.8 * self._egress_rate(e):
             egress_slack = max(0.0, limit / self._egress_rate(e) - 1.0)
             return min(slack + self.policy.window_guard_s, egress_slack + p.egress_window_guard_s)
         return slack + self.policy.window_guard_s
@@ -284,7 +294,15 @@ class CredentialPool:
     def total_rate(self) -> float:
         """Calls per second all usable credentials allow together now."""
         now = self._clock()
-        return sum(self._rate(s, now) for s in self._states if self._usable(s, now))
+        total = 0.0
+        for e in self._egresses.values():
+            if e.paused_until > now:
+                continue
+            keys = sum(
+                self._rate(s, now) for s in self._states if s.egress is e and self._usable(s, now)
+            )
+            total += min(keys, self._egress_rate(e))  # an egress caps its keys together
+        return total
 
     # --- readiness ---------------------------------------------------------------------
 
@@ -397,22 +415,33 @@ class CredentialPool:
             if credential is None:
                 retry = None if math.isinf(at) else max(0.0, at - now)
                 raise NoCredentialAvailable("no usable credential", retry_after=retry)
-            if at <= now:
-                s = self._state(credential)
+            s = self._state(credential)
+            # an urgent caller about to wait out what Redis said to a non-urgent ask claims
+            # the slot now, or another replica's bulk could take it when the wait ends
+            claim = (
+                is_urgent
+                and self.shared is not None
+                and at > now
+                and not s.hold_claimed
+                and (s.hold_until > now or s.egress.hold_until > now)
+            )
+            if at <= now or claim:
                 if self.shared is None:
-                    return self._grant(s, now)
+                    return self._grant(s, now, asked_at=now)
                 verdict = await self._ask_shared(s, urgent=is_urgent)
                 if verdict is None:  # Redis failed: the owner switched to local limits
                     continue
                 if verdict.granted:
-                    return self._grant(s, self._clock(), verdict)
+                    return self._grant(s, self._clock(), verdict, asked_at=now)
+                until = self._clock() + verdict.wait_s
                 if verdict.reason == "yield":
-                    s.yield_until = max(s.yield_until, self._clock() + verdict.wait_s)
+                    s.yield_until = max(s.yield_until, until)
                     continue
+                s.hold_claimed = is_urgent
                 if verdict.reason == "egress":  # every credential on it waits
-                    s.egress.hold_until = max(s.egress.hold_until, self._clock() + verdict.wait_s)
+                    s.egress.hold_until = max(s.egress.hold_until, until)
                     continue
-                s.hold_until = max(s.hold_until, self._clock() + verdict.wait_s)
+                s.hold_until = max(s.hold_until, until)
                 s.shared_reason = verdict.reason
                 continue
             if deadline is not None and at > deadline:
@@ -423,7 +452,14 @@ class CredentialPool:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout=at - now)
 
-    def _grant(self, s: _State, now: float, verdict: SharedVerdict | None = None) -> Lease:
+    def _grant(
+        self,
+        s: _State,
+        now: float,
+        verdict: SharedVerdict | None = None,
+        *,
+        asked_at: float | None = None,
+    ) -> Lease:
         gcra = Gcra(rate=self._rate(s, now), burst=self.policy.burst)
         previous = s.tat
         decision = gcra.check(s.tat, now)
@@ -446,6 +482,7 @@ class CredentialPool:
         if probe:
             s.probing = True
         s.shared_reason = ""
+        s.hold_claimed = False
         s.in_flight += 1
         s.calls += 1
         s.calls_today += 1
@@ -456,6 +493,9 @@ class CredentialPool:
             s,
             previous,
             previous_egress,
+            s.tat,
+            e.tat,
+            now if asked_at is None else asked_at,
             probe,
             None if verdict is None else verdict.server_us,
         )
@@ -540,13 +580,13 @@ class CredentialPool:
         s.cost -= s.credential.cost_per_call
         if s.sent and s.sent[-1] == lease.granted_at:
             s.sent.pop()
-        if s.tat > lease.previous_tat:
+        if s.tat == lease.tat_after:  # no grant since: its slot goes back
             s.tat = lease.previous_tat
         e = s.egress
         e.calls -= 1
         if e.sent and e.sent[-1] == lease.granted_at:
             e.sent.pop()
-        if e.tat > lease.previous_egress_tat:
+        if e.tat == lease.egress_tat_after:
             e.tat = lease.previous_egress_tat
         if lease.probe:
             s.probing = False
@@ -673,6 +713,20 @@ class CredentialPool:
         s.credential = replace(s.credential, secret=secret)
         if s.quarantined and not s.probing:
             s.probe_at = min(s.probe_at, self._clock())
+        # a quarantine held in Redis (every replica's) is lifted for its probe there too
+        s.hold_until = 0.0 if s.shared_reason == "quarantined" else s.hold_until
+        shared = self.shared
+        if shared is not None:
+
+            async def tell() -> None:
+                try:
+                    await shared.record(s.credential, "rotated", granted_us=0, probe=False)
+                except SharedUnavailable as exc:
+                    self._shared_failed(exc)
+
+            task = asyncio.get_running_loop().create_task(tell())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         self._changed.set()
 
     # --- state for tools and metrics ---------------------------------------------------

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -54,6 +55,10 @@ class SharedLimits:
         self._prefix = prefix
         self._policy = policy
         self._probe_hold_s = probe_hold_s
+        # On a Cluster one script touches one hash slot, so a key's state shares its egress's
+        # slot; elsewhere it keeps its own tag, so it stays put when the key changes egress
+        # (a credential removed from the config moves the others' turn-by-turn assignment)
+        self._cluster = isinstance(client, RedisCluster)
         #: the share of each key the replicas in shared mode may use (live / (live + departed)):
         #: replicas cut off from Redis may be deciding locally for theirs
         self.share = 1.0
@@ -61,14 +66,15 @@ class SharedLimits:
         self._outcome = client.register_script(_LUA.joinpath("outcome.lua").read_text())
 
     def keys(self, credential: Credential) -> list[str]:
-        """The credential's state and send list, then its egress's: one hash slot, the egress's
-        (a Lua script may only touch keys of one slot on a Cluster)."""
-        tag = f"{{{self._prefix}:e:{credential.egress or DEFAULT_EGRESS}}}"
+        """The credential's state and send list, then its egress's. On a Cluster all four are
+        in the egress's hash slot (a Lua script may only touch keys of one slot there)."""
+        egress = f"{{{self._prefix}:e:{credential.egress or DEFAULT_EGRESS}}}"
+        key = egress if self._cluster else f"{{{self._prefix}:c:{credential.app_key}}}"
         return [
-            f"{tag}:c:{credential.app_key}:state",
-            f"{tag}:c:{credential.app_key}:sent",
-            f"{tag}:state",
-            f"{tag}:sent",
+            f"{key}:c:{credential.app_key}:state",
+            f"{key}:c:{credential.app_key}:sent",
+            f"{egress}:state",
+            f"{egress}:sent",
         ]
 
     async def acquire(
@@ -120,7 +126,8 @@ class SharedLimits:
         probe: bool,
         retry_after: float = 0.0,
     ) -> SharedState:
-        """Record an outcome: ``ban``, ``invalid``, ``probe_ok``, ``probe_end`` or ``release``."""
+        """Record an outcome: ``ban``, ``invalid``, ``probe_ok``, ``probe_end``, ``release``, or
+        ``rotated`` (a new secret: a quarantined key may be probed now)."""
         p = self._policy
         args = [
             op,

@@ -65,11 +65,24 @@ end
 
 if factor < 1 then factor = math.min(1, factor_at + recovery * (now - decreased_at)) end
 local urgent_until = tonumber(f[12]) or 0
-if urgent == 0 and now < urgent_until then return wait(urgent_until - now, 'yield') end
--- an urgent caller that must wait claims the slot it waits for
+-- a claim on the egress (an urgent caller waiting for the egress, on any of its keys) holds
+-- every key on it
+local egress_urgent_until = 0
+if egress_qps > 0 then
+  egress_urgent_until = tonumber(redis.call('HGET', KEYS[3], 'urgent_until')) or 0
+end
+if urgent == 0 then
+  local held = math.max(urgent_until, egress_urgent_until)
+  if now < held then return wait(held - now, 'yield') end
+end
+-- an urgent caller that must wait claims the slot it waits for: the key's, or the egress's
 local function wait_claiming(seconds, reason)
-  if urgent == 1 and claim > 0 and now + seconds + claim > urgent_until then
-    redis.call('HSET', KEYS[1], 'urgent_until', string.format('%.6f', now + seconds + claim))
+  if urgent == 1 and claim > 0 then
+    local key, current = KEYS[1], urgent_until
+    if reason == 'egress' then key, current = KEYS[3], egress_urgent_until end
+    if now + seconds + claim > current then
+      redis.call('HSET', key, 'urgent_until', string.format('%.6f', now + seconds + claim))
+    end
   end
   return wait(seconds, reason)
 end

@@ -1,6 +1,6 @@
 -- Record what the upstream said about a credential's call, for every replica.
 -- KEYS[1] the credential's state hash.
--- ARGV: op ('ban' | 'invalid' | 'probe_ok' | 'probe_end' | 'release'), granted_at_us,
+-- ARGV: op ('ban' | 'invalid' | 'probe_ok' | 'probe_end' | 'release' | 'rotated'), granted_at_us,
 --       retry_after_s, aimd_decrease, aimd_min_factor, recovery_per_s, probe_after_s,
 --       max_probe_after_s, is_probe (0|1), key_ttl_s
 -- Returns {banned_until_us, quarantined, probe_at_us, factor_millionths, now_us}.
@@ -47,6 +47,12 @@ elseif op == 'probe_ok' then
   if is_probe == 1 then
     quarantined = 0
     redis.call('HSET', KEYS[1], 'quarantined', 0, 'probe_after', 0, 'probing_until', '0')
+  end
+elseif op == 'rotated' then
+  -- a new secret: a quarantined key deserves its probe now, for every replica
+  if quarantined == 1 and probe_at > now then
+    probe_at = now
+    redis.call('HSET', KEYS[1], 'probe_at', fmt(now), 'probing_until', '0')
   end
 elseif op == 'probe_end' then
   if is_probe == 1 then redis.call('HSET', KEYS[1], 'probing_until', '0') end
