@@ -26,7 +26,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from taogate._errors import ConfigurationError
 from taogate._ids import DEFAULT_ID_PATTERN, IdPolicy
@@ -537,6 +542,12 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
             raise ConfigurationError(f"{source}: not valid TOML: {exc}") from None
     try:
         return Settings(**data)
+    except SettingsError as exc:  # a TAOGATE_* value that is not what it should be (bad JSON)
+        # the message names the variable's field; the value itself may hold a secret
+        name = str(exc).split('"')[1] if str(exc).count('"') >= 2 else "a TAOGATE_* variable"
+        raise ConfigurationError(
+            f"environment: {name}: not a valid value (complex values are JSON)", field=name
+        ) from None
     except ValidationError as exc:
         first = exc.errors(include_input=False, include_url=False)[0]
         where = _format_location(tuple(first["loc"]))

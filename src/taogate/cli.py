@@ -450,7 +450,8 @@ def keys(
             str(row["invalid"]),
             str(row["cost"]),
         )
-    console.print(table)
+    wide = max(console.width, 140)  # piped, a console is 80 columns: too narrow to tell keys apart
+    console.print(table, width=wide)
     egresses = Table(title="egresses (every credential on one together)")
     for column in ("egress", "via", "keys", "rate/max qps", "calls", "unreachable", "paused s"):
         egresses.add_column(column, no_wrap=True)
@@ -464,7 +465,7 @@ def keys(
             str(row["unreachable"]),
             f"{row['paused_for_s']:g}" if row["paused_for_s"] else "",
         )
-    console.print(egresses)
+    console.print(egresses, width=wide)
 
 
 @app.command()

@@ -25,7 +25,7 @@ async def test_state_shows_keys_egresses_queue_cache_and_history(service: Servic
     assert state["replica"] == {"mode": "single", "live_replicas": None, "id": None}
     assert state["breaker"] == "closed"
     assert state["code7"] == 0
-    assert state["quota"]["rate"] == pytest.approx(2 * 1000 * 0.9)
+    assert state["quota"]["rate"] == pytest.approx(90.0)  # 2 keys x 900/s, one egress at 90
     keys = state["credentials"]
     assert [k["credential"] for k in keys] == ["500…000", "500…001"]
     assert all(k["egress"] == "default" and k["status"] == "active" for k in keys)

@@ -177,3 +177,12 @@ def test_a_wrong_secret_value_is_not_echoed(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError) as info:
         load_settings(path)
     assert SECRET not in str(info.value)
+
+
+def test_malformed_json_in_the_environment_is_one_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TAOGATE_CREDENTIALS", '[{"app_key": "1234", "secret": "' + SECRET + '"')
+    with pytest.raises(ConfigurationError, match="environment: credentials: not a valid") as info:
+        load_settings(None)
+    assert SECRET not in str(info.value)
