@@ -23,8 +23,17 @@ from taogate.testing._redis import RedisServer, free_port, redis_ping
 __all__ = ["RedisCluster", "RedisSentinel", "RedisServer", "free_port", "start_serve"]
 
 
-async def start_serve(config: Path, port: int) -> asyncio.subprocess.Process:
-    """``taogate serve --config config`` in a child process, once /readyz answers 200."""
+async def start_serve(
+    config: Path,
+    port: int,
+    *,
+    output: int = asyncio.subprocess.DEVNULL,
+    env: dict[str, str] | None = None,
+) -> asyncio.subprocess.Process:
+    """``taogate serve --config config`` in a child process, once /readyz answers 200.
+
+    ``output`` is where its stdout and stderr go (``asyncio.subprocess.PIPE`` to read them).
+    """
     import httpx
 
     proc = await asyncio.create_subprocess_exec(
@@ -34,8 +43,9 @@ async def start_serve(config: Path, port: int) -> asyncio.subprocess.Process:
         "serve",
         "--config",
         str(config),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
+        stdout=output,
+        stderr=output,
+        env=env,
     )
     async with httpx.AsyncClient() as client:
         for _ in range(100):

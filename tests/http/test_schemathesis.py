@@ -12,7 +12,8 @@ import pytest
 
 from taogate._settings import SimSettings
 from taogate.testing import SimKey, Simulator
-from tests.http.test_serve import SECRETS, free_port, start_service
+from tests.conftest import free_port
+from tests.http.test_serve import SECRETS, start_service
 
 pytestmark = pytest.mark.integration
 

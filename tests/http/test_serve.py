@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,17 +15,12 @@ import pytest
 
 from taogate._settings import SimSettings
 from taogate.testing import SimKey, Simulator
+from tests.conftest import free_port, start_serve
 
 pytestmark = pytest.mark.integration
 
 SECRETS = {"cred": "serve-test-credential-secret", "token": "serve-test-admin-token-xyz"}
 KEY = SimKey(app_key="60000001", secret=SECRETS["cred"], qps=100.0)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -61,28 +55,8 @@ admin = true
 """,
         encoding="utf-8",
     )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "taogate.cli",
-        "serve",
-        "--config",
-        str(config),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-    async with aiohttp.ClientSession() as session:
-        for _ in range(100):
-            try:
-                async with session.get(f"http://127.0.0.1:{port}/readyz") as resp:
-                    if resp.status == 200:
-                        return proc
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    proc.kill()
-    raise AssertionError("the service did not become ready")
+    env = {**os.environ, "COLUMNS": "200"}
+    return await start_serve(config, port, output=asyncio.subprocess.PIPE, env=env)
 
 
 async def test_serve_answers_shuts_down_gracefully_and_logs_no_secret(

@@ -16,7 +16,7 @@ import pytest
 
 from taogate._settings import SimSettings
 from taogate.testing import SimKey, Simulator
-from tests.http.test_serve import free_port
+from tests.conftest import free_port
 from tests.unit.test_secret_files import write_atomically
 
 pytestmark = pytest.mark.integration
