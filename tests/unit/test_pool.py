@@ -264,10 +264,12 @@ def test_a_replica_deciding_alone_spends_its_share_of_the_budget() -> None:
     assert len(drain(pool, clock, 5.0)) == 2  # floor of 10 x 1/4 = 2.5
 
 
-class YieldingShared:
-    """A shared limiter seam: calls that are not urgent must yield; urgent ones are granted."""
+class UrgentFirstShared:
+    """A shared limiter seam: urgent calls are granted; the others are told to wait 5 s,
+    for ``reason`` (``yield``: another replica claimed the slot; ``rate``: the schedule)."""
 
-    def __init__(self) -> None:
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
         self.asked: list[bool] = []
 
     async def acquire(
@@ -276,7 +278,9 @@ class YieldingShared:
         self.asked.append(urgent)
         if urgent:
             return SharedVerdict(granted=True, wait_s=0.0, reason="ok", server_us=1, probe=False)
-        return SharedVerdict(granted=False, wait_s=5.0, reason="yield", server_us=1, probe=False)
+        return SharedVerdict(
+            granted=False, wait_s=5.0, reason=self.reason, server_us=1, probe=False
+        )
 
     async def record(self, credential: Credential, op: str, **kw: object) -> None:
         return None
@@ -285,7 +289,7 @@ class YieldingShared:
 async def test_a_yield_holds_back_only_calls_that_are_not_urgent() -> None:
     clock = FakeClock()
     pool = CredentialPool([cred("k1")], PoolPolicy(safety_factor=1.0), clock=clock)
-    shared = YieldingShared()
+    shared = UrgentFirstShared("yield")
     pool.shared = shared
     urgency = iter([False, True])  # bulk only at first; then an interactive lookup arrives
     lease = await pool.acquire(urgent=lambda: next(urgency))
@@ -414,30 +418,12 @@ def test_cost_today_is_the_days_calls_at_the_price() -> None:
     assert row["cost"] == "0.006"
 
 
-class WaitThenGrantUrgent:
-    """A shared limiter seam: a call that is not urgent must wait 5 s; an urgent one goes."""
-
-    def __init__(self) -> None:
-        self.asked: list[bool] = []
-
-    async def acquire(
-        self, credential: Credential, *, urgent: bool = True, egress: Egress | None = None
-    ) -> SharedVerdict:
-        self.asked.append(urgent)
-        if urgent:
-            return SharedVerdict(granted=True, wait_s=0.0, reason="ok", server_us=1, probe=False)
-        return SharedVerdict(granted=False, wait_s=5.0, reason="rate", server_us=1, probe=False)
-
-    async def record(self, credential: Credential, op: str, **kw: object) -> None:
-        return None
-
-
 async def test_an_urgent_caller_asks_again_instead_of_waiting_out_a_bulk_answer() -> None:
     """Told to wait while only bulk was queued, the pool asks again (and so claims the slot
     in Redis) as soon as interactive work arrives, instead of sleeping the wait out."""
     clock = FakeClock()
     pool = CredentialPool([cred("k1")], PoolPolicy(safety_factor=1.0), clock=clock)
-    shared = WaitThenGrantUrgent()
+    shared = UrgentFirstShared("rate")
     pool.shared = shared
     urgency = iter([False, True])
     lease = await asyncio.wait_for(pool.acquire(urgent=lambda: next(urgency, True)), 1.0)
