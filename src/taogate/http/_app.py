@@ -202,14 +202,17 @@ class _Api:
         unknown = set(doc) - extra - {"ids"}
         if unknown:
             raise Problem("bad-request", f"unknown field(s): {', '.join(sorted(unknown))}")
-        ids = doc.get("ids")
+        limit = self.settings.server.max_batch_ids
+        self.checked_ids(doc.get("ids"), limit, f"at most {limit} per request")
+        return doc
+
+    def checked_ids(self, ids: object, limit: int, too_many: str) -> list[str]:
+        """``ids`` if it is a non-empty list of at most ``limit`` ids within the id policy;
+        else the 400 problem that says what is wrong (``too_many`` ends that message)."""
         if not isinstance(ids, list) or not ids:
             raise Problem("bad-request", '"ids" must be a non-empty array of strings')
-        if len(ids) > self.settings.server.max_batch_ids:
-            raise Problem(
-                "batch-too-large",
-                f"{len(ids)} ids; at most {self.settings.server.max_batch_ids} per request",
-            )
+        if len(ids) > limit:
+            raise Problem("batch-too-large", f"{len(ids)} ids; {too_many}")
         policy = self.settings.upstream.id_policy
         for num_iid in ids:
             if not isinstance(num_iid, str):
@@ -218,7 +221,7 @@ class _Api:
                 policy.check(num_iid)
             except InvalidRequest as exc:
                 raise problem_for_error(exc, num_iid) from None
-        return doc
+        return ids
 
     async def batch(self, request: Request) -> Response:
         self._client(request)

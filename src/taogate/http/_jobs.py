@@ -65,22 +65,11 @@ class JobRoutes:
                 doc = orjson.loads(body)
             except orjson.JSONDecodeError:
                 raise Problem("bad-request", "the body is not valid JSON") from None
-            ids = doc.get("ids") if isinstance(doc, dict) else None
-            if not isinstance(ids, list) or not ids:
-                raise Problem("bad-request", '"ids" must be a non-empty array of strings')
-            if len(ids) > jobs.max_json_ids:
-                raise Problem(
-                    "batch-too-large",
-                    f"{len(ids)} ids; a JSON body takes at most "
-                    f"{jobs.max_json_ids} (send a text body for more)",
-                )
-            for num_iid in ids:
-                if not isinstance(num_iid, str):
-                    raise Problem("invalid-item-id", "every id must be a string")
-                try:
-                    policy.check(num_iid)
-                except InvalidRequest as exc:
-                    raise Problem("invalid-item-id", str(exc), num_iid=num_iid) from None
+            ids = self.api.checked_ids(
+                doc.get("ids") if isinstance(doc, dict) else None,
+                jobs.max_json_ids,
+                f"a JSON body takes at most {jobs.max_json_ids} (send a text body for more)",
+            )
             return list(dict.fromkeys(ids))
         try:
             text = body.decode("utf-8")
