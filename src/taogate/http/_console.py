@@ -91,11 +91,17 @@ class Sampler:
             self.sample()
             await asyncio.sleep(self._period)
 
-    def sample(self, snap: dict[str, Any] | None = None) -> _Sample:
-        """Take one sample now (the loop does this every period; tests may call it)."""
-        snap = self._gw.snapshot() if snap is None else snap
+    def sample(self) -> _Sample:
+        """Take and keep one sample now (the loop does this every period; tests may too)."""
+        sample = self.read(self._gw.snapshot())
+        self._samples.append(sample)
+        return sample
+
+    def read(self, snap: dict[str, Any]) -> _Sample:
+        """The counters of ``snap`` as a sample, not kept: a reader (a console's poll) does
+        not add to the history, however many read it."""
         d = snap["dispatcher"]
-        sample = _Sample(
+        return _Sample(
             at=time.monotonic(),
             calls_ok=d["calls_ok"],
             lookups=snap["lookups"],
@@ -108,18 +114,14 @@ class Sampler:
             by_credential={str(r["credential"]): int(r["calls"]) for r in snap["credentials"]},
             by_egress={str(r["egress"]): int(r["calls"]) for r in snap["egresses"]},
         )
-        self._samples.append(sample)
-        return sample
 
-    def window(self, seconds: float) -> tuple[_Sample, _Sample] | None:
-        """The newest sample and the one about ``seconds`` before it."""
-        if len(self._samples) < 2:
-            return None
-        last = self._samples[-1]
-        first = next(
-            (s for s in reversed(self._samples) if last.at - s.at >= seconds), self._samples[0]
+    def before(self, current: _Sample, seconds: float) -> _Sample:
+        """The newest kept sample at least ``seconds`` before ``current`` (else the oldest;
+        ``current`` itself when none is kept yet): where rates over the last seconds start."""
+        return next(
+            (s for s in reversed(self._samples) if current.at - s.at >= seconds),
+            self._samples[0] if self._samples else current,
         )
-        return (first, last) if first is not last else None
 
     def history(self) -> dict[str, list[float | None]]:
         """Calls/s, the quota and the hit ratio over the last minutes, in steps."""
@@ -184,9 +186,8 @@ class ConsoleRoutes:
     def build_state(self) -> dict[str, Any]:
         gw = self.api.gw
         snap = gw.snapshot()
-        current = self.sampler.sample(snap)
-        window = self.sampler.window(RATE_WINDOW_S) or (current, current)
-        first, last = window
+        last = self.sampler.read(snap)
+        first = self.sampler.before(last, RATE_WINDOW_S)
         d = snap["dispatcher"]
         credentials = []
         for row in snap["credentials"]:
