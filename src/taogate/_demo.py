@@ -378,8 +378,9 @@ def _summary(
         f"The quota was {quota:g} calls/s either way. taogate answered "
         f"{t['answered_per_s'] / max(n['answered_per_s'], 1e-9):.0f}× more lookups per second: "
         "hot ids from memory, identical lookups sharing one call, and misses packed into shared "
-        f"calls (up to 40 ids; {t['items_per_call']:.1f} on average here, since the quota was "
-        "not the limit and spare calls refreshed hot items) — "
+        f"calls (up to 40 ids; {t['items_per_call']:.1f} on average here: a call leaves as "
+        "soon as a slot is free, so calls fill up only when misses outrun the quota, and spare "
+        "slots refresh hot items) — "
         + ("without a single code 7." if t["code7"] == 0 else f"with {t['code7']} code 7.")
         + f"\nWhile it ran, the gateway's Prometheus metrics were at {url}/metrics.",
         highlight=False,
