@@ -52,12 +52,12 @@ def lru(trace: list[int], capacity: int) -> tuple[float, float]:
 def tinylfu(trace: list[int], capacity: int) -> tuple[float, float]:
     from theine import Cache
 
-    cache: Cache[int, int] = Cache(capacity)
+    cache = Cache("tlfu", capacity)
+    missing = object()
     hits = 0
     start = time.perf_counter()
     for key in trace:
-        _, found = cache.get(key)
-        if found:
+        if cache.get(key, missing) is not missing:
             hits += 1
         else:
             cache.set(key, key)

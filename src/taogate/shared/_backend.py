@@ -16,7 +16,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
@@ -305,7 +305,9 @@ class SharedBackend:
                 self.lost(exc)
             finally:
                 with contextlib.suppress(*_FAILURES):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    # typed through a Callable: untyped in older redis-py stubs, typed in newer
+                    close_pubsub: Callable[[], Awaitable[None]] = pubsub.aclose
+                    await close_pubsub()
 
     # --- L2 ------------------------------------------------------------------------------
 

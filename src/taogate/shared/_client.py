@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -43,7 +44,9 @@ def connect(settings: RedisSettings) -> RedisClient:
             host, _, port = hostport.partition(":")
             hosts.append((host, int(port or 26379)))
         service = parts.path.strip("/") or "mymaster"
-        sentinel = Sentinel(hosts, sentinel_kwargs=options, **options)  # type: ignore[no-untyped-call]
+        # typed through a Callable so it checks with and without typed redis-py stubs
+        make_sentinel: Callable[..., Sentinel] = Sentinel
+        sentinel = make_sentinel(hosts, sentinel_kwargs=options, **options)
         master: Redis = sentinel.master_for(service, **options)
         _SENTINELS[id(master)] = sentinel  # its connections to the sentinels close with it
         return master
