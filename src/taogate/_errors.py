@@ -9,6 +9,7 @@ The tree::
     │   └── BatchTooLarge           more ids than the provider takes in one call
     ├── ItemNotFound                the upstream answered and the item is not there
     ├── DegradeNotShared            a degrade switch could not reach Redis; nothing changed
+    ├── JobLimitReached             a client has as many jobs or ids as it may (carries retry_after)
     ├── LookupFailed                no answer could be had in time (each carries retry_after)
     │   ├── Overloaded              the queue ahead cannot be served before the deadline
     │   ├── DeadlineExceeded        the deadline passed before the answer came
@@ -38,6 +39,7 @@ __all__ = [
     "InvalidItemId",
     "InvalidRequest",
     "ItemNotFound",
+    "JobLimitReached",
     "LookupFailed",
     "NoCredentialAvailable",
     "Overloaded",
@@ -97,6 +99,16 @@ class ItemNotFound(TaogateError):
 class DegradeNotShared(TaogateError):
     """A degraded-mode switch could not be written to Redis, so no replica changed (not even
     this one: the replicas must not disagree about it)."""
+
+
+class JobLimitReached(TaogateError):
+    """A client's job submission is over one of its caps: ``limit`` is ``"active"`` (jobs in
+    progress) or ``"ids_per_day"``; ``retry_after`` is when a retry may pass, in seconds."""
+
+    def __init__(self, message: str, *, limit: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.retry_after = retry_after
 
 
 class LookupFailed(TaogateError):

@@ -345,6 +345,12 @@ class JobsSettings(_Section):
     max_ids: int = Field(default=1_000_000, ge=1)
     #: Most ids in a JSON body ``{"ids": [...]}``.
     max_json_ids: int = Field(default=100_000, ge=1)
+    #: Jobs of one client queued or running at once (every replica together); one more is
+    #: refused with 429.
+    max_active_per_client: int = Field(default=10, ge=1)
+    #: Ids one client may submit per Beijing day (every replica together); past it, 429 until
+    #: midnight Beijing time.
+    max_ids_per_client_per_day: int = Field(default=10_000_000, ge=1)
     #: Chunks of 40 ids a replica works on at once. Enough that bulk ids always wait in the
     #: dispatcher when a call is spare (calls/s × (RTT + Redis writes) chunks per replica), few
     #: enough that a cancel stops the work soon.

@@ -536,6 +536,7 @@ def create_app(
         Route("/console/{name}", console.asset, methods=["GET"]),
         Route("/v1/admin/degrade", degrade.route, methods=["GET", "PUT"]),
         Route("/v1/jobs", jobs.submit, methods=["POST"]),
+        Route("/v1/jobs", jobs.recent, methods=["GET"]),
         Route("/v1/jobs/{job}", jobs.status, methods=["GET"]),
         Route("/v1/jobs/{job}", jobs.cancel, methods=["DELETE"]),
         Route("/v1/jobs/{job}/results", jobs.results, methods=["GET"]),

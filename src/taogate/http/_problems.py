@@ -45,6 +45,7 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "payload-too-large": (413, "Request body too large"),
     "upstream-rejected-id": (422, "The upstream refuses this item id"),
     "client-rate-limited": (429, "Client over its rate limit"),
+    "job-limit-reached": (429, "Client at its limit of jobs in progress or ids a day"),
     "internal-error": (500, "Internal error"),
     "jobs-disabled": (501, "Bulk jobs are not enabled here"),
     "upstream-protocol": (502, "The upstream refused the gateway's requests"),
