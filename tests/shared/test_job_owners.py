@@ -193,7 +193,7 @@ async def test_ids_over_the_daily_cap_are_429_until_beijing_midnight(
     assert "at most 100 a day" in never.json()["detail"]
     async with Redis.from_url(redis_server.url) as r:
         keys = [k.decode() async for k in r.scan_iter(f"{{{s.redis.prefix}:jc:*}}:ids:*")]
-        counts = sorted([int(await r.get(k)) for k in keys])
+        counts = sorted([int(await r.get(k) or 0) for k in keys])
         ttls = [await r.ttl(k) for k in keys]
     assert all(k.endswith(f":ids:{beijing_day(time.time())}") for k in keys)
     assert counts == [60, 100]  # bob's, alice's: refused submissions counted nothing
