@@ -336,6 +336,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     },
                 },
             },
+            **_job_paths(settings, secured, common),
             "/healthz": {
                 "get": {
                     "operationId": "healthz",
@@ -379,6 +380,169 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
     return doc
 
 
+def _job_paths(
+    settings: Settings, secured: list[dict[str, list[str]]], common: dict[str, Any]
+) -> dict[str, Any]:
+    """``/v1/jobs``: a job is its owner's (another client gets 404), admins see every job."""
+    jobs = settings.jobs
+    policy = settings.upstream.id_pattern
+    job_param = {
+        "name": "job",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1},
+    }
+    unavailable = {
+        "429": common["429"],
+        "501": _problem_response("Bulk jobs are not enabled here (they need [redis])"),
+        "503": _problem_response("Redis is out of reach", retry_after=True),
+    }
+    not_found = _problem_response("No such job, or it is another client's (the same answer)")
+    status_ok = {
+        "description": "The job's progress",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}},
+    }
+    return {
+        "/v1/jobs": {
+            "post": {
+                "operationId": "submitJob",
+                "summary": "Submit a bulk job of ids (owned by the submitting client)",
+                "security": secured,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["ids"],
+                                "properties": {
+                                    "ids": {
+                                        "type": "array",
+                                        "minItems": 1,
+                                        "maxItems": jobs.max_json_ids,
+                                        "items": {"type": "string", "pattern": f"^{policy}$"},
+                                    }
+                                },
+                            }
+                        },
+                        "text/plain": {
+                            "schema": {"type": "string", "description": "one id a line"}
+                        },
+                    },
+                },
+                "responses": {
+                    "202": {
+                        "description": "Queued: the job's status and its estimate",
+                        "headers": {"Location": {"schema": {"type": "string"}}},
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    "400": common["400"],
+                    "401": common["401"],
+                    "413": _problem_response(
+                        "The body is larger than the id limits need (max_bytes says how large)"
+                    ),
+                    "429": _problem_response(
+                        "The client is over its rate limit, or its jobs in progress or ids a "
+                        "day (job-limit-reached)",
+                        retry_after=True,
+                    ),
+                    "501": unavailable["501"],
+                    "503": unavailable["503"],
+                },
+            },
+            "get": {
+                "operationId": "listJobs",
+                "summary": "The client's jobs (an admin's: every job), newest first",
+                "security": secured,
+                "parameters": [
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "Jobs",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["jobs"],
+                                    "properties": {
+                                        "jobs": {
+                                            "type": "array",
+                                            "items": {"$ref": "#/components/schemas/Job"},
+                                        }
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "400": common["400"],
+                    "401": common["401"],
+                    **unavailable,
+                },
+            },
+        },
+        "/v1/jobs/{job}": {
+            "get": {
+                "operationId": "getJob",
+                "summary": "A job's progress",
+                "security": secured,
+                "parameters": [job_param],
+                "responses": {
+                    "200": status_ok,
+                    "401": common["401"],
+                    "404": not_found,
+                    **unavailable,
+                },
+            },
+            "delete": {
+                "operationId": "cancelJob",
+                "summary": "Cancel a job (rows so far stay readable)",
+                "security": secured,
+                "parameters": [job_param],
+                "responses": {
+                    "200": status_ok,
+                    "401": common["401"],
+                    "404": not_found,
+                    **unavailable,
+                },
+            },
+        },
+        "/v1/jobs/{job}/results": {
+            "get": {
+                "operationId": "getJobResults",
+                "summary": "One row per id: NDJSON, or CSV (formula cells escaped with ')",
+                "security": secured,
+                "parameters": [
+                    job_param,
+                    {
+                        "name": "format",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "enum": ["ndjson", "csv"]},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The rows, streamed",
+                        "content": {
+                            "application/x-ndjson": {"schema": {"type": "string"}},
+                            "text/csv": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "401": common["401"],
+                    "404": not_found,
+                    **unavailable,
+                },
+            }
+        },
+    }
+
+
 def _json_ok(description: str) -> dict[str, Any]:
     return {
         "description": description,
@@ -403,6 +567,26 @@ def _schemas() -> dict[str, Any]:
                 "request_id": {"type": "string"},
                 "num_iid": {"type": "string"},
                 "retry_after": {"type": "integer"},
+            },
+        },
+        "Job": {
+            "type": "object",
+            "required": ["job", "state", "total", "done"],
+            "properties": {
+                "job": {"type": "string"},
+                "owner": {"type": ["string", "null"]},
+                "state": {
+                    "type": "string",
+                    "enum": ["queued", "running", "done", "cancelled", "failed"],
+                },
+                "total": {"type": "integer"},
+                "done": {"type": "integer"},
+                "found": {"type": "integer"},
+                "not_found": {"type": "integer"},
+                "failed": {"type": "integer"},
+                "progress": {"type": "number"},
+                "created": {"type": "number"},
+                "finished": {"type": ["number", "null"]},
             },
         },
         "Item": {
