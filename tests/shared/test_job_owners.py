@@ -132,6 +132,15 @@ async def test_anonymous_mode_keeps_working(redis_server: RedisServer) -> None:
         assert (await wait_done(client, job, None))["done"] == 2
         assert listed(await client.get("/v1/jobs")) == {job}
         assert (await client.get(f"/v1/jobs/{job}/results")).status_code == 200
+        put = await client.put("/v1/jobs")
+        paths = (await client.get("/openapi.json")).json()["paths"]
+    assert put.status_code == 405
+    assert set(put.headers["allow"].replace(" ", "").split(",")) >= {"GET", "POST"}
+    # with Redis the job routes are documented, with their new answers
+    submit = paths["/v1/jobs"]["post"]["responses"]
+    assert {"202", "413", "429"} <= set(submit)
+    assert "404" in paths["/v1/jobs/{job}"]["delete"]["responses"]
+    assert "get" in paths["/v1/jobs"]
 
 
 async def test_jobs_in_progress_over_the_cap_are_429(redis_server: RedisServer) -> None:

@@ -292,6 +292,14 @@ class JobRoutes:
             headers={"Location": f"/v1/jobs/{job}"},
         )
 
+    async def collection(self, request: Request) -> Response:
+        """``/v1/jobs``: one route for both methods, so that a 405 names both in ``Allow``."""
+        return await (self.submit(request) if request.method == "POST" else self.recent(request))
+
+    async def one(self, request: Request) -> Response:
+        """``/v1/jobs/{job}``: a job's status, or its cancellation."""
+        return await (self.cancel(request) if request.method == "DELETE" else self.status(request))
+
     async def recent(self, request: Request) -> Response:
         """``GET /v1/jobs``: the client's jobs (an admin's: every job), newest first."""
         client = self.api._client(request)

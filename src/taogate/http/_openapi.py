@@ -336,7 +336,11 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     },
                 },
             },
-            **_job_paths(settings, secured, common),
+            **(
+                _job_paths(settings, secured, common)
+                if settings.redis.url and settings.jobs.enabled
+                else {}  # without Redis every job route answers 501
+            ),
             "/healthz": {
                 "get": {
                     "operationId": "healthz",
