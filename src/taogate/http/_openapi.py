@@ -430,7 +430,11 @@ def _job_paths(
                             }
                         },
                         "text/plain": {
-                            "schema": {"type": "string", "description": "one id a line"}
+                            "schema": {
+                                "type": "string",
+                                "description": "one id a line (LF or CRLF; blank lines allowed)",
+                                "pattern": rf"^\s*(?:(?:{policy})[ \t\r]*\n\s*)*(?:{policy})\s*$",
+                            }
                         },
                     },
                 },
@@ -527,7 +531,8 @@ def _job_paths(
                         "name": "format",
                         "in": "query",
                         "required": False,
-                        "schema": {"type": "string", "enum": ["ndjson", "csv"]},
+                        "description": "csv: CSV rows; anything else: NDJSON",
+                        "schema": {"type": "string"},
                     },
                 ],
                 "responses": {
