@@ -45,9 +45,7 @@ def test_hadolint_rejects_a_bad_dockerfile(tmp_path: Path) -> None:
 def _bases(steps: list[tuple[str, str]]) -> list[str]:
     """Each stage's FROM, with ``${ARG}`` replaced by the ARG's default."""
     args = dict(a.split("=", 1) for word, a in steps if word == "ARG" and "=" in a)
-    return [
-        re.sub(r"\$\{(\w+)\}", lambda m: args[m[1]], a) for word, a in steps if word == "FROM"
-    ]
+    return [re.sub(r"\$\{(\w+)\}", lambda m: args[m[1]], a) for word, a in steps if word == "FROM"]
 
 
 def test_multi_stage_slim_non_root_with_healthcheck() -> None:
