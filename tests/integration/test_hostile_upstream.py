@@ -8,6 +8,7 @@ driven through httpx. No answer may be a 500, and in a batch the other ids are s
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,9 +19,11 @@ import orjson
 import pytest
 from aiohttp import web
 
-from taogate import Credential, Settings, UpstreamTransient
+from taogate import Credential, Settings, UpstreamBadRequest, UpstreamTransient
+from taogate._settings import LimitsSettings, RedisSettings
 from taogate.http import create_app
 from taogate.providers import ResellerProvider, TopProvider
+from tests.conftest import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +70,8 @@ async def upstream() -> AsyncIterator[Upstream]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     server = site._server
-    assert server is not None and server.sockets
+    assert server is not None
+    assert server.sockets
     port = server.sockets[0].getsockname()[1]
     state.url = f"http://127.0.0.1:{port}"
     try:
@@ -183,13 +187,22 @@ async def test_an_oversize_answer_is_a_503_over_http(
     upstream: Upstream, service: httpx.AsyncClient, chunked: bool
 ) -> None:
     async def big(request: web.Request) -> web.StreamResponse:
+        # a well-formed answer, only too large: read whole, it would be served
+        (num_iid,) = await asked_ids(request)
+        title = "t" * (CAP * 2)
+        if request.path == "/item_get":
+            doc: dict[str, Any] = {"item": {"num_iid": num_iid, "title": title, "price": "1"}}
+        else:
+            inner = {"results": {"n_tbk_item": [top_item(num_iid, title=title)]}}
+            doc = {"tbk_item_info_get_response": inner | {"request_id": "r"}}
+        body = orjson.dumps(doc)
         if not chunked:
-            return web.Response(body=b" " * (CAP * 2), content_type="application/json")
-        resp = web.StreamResponse()
+            return web.Response(body=body, content_type="application/json")
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
         resp.enable_chunked_encoding()
         await resp.prepare(request)
-        for _ in range(4):
-            await resp.write(b" " * CAP)
+        for start in range(0, len(body), CAP // 2):
+            await resp.write(body[start : start + CAP // 2])
         return resp
 
     upstream.handler = big
@@ -402,3 +415,76 @@ async def test_top_error_text_never_shows_a_configured_secret(
     assert SECRET not in resp.text
     assert TOKEN not in resp.text
     assert len(body["detail"]) <= 260
+
+
+@pytest.mark.parametrize("make", [TopProvider, ResellerProvider])
+async def test_a_provider_keeps_its_secret_out_of_an_echoing_error(
+    upstream: Upstream, make: Callable[..., Any]
+) -> None:
+    async def echo(request: web.Request) -> web.StreamResponse:
+        text = f"you sent {request.query_string} {await request.text()} secret={SECRET}"
+        if request.path == "/item_get":
+            return web.json_response({"error_code": "4000", "reason": text + "x" * 3000})
+        error = {"code": 41, "sub_code": "isv.invalid-parameter", "msg": text + "x" * 3000}
+        return web.json_response({"error_response": error})
+
+    upstream.handler = echo
+    url = upstream.top_url if make is TopProvider else upstream.reseller_url
+    async with make(url=url) as provider:
+        with pytest.raises(UpstreamBadRequest) as info:
+            await provider.fetch(["520000000001"], CRED)
+    assert SECRET not in str(info.value)
+    assert len(info.value.message) <= 200
+
+
+async def test_job_rows_never_hold_a_secret_and_other_ids_are_served(
+    upstream: Upstream, redis_server: RedisServer
+) -> None:
+    ids = [f"5200000000{i:02d}" for i in range(6)]
+    echoing, unreadable = ids[1], ids[4]
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        asked = await asked_ids(request)
+        if echoing in asked:
+            error = {
+                "code": 41,
+                "sub_code": "isv.invalid-parameter",
+                "msg": f"bad id; secret={SECRET} token={TOKEN} " + "z" * 3000,
+            }
+            return web.json_response({"error_response": error})
+        bad = {"zk_final_price": "1e999999999", "coupon_amount": "1"}
+        return top_answer([top_item(i, **(bad if i == unreadable else {})) for i in asked])
+
+    upstream.handler = answer
+    s = settings(upstream, "top").model_copy(
+        update={
+            "redis": RedisSettings(url=redis_server.url, prefix="h" + os.urandom(3).hex()),
+            "limits": LimitsSettings(safety_factor=1.0, deadline_s=5.0, batch_window_ms=20.0),
+        }
+    )
+    app = create_app(s)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://taogate") as client:
+            resp = await client.post("/v1/jobs", json={"ids": ids}, headers=AUTH)
+            assert resp.status_code == 202, resp.text
+            job = resp.json()["job"]
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 30
+            while loop.time() < end:
+                state = (await client.get(f"/v1/jobs/{job}", headers=AUTH)).json()["state"]
+                if state in ("done", "failed", "cancelled"):
+                    break
+                await asyncio.sleep(0.05)
+            assert state == "done"
+            raw = (await client.get(f"/v1/jobs/{job}/results", headers=AUTH)).content
+    assert SECRET.encode() not in raw
+    assert TOKEN.encode() not in raw
+    rows = {r["num_iid"]: r for r in map(orjson.loads, raw.splitlines())}
+    assert set(rows) == set(ids)
+    assert rows[echoing]["status"] == "failed"
+    assert len(rows[echoing]["error"]) <= 200
+    assert rows[unreadable]["status"] == "failed"
+    assert "ItemUnreadable" in rows[unreadable]["error"]
+    for num_iid in set(ids) - {echoing, unreadable}:
+        assert rows[num_iid]["status"] == "found"
