@@ -69,10 +69,7 @@ async def upstream() -> AsyncIterator[Upstream]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    server = site._server
-    assert server is not None
-    assert server.sockets
-    port = server.sockets[0].getsockname()[1]
+    port = runner.addresses[0][1]
     state.url = f"http://127.0.0.1:{port}"
     try:
         yield state
