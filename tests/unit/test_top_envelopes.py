@@ -299,3 +299,11 @@ def test_upstream_error_text_is_redacted_and_cut_short() -> None:
     assert len(info.value.message) <= 200
     assert info.value.request_id is not None
     assert len(info.value.request_id) <= 200
+
+
+@pytest.mark.parametrize("code", [1e308, "7" * 5000, {"a": 1}, [7], True, None])
+def test_a_hostile_error_code_is_classified_without_crashing(code: object) -> None:
+    body = orjson.dumps({"error_response": {"code": code, "msg": "m", "sub_code": "s" * 5000}})
+    with pytest.raises(UpstreamTransient) as info:
+        parse_items(body, INFO_GET, ["1"])
+    assert len(str(info.value)) < 700  # message, code and sub-code cut to 200 each

@@ -112,10 +112,12 @@ DEFAULT_BAN_S: Final = 1.0
 
 
 def _as_code(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int | str):
+    if isinstance(value, float) and value.is_integer():  # int(inf) would raise OverflowError
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int | str) or len(str(value)) > 12:
         return None
     try:
-        return int(value) if len(str(value)) <= 12 else None
+        return int(value)
     except ValueError:
         return None
 
