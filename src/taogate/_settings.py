@@ -35,7 +35,7 @@ from pydantic_settings import (
 
 from taogate._errors import ConfigurationError
 from taogate._ids import DEFAULT_ID_PATTERN, IdPolicy
-from taogate._masking import mask_id, mask_secret, mask_url
+from taogate._masking import Redactor, mask_id, mask_secret, mask_url, url_password
 from taogate._secrets import read_secret_file
 from taogate.providers.base import DEFAULT_EGRESS, IP_QPS, Credential, Egress
 
@@ -94,6 +94,8 @@ class UpstreamSettings(_Section):
     timeout_s: float = Field(default=5.0, gt=0)
     connect_timeout_s: float = Field(default=2.0, gt=0)
     max_connections: int = Field(default=64, ge=1)
+    #: The largest upstream answer read, in bytes; a larger one is a transient failure.
+    max_response_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     id_pattern: str = DEFAULT_ID_PATTERN
     #: Extra business parameters sent with every call (``platform``, ``biz_scene_id``, ...).
     params: dict[str, str] = Field(default_factory=dict)
@@ -465,10 +467,16 @@ class Settings(BaseSettings):
         return self.cache.max_age_s + self.cache.max_stale_s
 
     def secret_values(self) -> list[str]:
-        """Every secret and token configured, for log redaction (never for display)."""
+        """Every secret, token and password configured, for redaction (never for display)."""
         values = [c.secret.get_secret_value() for c in self.credentials if c.secret is not None]
         values += [c.token.get_secret_value() for c in self.server.clients if c.token is not None]
+        values += [url_password(self.redis.url) or ""]
+        values += [url_password(e.proxy) or "" for e in self.egress]
         return [v for v in values if v]
+
+    def redactor(self) -> Redactor:
+        """What makes upstream text safe to show: every secret above out, cut short."""
+        return Redactor(self.secret_values())
 
     def build_egresses(self) -> list[Egress]:
         """The egresses as the library takes them; one implicit egress when none is set."""

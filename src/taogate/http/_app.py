@@ -143,7 +143,7 @@ class _Api:
             except InvalidRequest as exc:
                 raise problem_for_error(exc, num_iid) from None
             if lookup.error is not None:
-                raise problem_for_error(lookup.error, num_iid)
+                raise problem_for_error(lookup.error, num_iid, redact=self.gw.redact)
             if lookup.item is None:
                 raise Problem(
                     "item-not-found",
@@ -245,7 +245,7 @@ class _Api:
         out: dict[str, Any] = {}
         for num_iid, lookup in results.items():
             if lookup.error is not None:
-                problem = problem_for_error(lookup.error, num_iid)
+                problem = problem_for_error(lookup.error, num_iid, redact=self.gw.redact)
                 out[num_iid] = {"error": problem.body(request.url.path, request_id_var.get())}
             else:
                 out[num_iid] = lookup.to_dict()
@@ -519,7 +519,8 @@ def create_app(
 
     async def on_error(request: Request, exc: Exception) -> Response:
         if isinstance(exc, TaogateError):
-            return problem_for_error(exc).response(request.url.path, request_id_var.get())
+            problem = problem_for_error(exc, redact=api.gw.redact)
+            return problem.response(request.url.path, request_id_var.get())
         log.exception("unhandled error")
         return Problem("internal-error", "an unexpected error; see the server log").response(
             request.url.path, request_id_var.get()

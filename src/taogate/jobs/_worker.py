@@ -157,7 +157,8 @@ class JobWorker:
                     row = {
                         "num_iid": num_iid,
                         "status": "failed",
-                        "error": f"{type(lookup.error).__name__}: {lookup.error}",
+                        # upstream text may be in it: secrets out, cut short
+                        "error": self.gw.redact(f"{type(lookup.error).__name__}: {lookup.error}"),
                     }
                     rows.append((num_iid, row, "failed"))
                 elif lookup.item is None:
