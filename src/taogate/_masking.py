@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from urllib.parse import unquote
 
-__all__ = ["mask_id", "mask_secret", "mask_url"]
+__all__ = ["mask_id", "mask_secret", "mask_url", "url_passwords"]
 
 
 def mask_secret(secret: str) -> str:
@@ -35,3 +36,12 @@ def mask_url(url: str) -> str:
     """``url`` without its password or secret query values."""
     masked = _USERINFO.sub(lambda m: f"{m['scheme']}***@", url)
     return _SECRET_QUERY.sub(lambda m: f"{m['name']}***", masked)
+
+
+def url_passwords(url: str) -> list[str]:
+    """The password in ``url``'s userinfo (as written and percent-decoded), for log redaction."""
+    match = _USERINFO.search(url)
+    if match is None or ":" not in match["userinfo"]:
+        return []
+    password = match["userinfo"].partition(":")[2]
+    return [p for p in dict.fromkeys((password, unquote(password))) if p]
