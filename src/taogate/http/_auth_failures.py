@@ -1,7 +1,8 @@
 """A limit on failed authentications per source address, in a table of bounded size.
 
-Each source may fail ``per_minute`` times in a burst and then at that rate (a GCRA limit); a
-failure past it is answered 429 with ``Retry-After`` instead of 401. IPv6 sources count per /64
+Each source may fail ``per_minute`` times in a burst and then at that rate (a token bucket of
+``per_minute`` refilled over a minute); a failure past it is answered 429 with ``Retry-After``
+instead of 401. IPv6 sources count per /64
 (what one host or site is usually given), so that one attacker's addresses share one limit.
 
 The table keeps the sources that failed most recently, at most ``max_sources``: many sources
@@ -16,11 +17,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from taogate.http._problems import Problem
-from taogate.quota.gcra import Gcra
 
 __all__ = ["FailedAuthLimit", "source_key"]
 
 DEFAULT_MAX_SOURCES = 10_000
+#: float rounding never costs a source one of its attempts
+_EPSILON = 1e-9
 
 
 def source_key(host: str | None) -> str:
@@ -48,30 +50,35 @@ class FailedAuthLimit:
         clock: Callable[[], float],
         max_sources: int = DEFAULT_MAX_SOURCES,
     ) -> None:
-        self._gcra = Gcra(rate=per_minute / 60.0, burst=per_minute)
+        if per_minute < 1 or max_sources < 1:
+            raise ValueError("per_minute and max_sources must be at least 1")
+        self._capacity = float(per_minute)
+        self._rate = per_minute / 60.0
         self._clock = clock
         self._max_sources = max_sources
-        #: source -> GCRA tat, least recently failed first
-        self._tats: OrderedDict[str, float] = OrderedDict()
+        #: source -> (attempts left, when counted), least recently failed first
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
     def __len__(self) -> int:
-        return len(self._tats)
+        return len(self._buckets)
 
     def record(self, host: str | None) -> None:
         """Count one failed authentication from ``host``; raise a 429 problem past the limit."""
         key = source_key(host)
         now = self._clock()
-        decision = self._gcra.check(self._tats.get(key, now), now)
-        if not decision.allowed:
-            self._tats.move_to_end(key)
-            retry = max(1, math.ceil(decision.retry_after))
+        left, counted = self._buckets.get(key, (self._capacity, now))
+        left = min(self._capacity, left + max(0.0, now - counted) * self._rate)
+        if left < 1.0 - _EPSILON:
+            self._buckets[key] = (left, now)
+            self._buckets.move_to_end(key)
+            retry = max(1, math.ceil((1.0 - left) / self._rate - _EPSILON))
             raise Problem(
                 "too-many-auth-failures",
                 "too many failed authentications from this address; retry later",
                 headers={"Retry-After": str(retry)},
                 retry_after=retry,
             )
-        self._tats[key] = decision.tat
-        self._tats.move_to_end(key)
-        while len(self._tats) > self._max_sources:
-            self._tats.popitem(last=False)
+        self._buckets[key] = (left - 1.0, now)
+        self._buckets.move_to_end(key)
+        while len(self._buckets) > self._max_sources:
+            self._buckets.popitem(last=False)
