@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,8 +26,8 @@ from taogate.http import create_app
 from taogate.http._protocol import ServiceConfig
 from taogate.http._serve import connection_limits
 from taogate.testing import Simulator
-from tests.conftest import free_port
-from tests.http.conftest import TOKENS, make_settings
+from tests.conftest import free_port, start_serve
+from tests.http.conftest import KEYS, TOKENS, make_settings
 
 pytestmark = pytest.mark.integration
 
@@ -228,3 +230,38 @@ async def test_a_source_that_keeps_failing_authentication_is_answered_429(
         good = {"Authorization": f"Bearer {TOKENS['site']}"}
         resp = await client.get(f"/v1/items/{num_iid}", headers=good)
         assert resp.status_code in (200, 404)
+
+
+async def test_taogate_serve_runs_the_guarded_protocol(sim: Simulator, tmp_path: Path) -> None:
+    """The limits reach the service ``taogate serve`` runs (one worker and two)."""
+    key = KEYS[0]
+    for workers in (1, 2):
+        port = free_port()
+        config = tmp_path / f"taogate-{workers}.toml"
+        config.write_text(
+            f'[upstream]\nurl = "{sim.url}"\n\n'
+            f'[[credentials]]\napp_key = "{key.app_key}"\nsecret = "{key.secret}"\n\n'
+            f"[server]\nport = {port}\nmax_header_bytes = 1024\nheader_timeout_s = 1\n\n"
+            f'[[server.clients]]\nname = "site"\ntoken = "{TOKENS["site"]}"\n',
+            encoding="utf-8",
+        )
+        proc = await start_serve(config, port, workers=workers)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: " + b"v" * 2000 + b"\r\n\r\n")
+            answer, closed = await read_answer(reader, 5.0)
+            writer.close()
+            assert closed
+            assert status_of(answer) == 431
+
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: t\r\n")  # and never the rest
+            started = time.monotonic()
+            answer, closed = await read_answer(reader, 5.0)
+            writer.close()
+            assert closed
+            assert status_of(answer) == 408
+            assert time.monotonic() - started < 3.0
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), timeout=15)
