@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable
-from urllib.parse import quote, quote_plus, urlsplit
+from urllib.parse import quote, quote_plus, unquote
 
-__all__ = ["UPSTREAM_TEXT_LIMIT", "Redactor", "mask_id", "mask_secret", "mask_url", "url_password"]
+__all__ = ["UPSTREAM_TEXT_LIMIT", "Redactor", "mask_id", "mask_secret", "mask_url", "url_passwords"]
 
 #: The most characters of upstream text (messages, reasons, codes) that leave the process.
 UPSTREAM_TEXT_LIMIT = 200
@@ -42,14 +42,13 @@ def mask_url(url: str) -> str:
     return _SECRET_QUERY.sub(lambda m: f"{m['name']}***", masked)
 
 
-def url_password(url: str | None) -> str | None:
-    """The password in ``url``'s user info (a Redis or proxy URL), if any."""
-    if not url:
-        return None
-    try:
-        return urlsplit(url).password or None
-    except ValueError:
-        return None
+def url_passwords(url: str) -> list[str]:
+    """The password in ``url``'s userinfo (as written and percent-decoded), for log redaction."""
+    match = _USERINFO.search(url)
+    if match is None or ":" not in match["userinfo"]:
+        return []
+    password = match["userinfo"].partition(":")[2]
+    return [p for p in dict.fromkeys((password, unquote(password))) if p]
 
 
 class Redactor:

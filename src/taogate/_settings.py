@@ -35,11 +35,12 @@ from pydantic_settings import (
 
 from taogate._errors import ConfigurationError
 from taogate._ids import DEFAULT_ID_PATTERN, IdPolicy
-from taogate._masking import Redactor, mask_id, mask_secret, mask_url, url_password
+from taogate._masking import Redactor, mask_id, mask_secret, mask_url, url_passwords
 from taogate._secrets import read_secret_file
 from taogate.providers.base import DEFAULT_EGRESS, IP_QPS, Credential, Egress
 
 __all__ = [
+    "MIN_TOKEN_CHARS",
     "CacheSettings",
     "ClientSettings",
     "CredentialSettings",
@@ -244,6 +245,11 @@ class RedisSettings(_Section):
         return f"RedisSettings(url={mask_url(self.url) if self.url else None!r})"
 
 
+#: Fewest characters a client token may have (a random token of 32 URL-safe characters holds
+#: 192 bits: past guessing, even without the limit on failed attempts).
+MIN_TOKEN_CHARS = 32
+
+
 class ClientSettings(_Section):
     """``[[server.clients]]``: a caller of the HTTP service and its own rate."""
 
@@ -255,7 +261,14 @@ class ClientSettings(_Section):
 
     @model_validator(mode="after")
     def _token_given(self) -> Self:
-        object.__setattr__(self, "token", _resolve_secret(self.token, self.token_env, "token"))
+        token = _resolve_secret(self.token, self.token_env, "token")
+        if len(token.get_secret_value()) < MIN_TOKEN_CHARS:  # the message never shows the token
+            raise ValueError(
+                f"client {self.name!r}: its token is shorter than {MIN_TOKEN_CHARS} characters; "
+                "use a long random one "
+                "(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        object.__setattr__(self, "token", token)
         return self
 
 
@@ -301,6 +314,20 @@ class ServerSettings(_Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     #: Seconds a shutdown waits for requests in progress to finish.
     graceful_shutdown_s: float = Field(default=10.0, ge=0)
+    #: Seconds a client may take to send a request's line and headers; past it the connection
+    #: is answered 408 and closed (a fresh connection that sends nothing is closed).
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    #: Seconds a client may take to send a request's whole body; past it 408 and the connection
+    #: is closed. A body being received holds no ``max_in_flight`` slot.
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    #: Largest request line plus headers in bytes; past it 431 and the connection is closed.
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+    #: Failed authentications allowed per source address (IPv6: per /64) and minute; past it a
+    #: failed attempt is answered 429 with ``Retry-After`` (a valid token still passes).
+    auth_failures_per_minute: int = Field(default=20, ge=1)
+    #: ``taogate serve`` on an address other than loopback without any ``[[server.clients]]``
+    #: refuses to start unless this is true (an open API on the network).
+    allow_anonymous: bool = False
     edge_cache: EdgeCacheSettings = Field(default_factory=EdgeCacheSettings)
 
 
@@ -470,8 +497,8 @@ class Settings(BaseSettings):
         """Every secret, token and password configured, for redaction (never for display)."""
         values = [c.secret.get_secret_value() for c in self.credentials if c.secret is not None]
         values += [c.token.get_secret_value() for c in self.server.clients if c.token is not None]
-        values += [url_password(self.redis.url) or ""]
-        values += [url_password(e.proxy) or "" for e in self.egress]
+        urls = [self.redis.url, *(e.proxy for e in self.egress)]
+        values += [p for url in urls if url for p in url_passwords(url)]
         return [v for v in values if v]
 
     def redactor(self) -> Redactor:

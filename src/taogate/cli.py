@@ -201,7 +201,10 @@ def serve(
     settings = _load(config)
     if not settings.credentials:
         _fail(f"{config}: the service needs at least one [[credentials]] entry")
-    run_service(settings, config_path=str(config), host=host, port=port, workers=workers)
+    try:
+        run_service(settings, config_path=str(config), host=host, port=port, workers=workers)
+    except ConfigurationError as exc:
+        _fail(exc)
 
 
 def _service(config: Path, url: str | None, token_env: str | None) -> tuple[str, dict[str, str]]:

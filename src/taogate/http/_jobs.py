@@ -17,9 +17,10 @@ from taogate._errors import InvalidRequest
 from taogate.http._problems import Problem
 
 if TYPE_CHECKING:
+    from taogate._settings import Settings
     from taogate.http._app import _Api
 
-__all__ = ["JobRoutes"]
+__all__ = ["JobRoutes", "job_body_limit"]
 
 CSV_COLUMNS = (
     "num_iid",
@@ -31,6 +32,11 @@ CSV_COLUMNS = (
     "title",
     "error",
 )
+
+
+def job_body_limit(settings: Settings) -> int:
+    """Largest job submission body in bytes: ``[jobs] max_ids`` ids of up to 21 digits a line."""
+    return max(settings.server.max_body_bytes, settings.jobs.max_ids * 22)
 
 
 class JobRoutes:
@@ -55,9 +61,7 @@ class JobRoutes:
     async def _ids(self, request: Request) -> list[str]:
         """Distinct ids from a JSON body or a text body of one id a line (400 names the line)."""
         jobs = self.api.settings.jobs
-        body = await self.api._read_body(
-            request, limit=max(self.api.settings.server.max_body_bytes, jobs.max_ids * 22)
-        )
+        body = await self.api._read_body(request, limit=job_body_limit(self.api.settings))
         policy = self.api.settings.upstream.id_policy
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind == "application/json":
