@@ -355,6 +355,9 @@ class JobsSettings(_Section):
     result_ttl_s: float = Field(default=86_400.0, gt=0)
     #: Deadline of one chunk's lookups (bulk waits behind interactive traffic).
     deadline_s: float = Field(default=120.0, gt=0)
+    #: Tries of one chunk (deliveries: a late answer, an error, a worker that died on it)
+    #: before its ids get ``failed`` rows.
+    max_attempts: int = Field(default=5, ge=1, le=100)
 
 
 class SecretsSettings(_Section):
