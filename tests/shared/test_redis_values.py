@@ -287,6 +287,33 @@ async def test_late_lookups_fail_their_chunk_after_max_attempts(
     assert took >= 0.5  # a second try, after the chunk was idle claim_idle_s
 
 
+async def test_an_id_the_policy_refuses_fails_alone(
+    sim: Simulator, redis_server: RedisServer
+) -> None:
+    """A chunk holding an id that is not one (written by another tool): that id gets a failed
+    row, the others are looked up; before, the whole chunk failed on every try."""
+    p = prefix()
+    (good,) = present(sim, 1)
+    async with Redis.from_url(redis_server.url) as r:
+        job = await JobStore(r, prefix=p, result_ttl_s=600).submit(["not an id!", good])
+        async with Gateway(settings(sim, redis_server.url, p)) as gw:
+            assert gw.jobs is not None
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 10
+            while (status := await gw.jobs.status(job)) is not None and status.state != "done":
+                assert loop.time() < end, status
+                await asyncio.sleep(0.05)
+            rows = {row["num_iid"]: row async for row in _rows(gw.jobs, job)}
+    assert rows[good]["status"] == "found"
+    assert rows["not an id!"]["status"] == "failed"
+    assert rows["not an id!"]["error"].startswith("InvalidItemId")
+
+
+async def _rows(store: JobStore, job: str) -> AsyncIterator[dict[str, Any]]:
+    async for raw in store.rows(job):
+        yield orjson.loads(raw)
+
+
 async def test_garbage_job_meta_and_rows_are_answered_sanely(
     sim: Simulator, redis_server: RedisServer
 ) -> None:
@@ -462,6 +489,11 @@ async def test_wrong_typed_membership_keys_keep_the_replica_shared(
         assert gw.shared.mode == "shared"
         assert gw.shared.live_replicas == 1
         assert await r.type(f"{{{p}:m}}:replicas") == b"zset"
+        # a heartbeat answer that is not two counts: the last counts hold, and it is counted
+        gw.shared._heartbeat = r.register_script("return {'many', -1}")
+        await within(2.0, lambda: gw.shared is not None and gw.shared.malformed["heartbeat"] > 0)
+        assert gw.shared.live_replicas == 1
+        assert gw.shared.mode == "shared"
 
 
 async def test_garbage_limit_state_neither_stalls_nor_breaks_a_key(
