@@ -149,7 +149,10 @@ class Gateway:
             from taogate.shared._client import connect
 
             self.jobs = JobStore(
-                self.shared.client, prefix=s.redis.prefix, result_ttl_s=s.jobs.result_ttl_s
+                self.shared.client,
+                prefix=s.redis.prefix,
+                result_ttl_s=s.jobs.result_ttl_s,
+                on_malformed=self.shared.note_malformed,
             )
             block_s = 1.0
             self._jobs_reader = connect(
@@ -162,6 +165,7 @@ class Gateway:
                 concurrency=s.jobs.concurrency,
                 claim_idle_s=s.jobs.claim_idle_s,
                 deadline_s=s.jobs.deadline_s,
+                max_attempts=s.jobs.max_attempts,
                 reader=self._jobs_reader,
                 block_s=block_s,
             )

@@ -380,10 +380,13 @@ class JobsSettings(_Section):
     concurrency: int = Field(default=32, ge=1)
     #: A chunk untouched this long (its worker died) is claimed by another worker.
     claim_idle_s: float = Field(default=30.0, gt=0)
-    #: How long a finished job and its rows are kept.
+    #: How long a job and its rows are kept after its last change (submit, rows, end, cancel).
     result_ttl_s: float = Field(default=86_400.0, gt=0)
     #: Deadline of one chunk's lookups (bulk waits behind interactive traffic).
     deadline_s: float = Field(default=120.0, gt=0)
+    #: Tries of one chunk (deliveries: a late answer, an error, a worker that died on it)
+    #: before its ids get ``failed`` rows.
+    max_attempts: int = Field(default=5, ge=1, le=100)
 
 
 class SecretsSettings(_Section):
