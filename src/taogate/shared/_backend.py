@@ -23,6 +23,7 @@ from importlib.resources import files
 from typing import Any
 
 import orjson
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -461,8 +462,8 @@ class SharedBackend:
         ids = list(dict.fromkeys(i for group, _ in wanted for i in group))
         keys = [self.item_key(i) for i in ids]
         try:
-            if self.settings.cluster:
-                values = await self._client.mget_nonatomic(keys)  # type: ignore[union-attr]
+            if isinstance(self._client, RedisCluster):  # keys of many slots: one MGET each
+                values = await self._client.mget_nonatomic(keys)
             else:
                 values = await self._client.mget(keys)
         except _FAILURES as exc:
