@@ -5,26 +5,35 @@
 # No configuration and no secret is baked in: the config file is mounted, secrets arrive as
 # environment variables named by `secret_env` / `token_env`. See docs/operations.md.
 
-ARG PYTHON_VERSION=3.12
+# The base image is pinned by digest (python 3.12.14 on Debian bookworm, slim); bump the tag and
+# the digest together, on purpose, like `make lock` bumps the Python dependencies.
+ARG BASE=python:3.12.14-slim-bookworm@sha256:0f5b26b9518d002b6173fd61daad821fa340635ebfec5bba471013f9ca114579
 
-# --- build: install taogate and its dependencies into a virtualenv ----------------------------
-FROM python:${PYTHON_VERSION}-slim-bookworm AS build
+# --- build: install taogate and its dependencies into a virtualenv, exactly as uv.lock pins them
+FROM ${BASE} AS build
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PYTHONDONTWRITEBYTECODE=1 \
+    UV_PROJECT_ENVIRONMENT=/opt/taogate \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_LINK_MODE=copy \
+    UV_NO_CACHE=1
 
-RUN python -m venv /opt/taogate
+# uv at the pin pyproject.toml's dev extra and uv.lock carry (scripts/setup bootstraps the same)
+RUN pip install --no-cache-dir uv==0.13.10
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# the dependencies first (a layer that changes only with the lock), then taogate itself;
+# --frozen: the lock is used as it is and never re-resolved
+COPY pyproject.toml uv.lock README.md LICENSE ./
+RUN uv sync --frozen --no-dev --extra speed --no-install-project
 COPY src ./src
 # every dependency ships a wheel for linux (no compiler needed); the bytecode is compiled here
 # because the root filesystem is read-only at run time
-RUN /opt/taogate/bin/pip install --no-compile ".[speed]" \
+RUN uv sync --frozen --no-dev --extra speed --no-editable \
     && /opt/taogate/bin/python -m compileall -q /opt/taogate
 
 # --- runtime: the virtualenv on a clean slim image, as a non-root user ------------------------
-FROM python:${PYTHON_VERSION}-slim-bookworm
+FROM ${BASE}
 
 LABEL org.opencontainers.image.title="taogate" \
       org.opencontainers.image.description="A gateway for the rate-limited Taobao Open Platform API" \

@@ -4,16 +4,21 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help setup test lint format typecheck pytest deploy-check dashboard demo sim bench bench-pipeline bench-sim bench-l1 bench-http bench-scale bench-jobs bench-upload bench-egress clean
+.PHONY: help setup lock test lint format typecheck pytest deploy-check dashboard demo sim bench bench-pipeline bench-sim bench-l1 bench-http bench-scale bench-jobs bench-upload bench-egress clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml scripts/setup scripts/setup-deploy-tools
+$(STAMP): pyproject.toml uv.lock scripts/setup scripts/setup-deploy-tools
 	@PYTHON=$(PYTHON) scripts/setup
 	@touch $(STAMP)
 
-setup: $(STAMP)  ## create .venv and install taogate with its dev extras (and redis-server if missing)
+setup: $(STAMP)  ## create .venv and install taogate with its dev extras from uv.lock (and redis-server if missing)
+
+lock: setup  ## upgrade every locked version on purpose (uv lock --upgrade), then install from the new lock
+	$(BIN)/uv lock --upgrade
+	@PYTHON=$(PYTHON) scripts/setup
+	@touch $(STAMP)
 
 test: setup  ## the whole suite: ruff (lint + format), mypy --strict, pytest with coverage
 	$(BIN)/ruff check .

@@ -50,7 +50,7 @@ from taogate.bench._harness import GatewayProcess, LatencyLog, SimProcess, SimSp
 from taogate.bench._zipf import ZipfIds
 from taogate.testing._redis import RedisServer
 
-TOKEN = "bench-bulk-token"
+TOKEN = "bench-bulk-job-client-token-0001-abcdefg"
 MAX_BATCH = 40
 RTT_MAX_S = 0.5  # the simulator's latency_ms upper bound
 HOT_IDS = 150_000

@@ -33,7 +33,7 @@ from _common import run_and_report
 from taogate.bench._harness import GatewayProcess, SimProcess, SimSpec
 from taogate.testing._redis import RedisServer
 
-TOKEN = "bench-egress-token"
+TOKEN = "bench-egress-cap-client-token-0001-abcdef"
 CAP = 20
 EGRESS_IP = "127.0.0.2"
 # lookups of several ids at once (a comparison page, a watch list refresh): 120 callers x 10

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import RESULTS, free_port, machine, write_json
 from taogate.bench._harness import LatencyLog, SimProcess, SimSpec
 
-TOKEN = "bench-http-token-0001"
+TOKEN = "bench-http-hit-client-token-0001-abcdef"
 BIN = Path(sys.executable).parent
 WRK_SCRIPT = """
 local ids = {}

@@ -27,7 +27,7 @@ from taogate.http import create_app
 from taogate.http._edge_cache import ItemCaching
 from taogate.testing import FakeProvider
 
-TOKEN = "bench-item-headers-token"
+TOKEN = "bench-item-headers-client-token-0001-abc"
 
 
 def item(num_iid: str) -> Item:

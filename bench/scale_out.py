@@ -35,7 +35,7 @@ from taogate.quota.pool import PoolPolicy
 from taogate.shared._limits import SharedLimits
 from taogate.testing._redis import RedisServer
 
-TOKEN = "bench-scale-token"
+TOKEN = "bench-scale-out-client-token-0001-abcdef"
 SAFETY = 0.9
 CALLERS = 800  # enough for a backlog (Little), few enough to leave the gateways some CPU
 

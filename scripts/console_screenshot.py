@@ -23,7 +23,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from taogate.bench._harness import GatewayProcess, SimProcess, SimSpec
 from taogate.bench._zipf import ZipfIds
 
-TOKEN = "console-screenshot-admin"
+TOKEN = "console-screenshot-admin-token-0001-abc"
 OUT = Path(__file__).resolve().parent.parent / "docs" / "console.png"
 
 

@@ -29,6 +29,7 @@ async def start_serve(
     *,
     output: int = asyncio.subprocess.DEVNULL,
     env: dict[str, str] | None = None,
+    workers: int = 1,
 ) -> asyncio.subprocess.Process:
     """``taogate serve --config config`` in a child process, once /readyz answers 200.
 
@@ -43,6 +44,8 @@ async def start_serve(
         "serve",
         "--config",
         str(config),
+        "--workers",
+        str(workers),
         stdout=output,
         stderr=output,
         env=env,

@@ -493,6 +493,20 @@ ROWS = [
                 ],
                 width=6,
             ),
+            Panel(
+                "Malformed values in Redis",
+                "Values read from Redis that were not what taogate writes (by hand, an old "
+                "version, a bug), per interval: corrupt L2 entries (each a miss, deleted) and "
+                "others, by where they were found (each ignored). Should stay at zero.",
+                [
+                    (f"sum(increase({s('taogate_l2_corrupt_total')}[{RI}]))", "L2 entries"),
+                    (
+                        f"sum by (source) (increase({s('taogate_redis_malformed_total')}[{RI}]))",
+                        "{{source}}",
+                    ),
+                ],
+                width=12,
+            ),
         ],
     ),
     Row(

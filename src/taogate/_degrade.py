@@ -56,6 +56,7 @@ _RECHECK_S = 5.0
 #: Longest reason kept (it is logged and shown in ``/readyz``).
 MAX_REASON = 200
 _LATEST = datetime.max.replace(tzinfo=UTC).timestamp()
+_EARLIEST = datetime.min.replace(tzinfo=UTC).timestamp()
 _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})"
 )
@@ -90,8 +91,20 @@ def format_time(wall: float | None) -> str | None:
     """``wall`` seconds as RFC 3339 in Beijing time (``None`` stays ``None``)."""
     if wall is None:
         return None
-    moment = datetime.fromtimestamp(min(wall, _LATEST - 86_400), tz=UTC)
+    if not math.isfinite(wall):  # pragma: no cover - every stored time is checked as finite
+        wall = _LATEST - 86_400 if wall > 0 else _EARLIEST + 86_400
+    moment = datetime.fromtimestamp(min(max(wall, _EARLIEST + 86_400), _LATEST - 86_400), tz=UTC)
     return moment.astimezone(_BEIJING).isoformat()
+
+
+def _is_time(value: object) -> bool:
+    """A finite number (not a bool: JSON ``true`` is no time)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -122,26 +135,34 @@ class Override:
         )
 
     @classmethod
-    def from_json(cls, raw: bytes | str) -> Override:
-        """An override as :meth:`to_json` wrote it; ``ValueError`` if it is not one."""
+    def from_json(cls, raw: bytes | str, *, now: float | None = None) -> Override:
+        """An override as :meth:`to_json` wrote it; ``ValueError`` if it is not one.
+
+        It is read from Redis, where anyone may have written it: ``until`` and ``at`` must be
+        finite numbers, and are clamped to what :meth:`DegradeControl.set` could have made —
+        ``at`` to ``[0, now]`` (``now``: the wall clock), ``until`` to the year 9999 at most
+        (one in the past is an override that has ended).
+        """
         try:
             doc = orjson.loads(raw)
-        except orjson.JSONDecodeError:
+        except (orjson.JSONDecodeError, TypeError):
             raise ValueError("not JSON") from None
         if not isinstance(doc, dict) or doc.get("mode") not in ("on", "off"):
             raise ValueError("not an override")
         until, at = doc.get("until"), doc.get("at", 0.0)
-        if until is not None and not isinstance(until, int | float):
-            raise ValueError("until is not a number")
-        if not isinstance(at, int | float):
-            raise ValueError("at is not a number")
+        if until is not None and not _is_time(until):
+            raise ValueError("until is not a finite number")
+        if not _is_time(at):
+            raise ValueError("at is not a finite number")
         reason, by = doc.get("reason"), doc.get("by")
+        latest = _LATEST - 86_400
+        wall = time.time() if now is None else now
         return cls(
             mode=doc["mode"],
-            until=None if until is None else float(until),
+            until=None if until is None else min(max(float(until), 0.0), latest),
             reason=str(reason)[:MAX_REASON] if reason is not None else None,
             by=str(by)[:MAX_REASON] if by is not None else None,
-            at=float(at),
+            at=min(max(float(at), 0.0), wall, latest),
         )
 
     def to_dict(self) -> dict[str, Any]:

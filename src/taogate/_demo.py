@@ -133,7 +133,7 @@ async def run_demo(
                 redis.start()
                 stack.callback(redis.stop)
                 redis_url = redis.url
-            token = secrets.token_urlsafe(16)
+            token = secrets.token_urlsafe(32)
             gws = [
                 await stack.enter_async_context(
                     GatewayProcess(

@@ -16,7 +16,8 @@ the quota allows:
 - **Failures.** A rate limit or an invalid credential puts the batch back at the head of its
   queue (the pool pauses or quarantines the credential); a bad request is bisected until the
   bad id is alone; transient faults are retried after jittered back-off within the deadline and
-  the retry budget; a protocol mismatch fails the batch.
+  the retry budget; a protocol mismatch fails the batch. An item the provider could not read
+  (:class:`ItemUnreadable`) fails its own id only: it is neither retried nor cached.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from taogate._errors import (
     UpstreamUnavailable,
 )
 from taogate._model import Item
-from taogate.providers.base import Provider
+from taogate.providers.base import Provider, split_answer
 from taogate.quota.pool import CredentialPool, Lease
 
 __all__ = ["WAIT_BUCKETS", "Dispatcher", "DispatcherStats", "Priority"]
@@ -113,6 +114,8 @@ class DispatcherStats:
     late_leases: int = 0
     #: calls that found no connection through their egress while another egress worked
     egress_unreachable: int = 0
+    #: ids whose item was in an answer but could not be read (failed alone, not cached)
+    items_unreadable: int = 0
     batch_sizes: dict[int, int] = field(default_factory=dict)
     #: calls by the most urgent priority they carried (``interactive``, ``refresh``, ``bulk``)
     calls_by_priority: dict[str, int] = field(default_factory=dict)
@@ -464,7 +467,7 @@ class Dispatcher:
         self.stats.batch_sizes[len(ids)] = self.stats.batch_sizes.get(len(ids), 0) + 1
         self._budget.deposit()
         try:
-            items = await self._provider.fetch(ids, lease.credential)
+            answer = await self._provider.fetch(ids, lease.credential)
         except RateLimited as exc:
             self.stats.rate_limited += 1
             self._pool.on_rate_limited(lease, exc.retry_after)
@@ -530,6 +533,14 @@ class Dispatcher:
                 self._settle(pending, exc)
         else:
             duration = self._clock() - started
+            items, unreadable = split_answer(answer)
+            if unreadable:
+                self.stats.items_unreadable += len(unreadable)
+                log.warning(
+                    "%d item(s) of a call could not be read: %s",
+                    len(unreadable),
+                    next(iter(unreadable.values())),
+                )
             self.stats.calls_ok += 1
             self.stats.items_found += len(items)
             self._rtt = 0.8 * self._rtt + 0.2 * duration
@@ -543,12 +554,14 @@ class Dispatcher:
             while len(provenance) > PROVENANCE_IDS:
                 provenance.popitem(last=False)
             if self._on_result is not None:
+                answered = [i for i in ids if i not in unreadable]  # unreadable: not "absent"
                 try:
-                    self._on_result(ids, items)  # the cache is written before anyone wakes
+                    self._on_result(answered, items)  # the cache is written before anyone wakes
                 except Exception:  # a cache that cannot be written must not lose the answer
                     log.exception("writing the answer to the cache failed")
             for pending in batch:
-                self._settle(pending, items.get(pending.num_iid))
+                failed = unreadable.get(pending.num_iid)
+                self._settle(pending, failed if failed is not None else items.get(pending.num_iid))
         finally:
             # whatever happened above, no flight of this batch is left hanging
             for pending in batch:

@@ -20,6 +20,7 @@ The tree::
         ├── CredentialInvalid       codes 11-13, 25, 27, 29: quarantine the credential
         ├── UpstreamBadRequest      codes 40/41/43/50, ``isv.*``, old-format ids: do not retry
         ├── ProtocolMismatch        codes 9, 21-24, 26, 28, 30-34: our request is wrong for all
+        ├── ItemUnreadable          one id's item in an answer cannot be read: that id fails alone
         └── UpstreamTransient       codes 10/15, ``isp.*``, HTTP 5xx, timeouts, bad bodies: retry
             └── EgressUnreachable   no connection through the credential's egress (proxy, address)
 
@@ -39,6 +40,7 @@ __all__ = [
     "InvalidItemId",
     "InvalidRequest",
     "ItemNotFound",
+    "ItemUnreadable",
     "JobLimitReached",
     "LookupFailed",
     "NoCredentialAvailable",
@@ -230,6 +232,32 @@ class ProtocolMismatch(UpstreamError):
 
     It fails every call alike, whatever the ids: an operator has to fix configuration or clock.
     """
+
+
+class ItemUnreadable(UpstreamError):
+    """The upstream answered for ``num_iid``, but that item cannot be used: a price that is not
+    a number or out of bounds, a field of the wrong shape, or an answer that does not say
+    clearly which item is this id's.
+
+    It fails that id alone (the rest of its call is served), is not retried and is never cached
+    as "not found". ``reason`` is taogate's own text, naming the field.
+    """
+
+    def __init__(
+        self,
+        num_iid: str,
+        reason: str,
+        *,
+        credential: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(
+            f"the upstream's answer for item {num_iid} cannot be used: {reason}",
+            credential=credential,
+            request_id=request_id,
+        )
+        self.num_iid = num_iid
+        self.reason = reason
 
 
 class UpstreamTransient(UpstreamError):

@@ -67,6 +67,8 @@ class Gateway:
         self._clock_arg = clock
         self._rng = rng or random.Random()
         self._id_policy = settings.upstream.id_policy
+        #: makes upstream text safe to show (job rows, HTTP answers): secrets out, cut short
+        self.redact = settings.redactor()
         self._dispatcher: Dispatcher | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self._worker: JobWorker | None = None
@@ -147,7 +149,10 @@ class Gateway:
             from taogate.shared._client import connect
 
             self.jobs = JobStore(
-                self.shared.client, prefix=s.redis.prefix, result_ttl_s=s.jobs.result_ttl_s
+                self.shared.client,
+                prefix=s.redis.prefix,
+                result_ttl_s=s.jobs.result_ttl_s,
+                on_malformed=self.shared.note_malformed,
             )
             block_s = 1.0
             self._jobs_reader = connect(
@@ -160,6 +165,7 @@ class Gateway:
                 concurrency=s.jobs.concurrency,
                 claim_idle_s=s.jobs.claim_idle_s,
                 deadline_s=s.jobs.deadline_s,
+                max_attempts=s.jobs.max_attempts,
                 reader=self._jobs_reader,
                 block_s=block_s,
             )
@@ -211,10 +217,15 @@ class Gateway:
         if not files:
             return None
         pool = self.pool
+
+        def rotate(app_key: str, secret: str) -> None:
+            self.redact.add(secret)
+            pool.replace_secret(app_key, secret)
+
         watcher = SecretFiles(
             files,
             {c.app_key: c.secret for c in pool.credentials},
-            on_rotate=pool.replace_secret,
+            on_rotate=rotate,
             poll_s=self.settings.secrets.poll_s,
         )
         watcher.check("start")  # the file may have changed since the settings were read

@@ -2,8 +2,9 @@
 
 ``configure_logging`` installs a handler on the ``taogate`` logger (and uvicorn's) that writes
 JSON lines with ``ts``, ``level``, ``logger``, ``msg``, ``request_id`` and any ``extra`` fields.
-A filter replaces every configured secret with its masked form before anything is written —
-defence in depth behind the rule that code never logs a secret in the first place.
+A filter replaces every configured secret with its masked form, and every URL's password with
+``***``, in the message, the exception text and ``extra`` fields at any depth, before anything is
+written — defence in depth behind the rule that code never logs a secret in the first place.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ import logging
 import sys
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import IO, Any
 
 import orjson
 
-from taogate._masking import mask_secret
+from taogate._masking import mask_secret, mask_url
 
 __all__ = [
     "JsonFormatter",
@@ -58,13 +59,23 @@ class JsonFormatter(logging.Formatter):
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
                 doc[key] = value
-        if record.exc_info:
-            doc["exc"] = self.formatException(record.exc_info)
+        # the text a filter may have redacted: never the exception formatted anew
+        exc_text = record.exc_text
+        if record.exc_info and not exc_text:
+            exc_text = self.formatException(record.exc_info)
+        if exc_text:
+            doc["exc"] = exc_text
+        if record.stack_info:
+            doc["stack"] = record.stack_info
         return orjson.dumps(doc, default=str).decode()
 
 
 class RedactSecrets(logging.Filter):
-    """Replace any configured secret in a record's final text with its masked form."""
+    """Mask every configured secret and every URL's password in all of a record's text.
+
+    The message, the exception and stack text, and ``extra`` fields at any depth (strings,
+    lists, dicts, and any other value by its ``str``) are redacted before a handler writes them.
+    """
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
@@ -77,26 +88,46 @@ class RedactSecrets(logging.Filter):
             self._secrets = sorted([*self._secrets, secret], key=len, reverse=True)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self._secrets:
-            return True
         text = record.getMessage()
-        redacted = self._redact(text)
+        redacted = self.redact(text)
         if redacted != text:
             record.msg, record.args = redacted, None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = self._redact(record.exc_text)
+            record.exc_text = self.redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redact(record.stack_info)
         for key, value in list(vars(record).items()):
-            if key not in _STANDARD and isinstance(value, str):
-                setattr(record, key, self._redact(value))
+            if key not in _STANDARD and not key.startswith("_"):
+                setattr(record, key, self._redact_value(value, _MAX_DEPTH))
         return True
 
-    def _redact(self, text: str) -> str:
+    def redact(self, text: str) -> str:
+        """``text`` with every configured secret masked and URL passwords replaced by ``***``."""
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, mask_secret(secret))
+        if "://" in text:
+            text = mask_url(text)
         return text
+
+    def _redact_value(self, value: object, depth: int) -> object:
+        if isinstance(value, str):
+            return self.redact(value)
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        if depth <= 0:  # deeper than any honest log field: its text, redacted
+            return self.redact(str(value))
+        if isinstance(value, Mapping):
+            return {self.redact(str(k)): self._redact_value(v, depth - 1) for k, v in value.items()}
+        if isinstance(value, list | tuple | set | frozenset):
+            return [self._redact_value(v, depth - 1) for v in value]
+        return self.redact(str(value))  # what the formatter would write (``default=str``)
+
+
+#: how deep ``extra`` values are walked before the rest is written as its redacted text
+_MAX_DEPTH = 16
 
 
 #: every live filter, so a secret that arrives later (a rotation) is redacted by all of them

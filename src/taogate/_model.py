@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["FinalPriceBasis", "Item", "Lookup", "Source", "compute_final_price", "parse_money"]
+__all__ = [
+    "MAX_PRICE",
+    "FinalPriceBasis",
+    "Item",
+    "Lookup",
+    "Source",
+    "compute_final_price",
+    "parse_money",
+]
 
 
 class FinalPriceBasis(StrEnum):
@@ -22,21 +30,48 @@ class FinalPriceBasis(StrEnum):
     DISCOUNT = "discount"
 
 
+#: The highest price taogate accepts from an upstream, in yuan.
+MAX_PRICE = Decimal(10) ** 9
+_CENT = Decimal("0.01")
+_MAX_MONEY_TEXT = 40  # characters: far more than any real price, far less than a bomb
+
+
 def parse_money(value: Any) -> Decimal | None:
-    """An upstream money field as an exact ``Decimal``; ``None`` when absent or unparseable.
+    """An upstream money field as an exact ``Decimal`` in yuan; ``None`` when absent.
 
     Strings are taken as they are. A float (the reseller sends some prices as JSON numbers) is
     read through its shortest ``repr``, which is the literal the JSON carried for any price of
-    fewer than 16 significant digits.
+    fewer than 16 significant digits. A price is rounded (half up) to at most two decimal
+    places and written without an exponent. Raises ``ValueError`` naming what is wrong for
+    anything that is not a number from 0 to :data:`MAX_PRICE` (text, ``NaN``, a negative
+    number, ``1e999999999``): such a value must fail its item, never the arithmetic after it.
     """
-    if value is None or value == "" or isinstance(value, bool):
+    if value is None or value == "":
         return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"not a number ({type(value).__name__})")
     text = repr(value) if isinstance(value, float) else str(value).strip()
+    if len(text) > _MAX_MONEY_TEXT:
+        raise ValueError(f"not a price ({len(text)} characters)")
     try:
         money = Decimal(text)
     except InvalidOperation:
-        return None
-    return money if money.is_finite() else None
+        raise ValueError(f"not a number ({text[:20]!r})") from None
+    if not money.is_finite():
+        raise ValueError(f"not a finite number ({text[:20]!r})")
+    if money < 0 or money > MAX_PRICE + 1:  # comparisons are exact whatever the exponent
+        raise ValueError(f"out of bounds 0..{MAX_PRICE:f} ({text[:20]!r})")
+    exponent = money.as_tuple().exponent
+    assert isinstance(exponent, int)  # finite
+    if exponent < -2:
+        money = money.quantize(_CENT, rounding=ROUND_HALF_UP)
+    elif exponent > 0:
+        money = money.quantize(Decimal(1))  # "1E+2" is shown as "100"
+    if money > MAX_PRICE:
+        raise ValueError(f"out of bounds 0..{MAX_PRICE:f} ({text[:20]!r})")
+    if not money:
+        money = abs(money)  # "-0" is 0
+    return money
 
 
 def compute_final_price(

@@ -35,11 +35,12 @@ from pydantic_settings import (
 
 from taogate._errors import ConfigurationError
 from taogate._ids import DEFAULT_ID_PATTERN, IdPolicy
-from taogate._masking import mask_id, mask_secret, mask_url
+from taogate._masking import Redactor, mask_id, mask_secret, mask_url, url_passwords
 from taogate._secrets import read_secret_file
 from taogate.providers.base import DEFAULT_EGRESS, IP_QPS, Credential, Egress
 
 __all__ = [
+    "MIN_TOKEN_CHARS",
     "CacheSettings",
     "ClientSettings",
     "CredentialSettings",
@@ -94,6 +95,8 @@ class UpstreamSettings(_Section):
     timeout_s: float = Field(default=5.0, gt=0)
     connect_timeout_s: float = Field(default=2.0, gt=0)
     max_connections: int = Field(default=64, ge=1)
+    #: The largest upstream answer read, in bytes; a larger one is a transient failure.
+    max_response_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     id_pattern: str = DEFAULT_ID_PATTERN
     #: Extra business parameters sent with every call (``platform``, ``biz_scene_id``, ...).
     params: dict[str, str] = Field(default_factory=dict)
@@ -242,6 +245,11 @@ class RedisSettings(_Section):
         return f"RedisSettings(url={mask_url(self.url) if self.url else None!r})"
 
 
+#: Fewest characters a client token may have (a random token of 32 URL-safe characters holds
+#: 192 bits: past guessing, even without the limit on failed attempts).
+MIN_TOKEN_CHARS = 32
+
+
 class ClientSettings(_Section):
     """``[[server.clients]]``: a caller of the HTTP service and its own rate."""
 
@@ -253,7 +261,14 @@ class ClientSettings(_Section):
 
     @model_validator(mode="after")
     def _token_given(self) -> Self:
-        object.__setattr__(self, "token", _resolve_secret(self.token, self.token_env, "token"))
+        token = _resolve_secret(self.token, self.token_env, "token")
+        if len(token.get_secret_value()) < MIN_TOKEN_CHARS:  # the message never shows the token
+            raise ValueError(
+                f"client {self.name!r}: its token is shorter than {MIN_TOKEN_CHARS} characters; "
+                "use a long random one "
+                "(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        object.__setattr__(self, "token", token)
         return self
 
 
@@ -299,6 +314,20 @@ class ServerSettings(_Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     #: Seconds a shutdown waits for requests in progress to finish.
     graceful_shutdown_s: float = Field(default=10.0, ge=0)
+    #: Seconds a client may take to send a request's line and headers; past it the connection
+    #: is answered 408 and closed (a fresh connection that sends nothing is closed).
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    #: Seconds a client may take to send a request's whole body; past it 408 and the connection
+    #: is closed. A body being received holds no ``max_in_flight`` slot.
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    #: Largest request line plus headers in bytes; past it 431 and the connection is closed.
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+    #: Failed authentications allowed per source address (IPv6: per /64) and minute; past it a
+    #: failed attempt is answered 429 with ``Retry-After`` (a valid token still passes).
+    auth_failures_per_minute: int = Field(default=20, ge=1)
+    #: ``taogate serve`` on an address other than loopback without any ``[[server.clients]]``
+    #: refuses to start unless this is true (an open API on the network).
+    allow_anonymous: bool = False
     edge_cache: EdgeCacheSettings = Field(default_factory=EdgeCacheSettings)
 
 
@@ -357,10 +386,13 @@ class JobsSettings(_Section):
     concurrency: int = Field(default=32, ge=1)
     #: A chunk untouched this long (its worker died) is claimed by another worker.
     claim_idle_s: float = Field(default=30.0, gt=0)
-    #: How long a finished job and its rows are kept.
+    #: How long a job and its rows are kept after its last change (submit, rows, end, cancel).
     result_ttl_s: float = Field(default=86_400.0, gt=0)
     #: Deadline of one chunk's lookups (bulk waits behind interactive traffic).
     deadline_s: float = Field(default=120.0, gt=0)
+    #: Tries of one chunk (deliveries: a late answer, an error, a worker that died on it)
+    #: before its ids get ``failed`` rows.
+    max_attempts: int = Field(default=5, ge=1, le=100)
 
 
 class SecretsSettings(_Section):
@@ -471,10 +503,16 @@ class Settings(BaseSettings):
         return self.cache.max_age_s + self.cache.max_stale_s
 
     def secret_values(self) -> list[str]:
-        """Every secret and token configured, for log redaction (never for display)."""
+        """Every secret, token and password configured, for redaction (never for display)."""
         values = [c.secret.get_secret_value() for c in self.credentials if c.secret is not None]
         values += [c.token.get_secret_value() for c in self.server.clients if c.token is not None]
+        urls = [self.redis.url, *(e.proxy for e in self.egress)]
+        values += [p for url in urls if url for p in url_passwords(url)]
         return [v for v in values if v]
+
+    def redactor(self) -> Redactor:
+        """What makes upstream text safe to show: every secret above out, cut short."""
+        return Redactor(self.secret_values())
 
     def build_egresses(self) -> list[Egress]:
         """The egresses as the library takes them; one implicit egress when none is set."""

@@ -15,7 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from taogate._errors import RateLimited, UpstreamError
+from taogate._errors import ItemUnreadable, RateLimited, UpstreamError
 from taogate._model import Item
 from taogate._settings import SimSettings
 from taogate.providers.base import Credential
@@ -27,7 +27,9 @@ __all__ = ["run_walkthrough"]
 QPS = 10.0
 
 
-def _item_line(item: Item) -> str:
+def _item_line(item: Item | ItemUnreadable) -> str:
+    if isinstance(item, ItemUnreadable):
+        return str(item)
     coupon = (
         f", coupon {item.coupon_amount} off from {item.coupon_start_fee}"
         if item.coupon_amount is not None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -200,7 +201,10 @@ def serve(
     settings = _load(config)
     if not settings.credentials:
         _fail(f"{config}: the service needs at least one [[credentials]] entry")
-    run_service(settings, config_path=str(config), host=host, port=port, workers=workers)
+    try:
+        run_service(settings, config_path=str(config), host=host, port=port, workers=workers)
+    except ConfigurationError as exc:
+        _fail(exc)
 
 
 def _service(config: Path, url: str | None, token_env: str | None) -> tuple[str, dict[str, str]]:
@@ -216,16 +220,55 @@ def _service(config: Path, url: str | None, token_env: str | None) -> tuple[str,
     return base, ({"Authorization": f"Bearer {token}"} if token else {})
 
 
-def _call(method: str, url: str, headers: dict[str, str], **kw: Any) -> Any:
-    import httpx
+@dataclass(frozen=True)
+class _Reply:
+    """A finished HTTP answer from a running service, read whole."""
+
+    status: int
+    reason: str
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+def _request(
+    method: str, url: str, headers: dict[str, str], *, timeout: float, **kw: Any
+) -> _Reply:
+    """One request with aiohttp (a runtime dependency, so the admin commands work in a plain
+    install); redirects are not followed, so a token is never sent anywhere else."""
+    import aiohttp
+
+    async def go() -> _Reply:
+        limit = aiohttp.ClientTimeout(total=timeout)
+        async with (
+            aiohttp.ClientSession(timeout=limit) as session,
+            session.request(method, url, headers=headers, allow_redirects=False, **kw) as resp,
+        ):
+            return _Reply(resp.status, resp.reason or "", await resp.read())
 
     try:
-        resp = httpx.request(method, url, headers=headers, timeout=60.0, **kw)
-    except httpx.HTTPError as exc:
+        return asyncio.run(go())
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         _fail(f"cannot reach {url}: {type(exc).__name__}", code=1)
-    if resp.status_code >= 400:
-        detail = resp.json().get("detail", resp.text) if resp.content else resp.reason_phrase
-        _fail(f"{url} answered {resp.status_code}: {detail}", code=1)
+
+
+def _call(method: str, url: str, headers: dict[str, str], **kw: Any) -> _Reply:
+    """``_request`` that ends the command with the service's problem detail on a 4xx/5xx."""
+    resp = _request(method, url, headers, timeout=60.0, **kw)
+    if resp.status >= 400:
+        detail: Any = resp.reason
+        if resp.content:
+            try:
+                doc = resp.json()
+                detail = doc.get("detail", resp.text) if isinstance(doc, dict) else resp.text
+            except ValueError:
+                detail = resp.text[:200]
+        _fail(f"{url} answered {resp.status}: {detail}", code=1)
     return resp
 
 
@@ -253,7 +296,7 @@ def jobs_submit(
     base, headers = _service(config, url, token_env)
     body = file.read_bytes()
     doc = _call(
-        "POST", f"{base}/v1/jobs", {**headers, "content-type": "text/plain"}, content=body
+        "POST", f"{base}/v1/jobs", {**headers, "content-type": "text/plain"}, data=body
     ).json()
     est = doc["estimate"]
     console.print(
@@ -403,7 +446,6 @@ def keys(
     """Show the credential pool of a running service: rate, bans, quarantine, budget, cost."""
     import os
 
-    import httpx
     from rich.table import Table
 
     settings = _load(config)
@@ -414,13 +456,9 @@ def keys(
         if admin is not None and admin.token is not None:
             token = admin.token.get_secret_value()
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    try:
-        resp = httpx.get(f"{base}/v1/admin/keys", headers=headers, timeout=5.0)
-    except httpx.HTTPError as exc:
-        _fail(f"cannot reach {base}: {type(exc).__name__}", code=1)
-    if resp.status_code != 200:
-        detail = resp.json().get("detail", resp.text) if resp.content else resp.reason_phrase
-        _fail(f"{base} answered {resp.status_code}: {detail}", code=1)
+    resp = _request("GET", f"{base}/v1/admin/keys", headers, timeout=5.0)
+    if resp.status != 200:
+        _call("GET", f"{base}/v1/admin/keys", headers)  # ends the command with the detail
     doc = resp.json()
     table = Table(title=f"credentials at {base} (breaker {doc['breaker']})")
     for column in (
@@ -520,6 +558,10 @@ def bench(
     unknown = [s for s in chosen if s not in SCENARIOS]
     if unknown:
         _fail(f"unknown scenario {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        _fail("taogate bench draws its plot with matplotlib: pip install 'taogate[bench]'")
     name = "pipeline-quick" if quick else "pipeline"
     report = _run(run_bench(console, scenarios=chosen, quick=quick, out=out, name=name))
     failed = [

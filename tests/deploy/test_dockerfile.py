@@ -42,9 +42,15 @@ def test_hadolint_rejects_a_bad_dockerfile(tmp_path: Path) -> None:
     assert "DL3008" in result.stdout  # unpinned apt package
 
 
+def _bases(steps: list[tuple[str, str]]) -> list[str]:
+    """Each stage's FROM, with ``${ARG}`` replaced by the ARG's default."""
+    args = dict(a.split("=", 1) for word, a in steps if word == "ARG" and "=" in a)
+    return [re.sub(r"\$\{(\w+)\}", lambda m: args[m[1]], a) for word, a in steps if word == "FROM"]
+
+
 def test_multi_stage_slim_non_root_with_healthcheck() -> None:
     steps = _instructions()
-    bases = [args for word, args in steps if word == "FROM"]
+    bases = _bases(steps)
     assert len(bases) >= 2, "a build stage and a runtime stage"
     assert all("-slim" in base for base in bases)
     assert "AS build" in bases[0]
@@ -79,7 +85,7 @@ def test_dockerignore_keeps_out_everything_but_the_sources() -> None:
     ]
     assert lines[0] == "*", "an allow-list: everything is ignored unless named"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    assert allowed == {"pyproject.toml", "README.md", "src"}
+    assert allowed == {"pyproject.toml", "uv.lock", "README.md", "LICENSE", "src"}
     # what the Dockerfile copies from the context is exactly what is let in
     sources: set[str] = set()
     for word, args in _instructions():
@@ -88,3 +94,20 @@ def test_dockerignore_keeps_out_everything_but_the_sources() -> None:
     assert sources == allowed
     for path in sources:
         assert (ROOT / path).exists(), path
+
+
+def test_the_image_installs_from_the_lock_with_a_pinned_base() -> None:
+    steps = _instructions()
+    for base in _bases(steps):
+        assert re.search(r":\d+\.\d+\.\d+-slim-\w+@sha256:[0-9a-f]{64}\b", base), base
+    runs = [args for word, args in steps if word == "RUN"]
+    syncs = [run for run in runs if "uv sync" in run]
+    assert syncs, "dependencies come from uv.lock"
+    assert all("--frozen" in run for run in syncs), "the lock is used as it is, never re-resolved"
+    assert not any("pip install" in run and "uv==" not in run for run in runs), runs
+    # the uv that installs the image is the one the lock pins
+    pin = re.search(r'"uv==([\d.]+)"', (ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert pin is not None
+    assert any(f"uv=={pin[1]}" in run for run in runs)
+    lock = (ROOT / "uv.lock").read_text(encoding="utf-8")
+    assert f'name = "uv"\nversion = "{pin[1]}"' in lock

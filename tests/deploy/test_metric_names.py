@@ -41,7 +41,7 @@ GRAFANA_VARIABLES = {
     "$instance": ".*",
 }
 KEY = SimKey(app_key="70000001", secret="metric-names-test-secret", qps=100.0)
-TOKEN = "metric-names-test-token"
+TOKEN = "metric-names-test-client-token-0001"
 
 
 def _walk(node: Any) -> Iterator[dict[str, Any]]:

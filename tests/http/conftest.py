@@ -14,7 +14,11 @@ from taogate.http import create_app
 from taogate.testing import SimKey, Simulator
 
 KEYS = [SimKey(app_key=f"5000000{i}", secret=f"http-test-secret-{i}", qps=1000.0) for i in range(2)]
-TOKENS = {"site": "site-token-value-0001", "ops": "ops-token-value-0002", "slow": "slow-token-0003"}
+TOKENS = {
+    "site": "site-client-token-value-0001-abcdef",
+    "ops": "ops-client-token-value-0002-abcdefg",
+    "slow": "slow-client-token-value-0003-abcdef",
+}
 
 
 def make_settings(sim: Simulator, **server: Any) -> Settings:

@@ -26,8 +26,8 @@ from tests.conftest import free_port, start_serve
 pytestmark = pytest.mark.integration
 
 KEYS = [SimKey(app_key=f"7100000{i}", secret=f"console-secret-{i}", qps=10.0) for i in range(3)]
-ADMIN = "console-admin-token-0001"
-SITE = "console-site-token-0002"
+ADMIN = "console-admin-client-token-0001-abcdef"
+SITE = "console-site-client-token-0002-abcdef"
 
 
 def chromium() -> str:

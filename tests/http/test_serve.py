@@ -19,7 +19,10 @@ from tests.conftest import free_port, start_serve
 
 pytestmark = pytest.mark.integration
 
-SECRETS = {"cred": "serve-test-credential-secret", "token": "serve-test-admin-token-xyz"}
+SECRETS = {
+    "cred": "serve-test-credential-secret",
+    "token": "serve-test-admin-client-token-xyz-0001",
+}
 KEY = SimKey(app_key="60000001", secret=SECRETS["cred"], qps=100.0)
 
 

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 APP_KEY = "70000002"
 OLD = "sighup-test-secret-old-0001"
 NEW = "sighup-test-secret-new-0002"
-TOKEN = "sighup-test-client-token-0003"
+TOKEN = "sighup-test-client-token-0003-abcdef"
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from taogate import (
 from taogate._settings import SimSettings
 from taogate.providers import ResellerProvider, TopProvider
 from taogate.providers.top import UPGRADE_GET
-from taogate.testing import SimKey, Simulator
+from taogate.testing import SimKey, Simulator, items_only
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +48,7 @@ def present_ids(sim: Simulator, n: int) -> list[str]:
 async def test_signed_calls_are_accepted(sim: Simulator, sign_method: str, simplify: bool) -> None:
     ids = present_ids(sim, 40)
     async with TopProvider(url=sim.url, sign_method=sign_method, simplify=simplify) as provider:  # type: ignore[arg-type]
-        items = await provider.fetch(ids, CRED)
+        items = items_only(await provider.fetch(ids, CRED))
     assert set(items) == set(ids)
     truth = sim.truth(ids)
     for num_iid, item in items.items():
@@ -63,7 +63,7 @@ async def test_signed_calls_are_accepted(sim: Simulator, sign_method: str, simpl
 async def test_upgrade_method(sim: Simulator) -> None:
     ids = present_ids(sim, 20)
     async with TopProvider(url=sim.url, method=UPGRADE_GET) as provider:
-        items = await provider.fetch(ids, CRED)
+        items = items_only(await provider.fetch(ids, CRED))
     assert set(items) == set(ids)
     assert all(i.final_price_basis is FinalPriceBasis.FINAL_PROMOTION_PRICE for i in items.values())
     assert all(i.final_price is not None for i in items.values())
@@ -72,7 +72,7 @@ async def test_upgrade_method(sim: Simulator) -> None:
 async def test_absent_id_is_not_in_the_answer(sim: Simulator) -> None:
     ids = present_ids(sim, 3)
     async with TopProvider(url=sim.url) as provider:
-        items = await provider.fetch([*ids, "999999999999"], CRED)
+        items = items_only(await provider.fetch([*ids, "999999999999"], CRED))
     assert set(items) == set(ids)
 
 
@@ -161,7 +161,7 @@ async def test_connection_refused_is_transient() -> None:
 async def test_reseller_provider(sim: Simulator) -> None:
     (num_iid,) = present_ids(sim, 1)
     async with ResellerProvider(url=sim.reseller_url) as provider:
-        items = await provider.fetch([num_iid], CRED)
+        items = items_only(await provider.fetch([num_iid], CRED))
         truth = sim.truth([num_iid])[num_iid]
         assert truth is not None
         assert items[num_iid].zk_final_price == Decimal(truth["zk_final_price"])

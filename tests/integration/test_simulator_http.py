@@ -21,7 +21,7 @@ from taogate.providers.top import (
     parse_items,
     sign,
 )
-from taogate.testing import ItemKind, SimKey, Simulator
+from taogate.testing import ItemKind, SimKey, Simulator, items_only
 
 pytestmark = pytest.mark.integration
 
@@ -124,7 +124,9 @@ async def test_top_provider_parameters_are_accepted(
     for method, simplify in ((INFO_GET, False), (UPGRADE_GET, True)):
         provider = TopProvider(url=sim.url, method=method, simplify=simplify, session=http)
         params = provider.build_params(ids, Credential(app_key=FAST.app_key, secret=FAST.secret))
-        items = parse_items(orjson.dumps(await post(http, sim.url, params)), method, ids)
+        items = items_only(
+            parse_items(orjson.dumps(await post(http, sim.url, params)), method, ids)
+        )
         truth = (await get(http, f"{sim.base_url}/_sim/truth", {"ids": ",".join(ids)}))["items"]
         assert set(items) == set(ids)
         for num_iid, item in items.items():

@@ -25,7 +25,7 @@ from tests.conftest import RedisServer, free_port, start_serve
 pytestmark = pytest.mark.integration
 
 KEY = SimKey(app_key="93000001", secret="jobs-test-secret", qps=100.0)
-AUTH = {"Authorization": "Bearer jobs-token-0001"}
+AUTH = {"Authorization": "Bearer jobs-test-client-token-0001-abcdefghij"}
 
 
 def settings(sim: Simulator, redis_url: str, prefix: str, **jobs: Any) -> Settings:

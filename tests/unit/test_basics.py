@@ -18,7 +18,7 @@ from taogate import (
     mask_id,
     mask_secret,
 )
-from taogate._masking import mask_url
+from taogate._masking import Redactor, mask_url
 from taogate._model import compute_final_price, parse_money
 
 
@@ -85,13 +85,28 @@ def test_batches_are_deduplicated_and_bounded() -> None:
         (5, Decimal(5)),
         ("", None),
         (None, None),
-        ("abc", None),
-        ("NaN", None),
-        (True, None),
+        ("12.345", Decimal("12.35")),  # rounded half up to cents
+        ("1e-999999999", Decimal("0.00")),
+        ("1e2", Decimal("100")),  # never shown with an exponent
+        ("1000000000", Decimal("1000000000")),
+        ("-0", Decimal("0")),
     ],
 )
 def test_parse_money(raw: object, expected: Decimal | None) -> None:
-    assert parse_money(raw) == expected
+    value = parse_money(raw)
+    assert value == expected
+    if value is not None:
+        assert "E" not in str(value)
+        assert str(value).lstrip("-") == str(value)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["abc", "NaN", "Infinity", True, "-0.01", "1e999999999", "1000000000.01", "9" * 60, {}, []],
+)
+def test_parse_money_refuses_what_is_not_a_price(raw: object) -> None:
+    with pytest.raises(ValueError, match=r"not a|out of bounds"):
+        parse_money(raw)
 
 
 def test_final_price_rules() -> None:
@@ -145,3 +160,38 @@ def test_import_opens_nothing_and_leaves_integrations_out() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+SECRET = "a-credential-secret/with+odd=chars&0123456789"
+TOKEN = "client-token-0123456789abcdefghijklmnop"
+
+
+def test_redactor_takes_every_secret_out_in_every_form_then_cuts() -> None:
+    from urllib.parse import quote, quote_plus
+
+    redact = Redactor([SECRET, TOKEN, "abc"])  # too short to redact: ordinary text
+    text = f"echo ?key=1&secret={quote(SECRET, safe='')} s2={quote_plus(SECRET)} {SECRET} {TOKEN}"
+    out = redact(text)
+    for form in (SECRET, quote(SECRET, safe=""), quote_plus(SECRET), TOKEN):
+        assert form not in out
+    assert mask_secret(SECRET) in out
+    assert redact("abc") == "abc"
+    long = redact("x" * 190 + SECRET + "y" * 1000)
+    assert len(long) == 200
+    assert SECRET[:8] not in long  # replaced before the cut: no prefix left at the edge
+    assert redact("short") == "short"
+    redact.add("rotated-secret-0123456789")
+    assert "rotated-secret-0123456789" not in redact("x rotated-secret-0123456789 y")
+
+
+def test_settings_redact_credentials_tokens_and_passwords() -> None:
+    settings = taogate.Settings(
+        credentials=[{"app_key": "12345678", "secret": SECRET}],
+        server={"clients": [{"name": "site", "token": TOKEN}]},
+        redis={"url": "redis://:redis-password-0123456789@127.0.0.1:1/0"},
+        egress=[{"name": "p", "proxy": "http://u:proxy-password-0123456789@127.0.0.1:3128"}],
+    )
+    text = f"{SECRET} {TOKEN} redis-password-0123456789 proxy-password-0123456789"
+    out = settings.redactor()(text)
+    for secret in (SECRET, TOKEN, "redis-password-0123456789", "proxy-password-0123456789"):
+        assert secret not in out

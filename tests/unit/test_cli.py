@@ -94,3 +94,35 @@ def test_degrade_refuses_bad_options(tmp_path: Path, args: list[str], words: str
     result = runner.invoke(app, ["degrade", *args, "--config", str(config)])
     assert result.exit_code == 2
     assert words in result.output
+
+
+SHORT_TOKEN = "short-token-value-31-characters"
+
+
+def test_config_check_refuses_a_short_token_naming_the_client(tmp_path: Path) -> None:
+    assert len(SHORT_TOKEN) == 31
+    path = tmp_path / "taogate.toml"
+    path.write_text(
+        '[[credentials]]\napp_key = "12345678"\nsecret = "s"\n'
+        f'[[server.clients]]\nname = "partner-a"\ntoken = "{SHORT_TOKEN}"\n',
+        encoding="utf-8",
+    )
+    result = runner.invoke(app, ["config", "check", str(path)])
+    assert result.exit_code == 2
+    assert "server.clients[0]" in result.output
+    assert "'partner-a'" in result.output
+    assert "32 characters" in result.output
+    assert SHORT_TOKEN not in result.output
+    # 32 characters are enough
+    path.write_text(path.read_text(encoding="utf-8").replace(SHORT_TOKEN, SHORT_TOKEN + "x"))
+    assert runner.invoke(app, ["config", "check", str(path)]).exit_code == 0
+
+
+def test_serve_refuses_an_open_api_off_loopback(tmp_path: Path) -> None:
+    path = tmp_path / "taogate.toml"
+    path.write_text('[[credentials]]\napp_key = "12345678"\nsecret = "s"\n', encoding="utf-8")
+    for host in ("0.0.0.0", "::", "192.0.2.10", "gateway.example"):  # noqa: S104
+        result = runner.invoke(app, ["serve", "--config", str(path), "--host", host])
+        assert result.exit_code == 2, result.output
+        assert f"refusing to serve on {host}" in result.output
+        assert "allow_anonymous" in result.output

@@ -12,6 +12,7 @@ from taogate import (
     CredentialInvalid,
     DeadlineExceeded,
     InvalidItemId,
+    ItemUnreadable,
     NoCredentialAvailable,
     Overloaded,
     ProtocolMismatch,
@@ -464,3 +465,39 @@ async def test_a_lease_that_cannot_leave_in_time_is_given_back(make: GatewayFact
     assert result.item is not None
     assert stats.late_leases == 1
     assert len(provider.calls) == 1  # the late lease sent nothing; a fresh one carried the id
+
+
+async def test_an_unreadable_item_fails_its_id_alone_and_is_not_cached(
+    make: GatewayFactory,
+) -> None:
+    ids = IDS[:40]
+    provider = FakeProvider.with_ids(ids, unreadable={ids[7]})
+    async with make(provider) as gw:
+        first = await gw.get_many(ids)
+        assert len(provider.calls) == 1  # one call, not retried
+        error = first[ids[7]].error
+        assert isinstance(error, ItemUnreadable)
+        assert error.num_iid == ids[7]
+        assert all(first[i].found for i in ids if i != ids[7])
+        assert gw.dispatcher.stats.items_unreadable == 1
+        assert gw.breaker.state.value == "closed"
+        # never cached (not as "not found" either): the next lookup asks again
+        assert gw.cache.l1.peek(ids[7]) is None
+        provider.unreadable.clear()
+        second = await gw.get(ids[7])
+    assert second.found
+    assert provider.ids_fetched.count(ids[7]) == 2
+
+
+async def test_an_unreadable_item_serves_a_stale_answer_when_there_is_one(
+    make: GatewayFactory,
+) -> None:
+    provider = FakeProvider.with_ids(IDS[:2])
+    clock = OffsetClock()
+    async with make(provider, clock=clock) as gw:
+        await gw.get(IDS[0])
+        clock.advance(61.0)  # past max_age, within max_stale
+        provider.unreadable.add(IDS[0])
+        lookup = await gw.get(IDS[0])
+    assert lookup.stale
+    assert lookup.found

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import orjson
 import pytest
 
 from taogate import (
     CredentialInvalid,
     FinalPriceBasis,
+    ItemUnreadable,
     RateLimited,
     UpstreamBadRequest,
     UpstreamTransient,
 )
+from taogate._masking import Redactor
 from taogate.providers.reseller import parse_reseller
 
 
@@ -67,3 +70,33 @@ def test_rate_limit_seconds() -> None:
             b'{"error_code": "4013", "reason": "This ban will last for 3 more seconds"}', "1"
         )
     assert info.value.retry_after == 3
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        '"price": "1e999999999", "promotion_price": "1"',
+        '"price": 1e308',
+        '"price": "abc"',
+        '"price": "-1"',
+        '"price": "5", "promotion_price": "NaN"',
+        '"price": {"v": 1}',
+        '"price": "5", "title": ["a"]',
+    ],
+)
+def test_an_item_with_an_unreadable_field_is_unreadable(fields: str) -> None:
+    body = f'{{"item": {{"num_iid": "1", {fields}}}, "error_code": "0000"}}'.encode()
+    with pytest.raises(ItemUnreadable) as info:
+        parse_reseller(body, "1", credential="k…y")
+    assert info.value.num_iid == "1"
+    assert info.value.credential == "k…y"
+
+
+def test_an_echoed_secret_never_stays_in_the_error() -> None:
+    secret = "reseller-secret-0123456789abcdef"
+    reason = f"bad num_iid; query was key=123&secret={secret}&num_iid=x " + "z" * 4000
+    body = orjson.dumps({"error_code": "4000", "reason": reason, "request_id": secret})
+    with pytest.raises(UpstreamBadRequest) as info:
+        parse_reseller(body, "1", redact=Redactor([secret]))
+    assert secret not in str(info.value)
+    assert len(info.value.message) <= 200

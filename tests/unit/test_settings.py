@@ -186,3 +186,28 @@ def test_malformed_json_in_the_environment_is_one_message(
     with pytest.raises(ConfigurationError, match="environment: credentials: not a valid") as info:
         load_settings(None)
     assert SECRET not in str(info.value)
+
+
+def test_a_short_token_from_the_environment_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TG_SHORT_TOKEN", "t" * 31)
+    monkeypatch.setenv(
+        "TAOGATE_SERVER__CLIENTS", '[{"name": "batch-jobs", "token_env": "TG_SHORT_TOKEN"}]'
+    )
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert "client 'batch-jobs'" in str(caught.value)
+    assert "t" * 31 not in str(caught.value)
+
+
+def test_redis_and_proxy_passwords_are_secrets(tmp_path: Path) -> None:
+    path = tmp_path / "t.toml"
+    path.write_text(
+        '[redis]\nurl = "redis+sentinel://:sentinel-pw-1@10.0.0.1:26379,10.0.0.2:26379/m"\n'
+        '[[egress]]\nname = "a"\nproxy = "http://user:proxy-pw-2@10.0.1.5:3128"\n'
+        '[[egress]]\nname = "b"\nproxy = "http://10.0.1.6:3128"\n',
+        encoding="utf-8",
+    )
+    values = load_settings(path).secret_values()
+    assert "sentinel-pw-1" in values
+    assert "proxy-pw-2" in values
+    assert "user" not in values

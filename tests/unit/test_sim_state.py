@@ -13,7 +13,7 @@ import pytest
 from taogate._errors import ConfigurationError
 from taogate._settings import Settings, SimSettings
 from taogate.providers.top import INFO_GET, UPGRADE_GET, beijing_timestamp, parse_items, sign
-from taogate.testing import ItemKind, SimKey, Simulator
+from taogate.testing import ItemKind, SimKey, Simulator, items_only
 from taogate.testing._sim_state import (
     KeyState,
     SimState,
@@ -349,7 +349,7 @@ def test_api_answers_agree_with_the_truth_as_prices_change() -> None:
     for _ in range(3):
         clock.advance(30)
         doc = body(sim.answer_top(signed(",".join(ids), wall=clock.wall())))
-        items = parse_items(orjson.dumps(doc), INFO_GET, ids)
+        items = items_only(parse_items(orjson.dumps(doc), INFO_GET, ids))
         truth = rows(sim, ids)
         assert set(items) == set(ids)
         for num_iid, item in items.items():

@@ -33,10 +33,11 @@ from taogate._gateway import Gateway
 from taogate._logging import request_id_var
 from taogate._settings import Settings
 from taogate.http._auth import Client, Clients
+from taogate.http._body import ClientGone, has_body, receive_body, replay
 from taogate.http._console import ConsoleRoutes
 from taogate.http._degrade import DegradeRoutes
 from taogate.http._edge_cache import ItemCaching, etag_matches
-from taogate.http._jobs import JobRoutes
+from taogate.http._jobs import JobRoutes, job_body_limit
 from taogate.http._metrics import Metrics
 from taogate.http._openapi import openapi_document
 from taogate.http._problems import Problem, problem_for_error
@@ -106,7 +107,9 @@ class _Api:
         self.ready = False
 
     def _client(self, request: Request, *, admin: bool = False) -> Client:
-        client = self.clients.authenticate(request.headers.get("authorization"))
+        client = self.clients.authenticate(
+            request.headers.get("authorization"), request.client.host if request.client else None
+        )
         if admin and not client.admin:
             raise Problem("forbidden", f"client {client.name!r} is not an operator (admin)")
         self.clients.admit(client)
@@ -126,7 +129,7 @@ class _Api:
                     authorization = value.decode("latin-1")
                 elif name == b"if-none-match":  # several lines make one list
                     if_none_match = value if if_none_match is None else if_none_match + b"," + value
-            client = self.clients.authenticate(authorization)
+            client = self.clients.authenticate(authorization, _client_host(scope))
             self.clients.admit(client)
             num_iid: str = scope["path_params"]["num_iid"]
             max_age = allow_stale = None
@@ -143,7 +146,7 @@ class _Api:
             except InvalidRequest as exc:
                 raise problem_for_error(exc, num_iid) from None
             if lookup.error is not None:
-                raise problem_for_error(lookup.error, num_iid)
+                raise problem_for_error(lookup.error, num_iid, redact=self.gw.redact)
             if lookup.item is None:
                 raise Problem(
                     "item-not-found",
@@ -245,7 +248,7 @@ class _Api:
         out: dict[str, Any] = {}
         for num_iid, lookup in results.items():
             if lookup.error is not None:
-                problem = problem_for_error(lookup.error, num_iid)
+                problem = problem_for_error(lookup.error, num_iid, redact=self.gw.redact)
                 out[num_iid] = {"error": problem.body(request.url.path, request_id_var.get())}
             else:
                 out[num_iid] = lookup.to_dict()
@@ -300,7 +303,10 @@ class _Api:
 
     async def metrics_route(self, request: Request) -> Response:
         if self.settings.server.metrics_token_required:
-            self.clients.authenticate(request.headers.get("authorization"))
+            self.clients.authenticate(
+                request.headers.get("authorization"),
+                request.client.host if request.client else None,
+            )
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def openapi_route(self, request: Request) -> Response:
@@ -309,6 +315,11 @@ class _Api:
 
 ITEM_ROUTE = "/v1/items/{num_iid}"
 _ITEM_PREFIX = "/v1/items/"
+
+
+def _client_host(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return str(client[0]) if client else None
 
 
 def _item_id(scope: Scope) -> str | None:
@@ -331,7 +342,7 @@ class _AsgiEndpoint:
 
 
 class _Edge:
-    """Request id, admission control, metrics and access log, as one pure ASGI layer."""
+    """Request id, body, admission control, metrics and access log, as one pure ASGI layer."""
 
     def __init__(
         self,
@@ -344,6 +355,9 @@ class _Edge:
         self.app = app
         self.item_endpoint = item_endpoint
         self.max_in_flight = settings.server.max_in_flight
+        #: the largest body any route takes (the routes check their own limits after)
+        self.max_body = job_body_limit(settings)
+        self.body_timeout_s = settings.server.body_timeout_s
         self.metrics = metrics
         self.access = settings.server.access_log
         self.in_flight = 0
@@ -388,6 +402,18 @@ class _Edge:
         guarded = scope["path"] not in _UNGUARDED
         template: str | None = None
         try:
+            if has_body(scope):  # received whole before taking a slot: a slow body holds none
+                try:
+                    body = await receive_body(
+                        scope, receive, limit=self.max_body, timeout_s=self.body_timeout_s
+                    )
+                except Problem as refused:
+                    await refused.response(scope["path"], request_id)(scope, receive, send_with_id)
+                    return
+                except ClientGone:
+                    status = 499  # nobody to answer (nginx's "client closed request")
+                    return
+                receive = replay(body, receive)
             if guarded and self.in_flight >= self.max_in_flight:
                 self.metrics.shed.inc()
                 problem = Problem(
@@ -474,7 +500,11 @@ def create_app(
     """
     metrics = Metrics()
     gateway = Gateway(settings, provider=provider, clock=clock)
-    clients = Clients(settings.server.clients, clock=clock or time.monotonic)
+    clients = Clients(
+        settings.server.clients,
+        clock=clock or time.monotonic,
+        failures_per_minute=settings.server.auth_failures_per_minute,
+    )
     api = _Api(settings, gateway, clients, metrics)
     jobs = JobRoutes(api)
     console = ConsoleRoutes(api)
@@ -519,7 +549,8 @@ def create_app(
 
     async def on_error(request: Request, exc: Exception) -> Response:
         if isinstance(exc, TaogateError):
-            return problem_for_error(exc).response(request.url.path, request_id_var.get())
+            problem = problem_for_error(exc, redact=api.gw.redact)
+            return problem.response(request.url.path, request_id_var.get())
         log.exception("unhandled error")
         return Problem("internal-error", "an unexpected error; see the server log").response(
             request.url.path, request_id_var.get()

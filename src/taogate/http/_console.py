@@ -259,7 +259,7 @@ class ConsoleRoutes:
             lookup = await gw.get_one(num_iid)
         except InvalidRequest as exc:
             raise problem_for_error(exc, num_iid) from None
-        answer_or_problem(lookup, num_iid)
+        answer_or_problem(lookup, num_iid, redact=gw.redact)
         fetched = gw.dispatcher.fetched_by(num_iid)
         body = lookup.to_dict() | {
             "num_iid": num_iid,

@@ -1,11 +1,12 @@
 """``/v1/jobs``: submit a large id list, follow it, stream its rows, cancel it.
 
 A job belongs to the client that submitted it: other clients get 404 for it (as if it did not
-exist) and do not see it in ``GET /v1/jobs``; admin clients see every job. A body is read as it
-arrives and refused with 413 past what the id limits need: a JSON body
-``max_json_ids`` × (the longest id + ``JSON_BYTES_PER_ID``), a text body ``max_ids`` × (the
-longest id + a line end). A text body is parsed chunk by chunk as it arrives and a large JSON
-body in a thread, so neither holds the event loop for long.
+exist) and do not see it in ``GET /v1/jobs``; admin clients see every job. A body is refused
+with 413 past what the id limits need (the edge receives up to ``job_body_limit``, the
+larger): a JSON body ``max_json_ids`` × (the longest id + ``JSON_BYTES_PER_ID``), a text
+body ``max_ids`` × (the longest id + a line end). A text body is parsed in 64 KiB slices,
+the event loop serving others in between, and a large JSON body in a thread, so neither
+holds the event loop for long.
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ from taogate._ids import IdPolicy
 from taogate.http._problems import Problem
 
 if TYPE_CHECKING:
+    from taogate._settings import Settings
     from taogate.http._app import _Api
     from taogate.http._auth import Client
     from taogate.jobs._store import JobStatus
 
-__all__ = ["JobRoutes", "csv_cell"]
+__all__ = ["JobRoutes", "csv_cell", "job_body_limit", "job_body_limits"]
 
 #: bytes an id may take in a JSON body beyond its own: quotes, comma, a line end and indent
 JSON_BYTES_PER_ID = 16
@@ -124,6 +126,22 @@ class _TextIds:
                 )
 
 
+def job_body_limits(settings: Settings) -> tuple[int, int]:
+    """The largest JSON and text job bodies, in bytes (never below ``max_body_bytes``): what
+    ``max_json_ids`` and ``max_ids`` ids of the longest length the id policy admits need."""
+    jobs = settings.jobs
+    floor = settings.server.max_body_bytes
+    longest = settings.upstream.id_policy.max_length
+    json_limit = jobs.max_json_ids * (longest + JSON_BYTES_PER_ID) + BODY_OVERHEAD
+    text_limit = jobs.max_ids * (longest + 2) + BODY_OVERHEAD
+    return max(floor, json_limit), max(floor, text_limit)
+
+
+def job_body_limit(settings: Settings) -> int:
+    """The largest job submission body of either kind, in bytes (what the edge receives)."""
+    return max(job_body_limits(settings))
+
+
 class JobRoutes:
     """The job handlers of one app."""
 
@@ -144,13 +162,8 @@ class JobRoutes:
         return gw.jobs
 
     def body_limits(self) -> tuple[int, int]:
-        """The largest JSON and text job bodies, in bytes (never below ``max_body_bytes``)."""
-        jobs = self.api.settings.jobs
-        floor = self.api.settings.server.max_body_bytes
-        longest = self.api.settings.upstream.id_policy.max_length
-        json_limit = jobs.max_json_ids * (longest + JSON_BYTES_PER_ID) + BODY_OVERHEAD
-        text_limit = jobs.max_ids * (longest + 2) + BODY_OVERHEAD
-        return max(floor, json_limit), max(floor, text_limit)
+        """The largest JSON and text job bodies, in bytes."""
+        return job_body_limits(self.api.settings)
 
     @staticmethod
     async def _chunks(request: Request, limit: int, too_large: str) -> AsyncIterator[bytes]:

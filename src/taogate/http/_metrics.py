@@ -25,6 +25,10 @@ from prometheus_client.registry import Collector
 from taogate._breaker import BreakerState
 from taogate._dispatch import WAIT_BUCKETS, Priority
 
+#: where a malformed Redis value can be found (taogate.shared._backend.MALFORMED_SOURCES; not
+#: imported from there, which would load redis-py for a gateway without it)
+MALFORMED_SOURCES = ("degrade", "heartbeat", "invalidation", "jobs", "limits")
+
 if TYPE_CHECKING:
     from taogate._gateway import Gateway
 
@@ -127,6 +131,19 @@ class _GatewayCollector(Collector):
             "Switches between shared and local mode.",
             value=0 if redis is None else redis["mode_changes"],
         )
+        yield CounterMetricFamily(
+            "taogate_l2_corrupt",
+            "L2 entries that could not be decoded: each was a miss and was deleted.",
+            value=0 if redis is None else redis["l2_corrupt"],
+        )
+        malformed = CounterMetricFamily(
+            "taogate_redis_malformed",
+            "Other malformed values read from Redis (ignored), by where they were found.",
+            labels=("source",),
+        )
+        for name in MALFORMED_SOURCES:
+            malformed.add_metric((name,), 0 if redis is None else redis["malformed"][name])
+        yield malformed
         degraded = snap["degraded"]
         yield GaugeMetricFamily(
             "taogate_degraded", "1 while degraded mode is on.", value=1.0 if degraded["on"] else 0.0

@@ -18,12 +18,14 @@ from taogate._errors import (
     CredentialInvalid,
     InvalidRequest,
     ItemNotFound,
+    ItemUnreadable,
     LookupFailed,
     ProtocolMismatch,
     RateLimited,
     UpstreamBadRequest,
     UpstreamTransient,
 )
+from taogate._masking import Redactor
 
 if TYPE_CHECKING:
     from taogate._model import Lookup
@@ -41,14 +43,18 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "job-not-found": (404, "No such job"),
     "not-found": (404, "No such route"),
     "method-not-allowed": (405, "Method not allowed"),
+    "request-timeout": (408, "The request was not received in time"),
     "until-passed": (409, "The time given has already passed"),
     "payload-too-large": (413, "Request body too large"),
     "upstream-rejected-id": (422, "The upstream refuses this item id"),
     "client-rate-limited": (429, "Client over its rate limit"),
     "job-limit-reached": (429, "Client at its limit of jobs in progress or ids a day"),
+    "too-many-auth-failures": (429, "Too many failed authentications from this address"),
+    "headers-too-large": (431, "Request headers too large"),
     "internal-error": (500, "Internal error"),
     "jobs-disabled": (501, "Bulk jobs are not enabled here"),
     "upstream-protocol": (502, "The upstream refused the gateway's requests"),
+    "upstream-unreadable-item": (502, "The upstream's answer for this item cannot be used"),
     "unavailable": (503, "No answer within the deadline"),
     "shed": (503, "Too many requests in progress"),
 }
@@ -100,8 +106,15 @@ def _retry_headers(retry_after: float | None) -> tuple[dict[str, str], int]:
     return {"Retry-After": str(seconds)}, seconds
 
 
-def problem_for_error(error: BaseException, num_iid: str | None = None) -> Problem:
-    """The problem that answers a lookup's error (never leaking secrets or internals)."""
+def problem_for_error(
+    error: BaseException, num_iid: str | None = None, *, redact: Redactor | None = None
+) -> Problem:
+    """The problem that answers a lookup's error (never leaking secrets or internals).
+
+    Upstream text (a refusal's message and codes) is shown only through ``redact``, which
+    takes every configured secret out and cuts it short (the default only cuts it).
+    """
+    clean = redact or Redactor()
     if isinstance(error, ItemNotFound):
         return Problem("item-not-found", str(error), num_iid=num_iid)
     if isinstance(error, InvalidRequest):
@@ -110,10 +123,16 @@ def problem_for_error(error: BaseException, num_iid: str | None = None) -> Probl
     if isinstance(error, UpstreamBadRequest):
         return Problem(
             "upstream-rejected-id",
-            f"the upstream refuses item {num_iid}: {error.message}",
+            f"the upstream refuses item {num_iid}: {clean(error.message)}",
             num_iid=num_iid,
-            upstream_code=error.code,
-            upstream_sub_code=error.sub_code,
+            upstream_code=_code(error.code, clean),
+            upstream_sub_code=_code(error.sub_code, clean),
+        )
+    if isinstance(error, ItemUnreadable):
+        return Problem(
+            "upstream-unreadable-item",
+            f"the upstream's answer for item {num_iid} cannot be used: {clean(error.reason)}",
+            num_iid=num_iid,
         )
     if isinstance(error, ProtocolMismatch):
         return Problem(
@@ -137,10 +156,14 @@ def problem_for_error(error: BaseException, num_iid: str | None = None) -> Probl
     return Problem("internal-error", "an unexpected error; see the server log for this request id")
 
 
-def answer_or_problem(lookup: Lookup, num_iid: str) -> Lookup:
+def _code(code: int | str | None, clean: Redactor) -> int | str | None:
+    return clean(code) if isinstance(code, str) else code
+
+
+def answer_or_problem(lookup: Lookup, num_iid: str, *, redact: Redactor | None = None) -> Lookup:
     """``lookup`` if it holds an item, else the problem to answer with (its error, or 404)."""
     if lookup.error is not None:
-        raise problem_for_error(lookup.error, num_iid)
+        raise problem_for_error(lookup.error, num_iid, redact=redact)
     if lookup.item is None:
         raise Problem("item-not-found", f"item {num_iid} does not exist", num_iid=num_iid)
     return lookup

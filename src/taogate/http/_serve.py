@@ -8,25 +8,33 @@ key's quota. Shutdown is graceful: uvicorn stops accepting, waits up to
 SIGHUP re-reads every ``secret_file`` in place, in every worker: with ``--workers N`` the
 parent passes it on to each worker instead of restarting them (a restarted worker would forget
 the recent calls its limits count, and old and new workers would overlap on the quota).
+
+Connections run on :class:`~taogate.http._protocol.GuardedHttpToolsProtocol` (a deadline and a
+size limit on each request's headers). Without any ``[[server.clients]]`` the service refuses to
+listen on an address other than loopback unless ``[server] allow_anonymous = true``.
 """
 
 from __future__ import annotations
 
 import inspect
+import ipaddress
 import logging
 import math
 import os
 import signal
+import sys
 
 import uvicorn
 from starlette.applications import Starlette
 from uvicorn.supervisors import Multiprocess
 
+from taogate._errors import ConfigurationError
 from taogate._logging import configure_logging
-from taogate._settings import Settings, load_settings
+from taogate._settings import ServerSettings, Settings, load_settings
 from taogate.http._app import create_app
+from taogate.http._protocol import ConnectionLimits, ServiceConfig
 
-__all__ = ["app_from_env", "serve", "share_quota"]
+__all__ = ["app_from_env", "check_exposure", "connection_limits", "serve", "share_quota"]
 
 CONFIG_ENV = "TAOGATE_CONFIG_FILE"
 WORKERS_ENV = "TAOGATE_WORKERS_SHARE"
@@ -48,6 +56,40 @@ def share_quota(settings: Settings, workers: int) -> Settings:
         for c in settings.credentials
     ]
     return settings.model_copy(update={"credentials": credentials})
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only (``localhost``, 127.0.0.0/8, ::1)."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a name: it may resolve to any address
+        return False
+
+
+def check_exposure(settings: Settings, host: str) -> None:
+    """Refuse to serve an API open to every caller on a network address.
+
+    Raises :class:`ConfigurationError` when no ``[[server.clients]]`` are configured, ``host``
+    is not loopback and ``[server] allow_anonymous`` is not set.
+    """
+    server = settings.server
+    if server.clients or server.allow_anonymous or is_loopback(host):
+        return
+    raise ConfigurationError(
+        f"refusing to serve on {host}: no [[server.clients]] are configured, so anyone who can "
+        "reach that address could use the API and its quota; add a client with a token, bind "
+        "to 127.0.0.1, or set [server] allow_anonymous = true",
+        field="server.allow_anonymous",
+    )
+
+
+def connection_limits(server: ServerSettings) -> ConnectionLimits:
+    """The limits on receiving a request's headers, from ``[server]``."""
+    return ConnectionLimits(
+        header_timeout_s=server.header_timeout_s, max_header_bytes=server.max_header_bytes
+    )
 
 
 def app_from_env() -> Starlette:
@@ -94,8 +136,12 @@ def serve(
     port: int | None = None,
     workers: int = 1,
 ) -> None:
-    """Run until SIGINT/SIGTERM, then shut down gracefully."""
+    """Run until SIGINT/SIGTERM, then shut down gracefully.
+
+    Raises :class:`ConfigurationError` (before binding) when :func:`check_exposure` refuses.
+    """
     server = settings.server
+    check_exposure(settings, host or server.host)
     common = {
         "host": host or server.host,
         "port": server.port if port is None else port,
@@ -103,20 +149,24 @@ def serve(
         "log_config": None,
         "access_log": False,  # our own access log, when enabled, carries the request id
         "lifespan": "on",
-        "http": "httptools",
+        "limits": connection_limits(server),
         "loop": "uvloop",
         "server_header": False,
     }
     if workers <= 1:
         configure_logging(server.log_level, secrets=settings.secret_values())
         _ignore_sighup_until_ready()
-        uvicorn.run(create_app(settings, reload_on_sighup=True), **common)  # type: ignore[arg-type]
+        app = create_app(settings, reload_on_sighup=True)
+        single = uvicorn.Server(ServiceConfig(app, **common))  # type: ignore[arg-type]
+        single.run()
+        if not single.started:  # could not bind, or the lifespan failed: uvicorn.run's exit
+            sys.exit(3)
         return
     os.environ[WORKERS_ENV] = str(workers)
     if config_path:
         os.environ[CONFIG_ENV] = config_path
     configure_logging(server.log_level, secrets=settings.secret_values())
-    config = uvicorn.Config(
+    config = ServiceConfig(
         "taogate.http._serve:app_from_env",
         factory=True,
         workers=workers,

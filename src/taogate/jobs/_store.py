@@ -10,13 +10,21 @@ own, ``{<prefix>:jc:<hash of the name>}``: its jobs index, its jobs in progress 
 Beijing day, the last two checked against its caps in one script (``admit.lua``). Every job is
 also in ``{<prefix>:jobs}:index`` (what an operator lists). Indexes lose a job lazily, when a
 listing or a submission finds it expired.
+
+A job's keys expire ``result_ttl_s`` after its last change (submit, a chunk's rows, the end,
+a cancel), so a job nobody works on any more does not stay in Redis for ever. What is read
+back is checked: a counter or time that is not a number counts as absent and is clamped to a
+sane range, a row that is not one (written by hand, an old format) is given as a ``failed``
+row of its id.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -25,11 +33,13 @@ from importlib.resources import files
 from typing import Any
 
 import orjson
+from redis.exceptions import ResponseError
 
 from taogate._errors import JobLimitReached
 
 __all__ = ["JobStatus", "JobStore", "beijing_day", "seconds_to_beijing_midnight"]
 
+log = logging.getLogger("taogate.jobs")
 GROUP = "taogate-workers"
 CHUNK = 40
 STATES = ("queued", "running", "done", "cancelled", "failed")
@@ -52,6 +62,14 @@ def seconds_to_beijing_midnight(wall: float) -> float:
     now = datetime.fromtimestamp(wall, tz=_BEIJING)
     midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), _BEIJING)
     return (midnight - now).total_seconds()
+
+
+#: a job's id as :meth:`JobStore.submit` makes it
+JOB_ID = re.compile(r"[0-9a-f]{16}")
+#: the most ids a job may count (a larger total read from Redis is malformed)
+MAX_TOTAL = 100_000_000
+#: the latest time a job's ``created``/``finished`` may be (year 9999)
+_LATEST = 253_402_300_799.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +104,32 @@ class JobStatus:
 
 
 def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _count(value: str | None, high: int) -> int | None:
+    """A counter from the meta hash, clamped to ``[0, high]``; ``None`` if it is not one."""
+    if value is None:
+        return None
+    try:
+        return min(max(int(value), 0), high)
+    except ValueError:
+        return None
+
+
+def _time(value: str | None) -> float | None:
+    """A time from the meta hash (wall seconds, clamped to year 1970..9999), or ``None``."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return min(max(number, 0.0), _LATEST) if math.isfinite(number) else None
 
 
 def _state(value: Any) -> str | None:
-    return None if value is None else _text(value)
+    return None if value is None or isinstance(value, Exception) else _text(value)
 
 
 class JobStore:
@@ -103,11 +142,13 @@ class JobStore:
         prefix: str,
         result_ttl_s: float,
         wall_clock: Callable[[], float] = time.time,
+        on_malformed: Callable[[str, str], object] | None = None,
     ) -> None:
         self._client = client
         self._prefix = prefix
-        self._ttl = int(result_ttl_s)
+        self._ttl = max(1, int(result_ttl_s))
         self._wall = wall_clock
+        self._on_malformed = on_malformed
         lua = files("taogate.jobs").joinpath("lua")
         self._record = client.register_script(lua.joinpath("record.lua").read_text())
         self._admit = client.register_script(lua.joinpath("admit.lua").read_text())
@@ -129,6 +170,13 @@ class JobStore:
         """The hash tag of an owner's keys: its jobs index, jobs in progress, ids per day."""
         digest = hashlib.sha256(owner.encode()).hexdigest()[:16]  # names may hold braces
         return f"{{{self._prefix}:jc:{digest}}}"
+
+    def malformed(self, what: str) -> None:
+        """Count (and log, sparingly) a malformed job value read from Redis; it was ignored."""
+        if self._on_malformed is not None:
+            self._on_malformed("jobs", what)
+        else:
+            log.warning("ignored a malformed job value in Redis: %s", what)
 
     async def ensure_group(self) -> None:
         """Create the consumer group (and the stream) once; harmless when they exist."""
@@ -166,7 +214,12 @@ class JobStore:
         if owner is not None:
             fields["owner"] = owner
         # the meta first: a concurrent submission of the owner then sees this job in progress
-        await self._client.hset(meta, mapping=fields)
+        async with self._client.pipeline(transaction=False) as pipe:  # one slot: cluster-safe
+            pipe.hset(meta, mapping=fields)
+            # expires from the start (each chunk's rows push it back): a job abandoned before
+            # it finished (its chunks lost with a Redis failover, say) does not stay for ever
+            pipe.expire(meta, self._ttl)
+            await pipe.execute()
         if owner is not None:
             try:
                 await self._admit_job(job, wall, len(ids), owner, max_active, max_ids_per_day)
@@ -199,7 +252,7 @@ class JobStore:
             async with self._client.pipeline(transaction=False) as pipe:
                 for member in members:
                     pipe.hget(self._keys(member)[1], "state")
-                states = await pipe.execute()
+                states = await pipe.execute(raise_on_error=False)
             ended = [m for m, st in zip(members, states, strict=True) if _state(st) not in ACTIVE]
             if ended:
                 await self._client.zrem(active, *ended)
@@ -244,10 +297,13 @@ class JobStore:
         async with self._client.pipeline(transaction=False) as pipe:
             for job in jobs:
                 pipe.hgetall(self._keys(job)[1])
-            raws = await pipe.execute()
+            raws = await pipe.execute(raise_on_error=False)
         found: list[JobStatus] = []
         gone: list[str] = []
         for job, raw in zip(jobs, raws, strict=True):
+            if isinstance(raw, Exception):  # not a hash (WRONGTYPE): as good as absent
+                self.malformed(f"job {job}: meta is not a hash")
+                raw = None
             status = self._parse(job, raw)
             if status is None:
                 gone.append(job)
@@ -276,25 +332,55 @@ class JobStore:
 
     async def status(self, job: str) -> JobStatus | None:
         _, meta = self._keys(job)
-        return self._parse(job, await self._client.hgetall(meta))
+        try:
+            raw = await self._client.hgetall(meta)
+        except ResponseError as exc:
+            if "WRONGTYPE" not in str(exc):
+                raise
+            self.malformed(f"job {job}: meta is not a hash")
+            return None
+        return self._parse(job, raw)
 
-    @staticmethod
-    def _parse(job: str, raw: Any) -> JobStatus | None:
+    def _parse(self, job: str, raw: Any) -> JobStatus | None:
         if not raw:
             return None
         m = {_text(k): _text(v) for k, v in raw.items()}
-        return JobStatus(
+        bad: list[str] = []
+
+        def count(name: str, high: int) -> int:
+            value = _count(m.get(name), high)
+            if value is None:
+                if name in m:
+                    bad.append(name)
+                return 0
+            return value
+
+        state = m.get("state", "queued")
+        if state not in STATES:
+            bad.append("state")
+            state = "queued"  # absent; the job's TTL ends it if nothing else does
+        total = count("total", MAX_TOTAL)
+        created = _time(m.get("created"))
+        finished = _time(m.get("finished"))
+        if created is None and "created" in m:
+            bad.append("created")
+        if finished is None and "finished" in m:
+            bad.append("finished")
+        status = JobStatus(
             job=job,
-            state=m.get("state", "queued"),
-            total=int(m.get("total", 0)),
-            done=int(m.get("done", 0)),
-            found=int(m.get("found", 0)),
-            not_found=int(m.get("not_found", 0)),
-            failed=int(m.get("failed", 0)),
-            created=float(m.get("created", 0)),
-            finished=float(m["finished"]) if "finished" in m else None,
+            state=state,
+            total=total,
+            done=count("done", total),
+            found=count("found", total),
+            not_found=count("not_found", total),
+            failed=count("failed", total),
+            created=created or 0.0,
+            finished=finished,
             owner=m.get("owner"),
         )
+        if bad:
+            self.malformed(f"job {job}: meta field(s) {', '.join(bad)} not valid")
+        return status
 
     async def cancel(self, job: str) -> JobStatus | None:
         """Stop a job: workers skip its chunks; rows written so far stay readable."""
@@ -309,8 +395,14 @@ class JobStore:
 
     async def state(self, job: str) -> str | None:
         _, meta = self._keys(job)
-        value = await self._client.hget(meta, "state")
-        return None if value is None else _text(value)
+        try:
+            value = await self._client.hget(meta, "state")
+        except ResponseError as exc:
+            if "WRONGTYPE" not in str(exc):
+                raise
+            self.malformed(f"job {job}: meta is not a hash")
+            return None
+        return None if value is None else _text(value)[:20]
 
     async def record(self, job: str, rows: Sequence[tuple[str, dict[str, Any], str]]) -> None:
         """Write ``(num_iid, row, status)`` rows; an id that has a row keeps its first."""
@@ -320,7 +412,38 @@ class JobStore:
         await self._record(keys=list(self._keys(job)), args=args)
 
     async def rows(self, job: str) -> AsyncIterator[bytes]:
-        """Every row of a job, as stored (JSON), in no particular order."""
+        """Every row of a job, as stored (JSON), in no particular order.
+
+        A row that is not one (not a JSON object of its id with a known status) is given as
+        a ``failed`` row of its id: the job still has one row per id.
+        """
         results, _ = self._keys(job)
-        async for _, value in self._client.hscan_iter(results, count=1000):
-            yield value if isinstance(value, bytes) else str(value).encode()
+        if await self._client.type(results) not in (b"hash", "hash", b"none", "none"):
+            self.malformed(f"job {job}: results are not a hash")
+            return
+        async for field, value in self._client.hscan_iter(results, count=1000):
+            num_iid = _text(field)
+            raw = value if isinstance(value, bytes) else str(value).encode()
+            if _valid_row(raw, num_iid):
+                yield raw
+                continue
+            self.malformed(f"job {job}: the row of {num_iid[:40]!r} is not valid")
+            yield orjson.dumps(
+                {"num_iid": num_iid, "status": "failed", "error": "the stored row was unreadable"}
+            )
+
+
+def _valid_row(raw: bytes, num_iid: str) -> bool:
+    """Whether ``raw`` is a row as the worker writes it, for ``num_iid``."""
+    try:
+        row = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return False
+    if not isinstance(row, dict) or row.get("num_iid") != num_iid:
+        return False
+    status = row.get("status")
+    if status == "found":
+        return isinstance(row.get("item"), dict)
+    if status == "failed":
+        return isinstance(row.get("error", ""), str)
+    return status == "not_found"

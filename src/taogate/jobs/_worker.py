@@ -5,8 +5,12 @@ Every replica runs one. It reads 40-id chunks through the consumer group, looks 
 one row per id and acknowledges the chunk. A chunk whose worker died stays pending and is
 claimed by another after ``claim_idle_s`` (``XAUTOCLAIM``). Lookups that could not be answered
 in time (quota backlog, breaker open) leave the chunk pending for a later try; after
-``max_attempts`` tries its ids get ``failed`` rows naming the reason. While the gateway is
-degraded the worker takes no new chunks (nor claims any); the chunks it holds finish.
+``max_attempts`` tries its ids get ``failed`` rows naming the reason. A try is a delivery of the
+chunk (the stream counts them), so a chunk that fails in any other way (a worker that dies on
+it, an error writing its rows) also ends with ``failed`` rows after ``max_attempts`` tries
+instead of going round for ever. An entry that is not a chunk (written by hand, an old
+format) is counted, logged and deleted. While the gateway is degraded the worker takes no new
+chunks (nor claims any); the chunks it holds finish.
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from taogate._dispatch import Priority
-from taogate._errors import LookupFailed
-from taogate.jobs._store import GROUP, JobStore
+from taogate._errors import InvalidItemId, LookupFailed
+from taogate.jobs._store import CHUNK, GROUP, JOB_ID, JobStore
 
 if TYPE_CHECKING:
     from taogate._gateway import Gateway
@@ -30,7 +34,11 @@ log = logging.getLogger("taogate.jobs")
 
 
 def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _failed(num_iid: str, error: str) -> tuple[str, dict[str, Any], str]:
+    return num_iid, {"num_iid": num_iid, "status": "failed", "error": error}, "failed"
 
 
 class JobWorker:
@@ -45,7 +53,7 @@ class JobWorker:
         concurrency: int,
         claim_idle_s: float,
         deadline_s: float,
-        max_attempts: int = 3,
+        max_attempts: int = 5,
         reader: Any = None,
         block_s: float = 1.0,
     ) -> None:
@@ -61,7 +69,7 @@ class JobWorker:
         self._concurrency = concurrency
         self._claim_idle_ms = int(claim_idle_s * 1000)
         self._deadline_s = deadline_s
-        self._max_attempts = max_attempts
+        self._max_attempts = max(1, max_attempts)
         self._tasks: set[asyncio.Task[None]] = set()
         self.chunks_done = 0
 
@@ -111,6 +119,7 @@ class JobWorker:
             count=room,
         )
         entries = list(claimed)
+        tries = await self._deliveries([entry_id for entry_id, _ in entries])
         if len(entries) < room:
             read = await self._reader.xreadgroup(
                 GROUP,
@@ -126,40 +135,77 @@ class JobWorker:
                 await self._settle(entry_id)
                 continue
             self._busy += 1
-            task = asyncio.get_running_loop().create_task(self._process(entry_id, fields))
+            attempt = tries.get(_text(entry_id), 1)  # read now: the first delivery
+            task = asyncio.get_running_loop().create_task(self._process(entry_id, fields, attempt))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _process(self, entry_id: Any, fields: dict[Any, Any]) -> None:
+    async def _deliveries(self, entry_ids: list[Any]) -> dict[str, int]:
+        """How many times each claimed entry has been delivered (this claim included)."""
+        if not entry_ids:
+            return {}
+        out: dict[str, int] = {}
+        for entry_id in entry_ids:
+            rows = await self._client.xpending_range(
+                self.store.stream, GROUP, min=entry_id, max=entry_id, count=1
+            )
+            for row in rows:
+                times = row.get("times_delivered")
+                if isinstance(times, int):
+                    out[_text(row.get("message_id"))] = max(1, times)
+        return out
+
+    def _chunk(self, fields: Any) -> tuple[str, list[str]] | None:
+        """A stream entry's job and ids, or ``None`` if it is not a chunk."""
+        if not isinstance(fields, dict):
+            return None
+        data = {_text(k): _text(v) for k, v in fields.items()}
+        job, ids = data.get("job", ""), [i for i in data.get("ids", "").split(",") if i]
+        if not JOB_ID.fullmatch(job) or not ids or len(ids) > CHUNK:
+            return None
+        return job, ids
+
+    async def _process(self, entry_id: Any, fields: dict[Any, Any], attempt: int = 1) -> None:
+        job, ids = "", list[str]()
         try:
-            data = {_text(k): _text(v) for k, v in fields.items()}
-            job, ids = data["job"], [i for i in data["ids"].split(",") if i]
+            chunk = self._chunk(fields)
+            if chunk is None:
+                self.store.malformed(f"stream entry {_text(entry_id)} is not a chunk; deleted")
+                await self._settle(entry_id)
+                return
+            job, ids = chunk
             state = await self.store.state(job)
             if state not in ("queued", "running"):  # cancelled, finished or expired
                 await self._settle(entry_id)
                 return
+            if attempt > self._max_attempts:  # earlier tries ended in errors: give up
+                await self._give_up(job, ids, entry_id, "the chunk failed")
+                return
+            checked: list[str] = []
+            rows: list[tuple[str, dict[str, Any], str]] = []
+            for num_iid in ids:
+                try:
+                    checked.append(self.gw._id_policy.check(num_iid))
+                except InvalidItemId as exc:
+                    rows.append(_failed(num_iid[:64], f"{type(exc).__name__}: {exc}"))
             # a chunk waits behind interactive traffic, maybe longer than claim_idle_s: keep
             # it ours meanwhile, or another replica would claim it and fetch its ids again
             keeper = asyncio.get_running_loop().create_task(self._keep(entry_id))
             try:
                 lookups = await self.gw.get_many(
-                    ids, priority=Priority.BULK, deadline_s=self._deadline_s
+                    checked, priority=Priority.BULK, deadline_s=self._deadline_s
                 )
             finally:
                 keeper.cancel()
             late = [i for i, lk in lookups.items() if isinstance(lk.error, LookupFailed)]
-            if late and await self._attempt(job, entry_id) < self._max_attempts:
+            if late and attempt < self._max_attempts:
                 return  # left pending: claimed again after claim_idle_s
-            rows: list[tuple[str, dict[str, Any], str]] = []
             for num_iid, lookup in lookups.items():
                 row: dict[str, Any]
                 if lookup.error is not None:
-                    row = {
-                        "num_iid": num_iid,
-                        "status": "failed",
-                        "error": f"{type(lookup.error).__name__}: {lookup.error}",
-                    }
-                    rows.append((num_iid, row, "failed"))
+                    # upstream text may be in it: secrets out, cut short
+                    error = self.gw.redact(f"{type(lookup.error).__name__}: {lookup.error}")
+                    rows.append(_failed(num_iid, error))
                 elif lookup.item is None:
                     rows.append((num_iid, {"num_iid": num_iid, "status": "not_found"}, "not_found"))
                 else:
@@ -175,10 +221,23 @@ class JobWorker:
             self.chunks_done += 1
         except asyncio.CancelledError:
             raise  # the entry stays pending; another worker claims it
-        except Exception:
-            log.exception("job chunk failed; it stays pending for another try")
+        except Exception as exc:
+            if job and attempt >= self._max_attempts:
+                log.exception("job chunk failed on its last try; its ids get failed rows")
+                with contextlib.suppress(Exception):  # else the next delivery gives up
+                    await self._give_up(job, ids, entry_id, f"{type(exc).__name__}")
+            else:
+                log.exception("job chunk failed; it stays pending for another try")
         finally:
             self._busy -= 1
+
+    async def _give_up(self, job: str, ids: list[str], entry_id: Any, why: str) -> None:
+        """Write ``failed`` rows for a chunk's ids (those without a row keep theirs) and
+        acknowledge it."""
+        error = f"{why}; gave up after {self._max_attempts} tries"
+        await self.store.record(job, [_failed(i[:64], error) for i in ids])
+        await self._settle(entry_id)
+        self.chunks_done += 1
 
     async def _keep(self, entry_id: Any) -> None:
         """Reset the chunk's idle time every third of ``claim_idle_s`` while it is worked on."""
@@ -195,10 +254,6 @@ class JobWorker:
             pipe.xack(self.store.stream, GROUP, entry_id)
             pipe.xdel(self.store.stream, entry_id)
             await pipe.execute()
-
-    async def _attempt(self, job: str, entry_id: Any) -> int:
-        _, meta = self.store._keys(job)
-        return int(await self._client.hincrby(meta, f"attempts:{_text(entry_id)}", 1))
 
     async def aclose(self) -> None:
         for task in list(self._tasks):

@@ -24,6 +24,7 @@ def build_provider(upstream: UpstreamSettings, egresses: Sequence[Egress] = ()) 
             timeout_s=upstream.timeout_s,
             connect_timeout_s=upstream.connect_timeout_s,
             max_connections=upstream.max_connections,
+            max_response_bytes=upstream.max_response_bytes,
             id_policy=upstream.id_policy,
             egresses=egresses,
         )
@@ -36,6 +37,7 @@ def build_provider(upstream: UpstreamSettings, egresses: Sequence[Egress] = ()) 
         timeout_s=upstream.timeout_s,
         connect_timeout_s=upstream.connect_timeout_s,
         max_connections=upstream.max_connections,
+        max_response_bytes=upstream.max_response_bytes,
         id_policy=upstream.id_policy,
         egresses=egresses,
     )

@@ -7,10 +7,36 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol, runtime_checkable
 
+from taogate._errors import ItemUnreadable
 from taogate._masking import mask_id, mask_secret, mask_url
 from taogate._model import Item
 
-__all__ = ["DEFAULT_EGRESS", "IP_QPS", "Credential", "Egress", "Provider"]
+__all__ = [
+    "DEFAULT_EGRESS",
+    "IP_QPS",
+    "Answer",
+    "Credential",
+    "Egress",
+    "Provider",
+    "split_answer",
+]
+
+#: What a call answers for one id: its item, or why the item it got cannot be used.
+Answer = Item | ItemUnreadable
+
+
+def split_answer(
+    answer: Mapping[str, Answer],
+) -> tuple[dict[str, Item], dict[str, ItemUnreadable]]:
+    """A call's answer as the items found and the ids whose item could not be used."""
+    items: dict[str, Item] = {}
+    unreadable: dict[str, ItemUnreadable] = {}
+    for num_iid, value in answer.items():
+        if isinstance(value, Item):
+            items[num_iid] = value
+        else:
+            unreadable[num_iid] = value
+    return items, unreadable
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,12 +102,14 @@ class Provider(Protocol):
     """Fetches up to ``max_batch`` items in one upstream call.
 
     ``fetch`` returns the items the upstream answered, keyed by the requested id; an id missing
-    from the result was not found. Failures raise :class:`taogate.UpstreamError` subclasses.
+    from the result was not found. An id whose item was in the answer but cannot be used maps
+    to an :class:`taogate.ItemUnreadable`: that id fails alone, the others are served. Failures
+    of the whole call raise :class:`taogate.UpstreamError` subclasses.
     """
 
     @property
     def max_batch(self) -> int: ...
 
-    async def fetch(self, ids: Sequence[str], credential: Credential) -> Mapping[str, Item]: ...
+    async def fetch(self, ids: Sequence[str], credential: Credential) -> Mapping[str, Answer]: ...
 
     async def aclose(self) -> None: ...

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import Any, Final
 
 import aiohttp
@@ -16,15 +17,17 @@ import orjson
 
 from taogate._errors import (
     CredentialInvalid,
+    ItemUnreadable,
     RateLimited,
     UpstreamBadRequest,
     UpstreamError,
     UpstreamTransient,
 )
 from taogate._ids import IdPolicy
+from taogate._masking import Redactor
 from taogate._model import Item, compute_final_price, parse_money
-from taogate.providers._http import PooledSession
-from taogate.providers.base import Credential, Egress
+from taogate.providers._http import DEFAULT_MAX_RESPONSE_BYTES, PooledSession
+from taogate.providers.base import Answer, Credential, Egress
 
 __all__ = ["DEFAULT_ERROR_CODES", "ResellerProvider", "parse_reseller"]
 
@@ -46,19 +49,27 @@ def parse_reseller(
     *,
     credential: str | None = None,
     error_codes: Mapping[str, str] = DEFAULT_ERROR_CODES,
+    redact: Redactor | None = None,
 ) -> Item | None:
-    """The item of one reseller answer; ``None`` when the reseller says it does not exist."""
+    """The item of one reseller answer; ``None`` when the reseller says it does not exist.
+
+    Raises :class:`ItemUnreadable` when the answer holds an item whose fields cannot be used
+    (a price that is not a number or out of bounds); the reseller's own texts are kept only
+    through ``redact`` (cut short, the call's secret out: resellers echo their query string).
+    """
+    clean = redact or Redactor()
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
         raise UpstreamTransient("malformed answer (not JSON)", credential=credential) from None
     if not isinstance(doc, dict):
         raise UpstreamTransient("malformed answer (not a JSON object)", credential=credential)
-    code = str(doc.get("error_code", "0000") or "0000")
-    reason = str(doc.get("reason") or doc.get("error") or "")
+    code = clean(doc.get("error_code", "0000") or "0000")
+    reason = clean(doc.get("reason") or doc.get("error") or "")
+    request_id = doc.get("request_id")
     ctx: dict[str, Any] = {
         "credential": credential,
-        "request_id": doc.get("request_id"),
+        "request_id": None if request_id is None else clean(request_id),
         "code": code,
     }
     if code != "0000":
@@ -73,19 +84,51 @@ def parse_reseller(
         raise UpstreamTransient("malformed answer (item is not an object)", **ctx)
     if not raw:
         return None
-    zk = parse_money(raw.get("price"))
-    promotion = parse_money(raw.get("promotion_price"))
+    try:
+        return _item(raw, num_iid)
+    except ValueError as exc:
+        raise ItemUnreadable(
+            num_iid, str(exc), credential=credential, request_id=ctx["request_id"]
+        ) from None
+
+
+def _text(raw: Mapping[str, Any], name: str) -> str | None:
+    value = raw.get(name)
+    if value is None or value == "":
+        return None
+    if isinstance(value, Mapping | list):
+        raise ValueError(f"{name} is a {type(value).__name__}, not text")
+    return str(value)
+
+
+def _money(raw: Mapping[str, Any], *names: str) -> Decimal | None:
+    for name in names:
+        value = raw.get(name)
+        if value is not None and value != "":
+            try:
+                return parse_money(value)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+    return None
+
+
+def _item(raw: Mapping[str, Any], num_iid: str) -> Item:
+    zk = _money(raw, "price")
+    promotion = _money(raw, "promotion_price")
     final_price, basis = compute_final_price(zk, final_promotion_price=promotion)
+    own = raw.get("num_iid")
+    if isinstance(own, bool) or not isinstance(own, str | int | None):
+        raise ValueError(f"num_iid is a {type(own).__name__}")
     return Item(
-        num_iid=str(raw.get("num_iid") or num_iid),
-        title=str(raw.get("title") or ""),
-        shop=str(raw.get("nick") or ""),
-        reserve_price=parse_money(raw.get("orginal_price") or raw.get("original_price")),
+        num_iid=str(own or num_iid),
+        title=_text(raw, "title") or "",
+        shop=_text(raw, "nick") or "",
+        reserve_price=_money(raw, "orginal_price", "original_price"),
         zk_final_price=zk,
         final_price=final_price,
         final_price_basis=basis,
-        pict_url=str(raw["pic_url"]) if raw.get("pic_url") else None,
-        item_url=str(raw["detail_url"]) if raw.get("detail_url") else None,
+        pict_url=_text(raw, "pic_url"),
+        item_url=_text(raw, "detail_url"),
     )
 
 
@@ -114,6 +157,7 @@ class ResellerProvider:
         timeout_s: float = 5.0,
         connect_timeout_s: float = 2.0,
         max_connections: int = 64,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         id_policy: IdPolicy | None = None,
         error_codes: Mapping[str, str] | None = None,
         session: aiohttp.ClientSession | None = None,
@@ -127,6 +171,7 @@ class ResellerProvider:
             timeout_s=timeout_s,
             connect_timeout_s=connect_timeout_s,
             max_connections=max_connections,
+            max_response_bytes=max_response_bytes,
             egresses={e.name: e for e in egresses},
             session=session,
         )
@@ -135,7 +180,7 @@ class ResellerProvider:
     def max_batch(self) -> int:
         return 1
 
-    async def fetch(self, ids: Sequence[str], credential: Credential) -> dict[str, Item]:
+    async def fetch(self, ids: Sequence[str], credential: Credential) -> dict[str, Answer]:
         """One call for one id; see :class:`taogate.providers.Provider`."""
         (num_iid,) = self._id_policy.check_batch(ids, 1)
         query = {"key": credential.app_key, "secret": credential.secret, "num_iid": num_iid}
@@ -145,7 +190,13 @@ class ResellerProvider:
         body = await self._http.call(
             "GET", self._url, params=query, credential=who, egress=credential.egress
         )
-        item = parse_reseller(body, num_iid, credential=who, error_codes=self._error_codes)
+        redact = Redactor((credential.secret,))
+        try:
+            item = parse_reseller(
+                body, num_iid, credential=who, error_codes=self._error_codes, redact=redact
+            )
+        except ItemUnreadable as exc:  # that id's answer alone: never retried, never "absent"
+            return {num_iid: exc}
         return {} if item is None else {num_iid: item}
 
     async def aclose(self) -> None:

@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any, Final, Literal
 
 import aiohttp
@@ -20,6 +21,7 @@ import orjson
 
 from taogate._errors import (
     CredentialInvalid,
+    ItemUnreadable,
     ProtocolMismatch,
     RateLimited,
     UpstreamBadRequest,
@@ -27,9 +29,10 @@ from taogate._errors import (
     UpstreamTransient,
 )
 from taogate._ids import IdPolicy
+from taogate._masking import Redactor
 from taogate._model import Item, compute_final_price, parse_money
-from taogate.providers._http import PooledSession
-from taogate.providers.base import Credential, Egress
+from taogate.providers._http import DEFAULT_MAX_RESPONSE_BYTES, PooledSession
+from taogate.providers.base import Answer, Credential, Egress
 
 __all__ = [
     "BEIJING",
@@ -38,6 +41,7 @@ __all__ = [
     "TopProvider",
     "beijing_timestamp",
     "classify_error",
+    "match_items",
     "parse_items",
     "response_key",
     "sign",
@@ -108,10 +112,19 @@ DEFAULT_BAN_S: Final = 1.0
 
 
 def _as_code(value: Any) -> int | None:
+    if isinstance(value, float) and value.is_integer():  # int(inf) would raise OverflowError
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int | str) or len(str(value)) > 12:
+        return None
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except ValueError:
         return None
+
+
+def _opt_text(value: Any, clean: Redactor) -> str | None:
+    """An optional upstream text (a request id, a code), made safe to show."""
+    return None if value is None or value == "" else clean(value)
 
 
 def classify_error(
@@ -119,24 +132,27 @@ def classify_error(
     *,
     credential: str | None = None,
     ids: Sequence[str] = (),
+    redact: Redactor | None = None,
 ) -> UpstreamError:
     """The error class of an ``error_response`` body (DESIGN.md "Error classes").
 
     Rate limits come first (code 7 with any sub-code is a ban), then bad credentials; then the
     sub-code decides (``isv.*`` and -4003 are the caller's fault, ``isp.*`` the server's), then
     the code. Unknown codes are treated as transient, so they are retried within budget.
+    The upstream's texts are kept only through ``redact`` (cut short, the call's secret out).
     """
+    clean = redact or Redactor()
     code = _as_code(error.get("code"))
     raw_code = error.get("code")
     msg = str(error.get("msg") or "")
     sub_code = str(error.get("sub_code") or "")
     sub_msg = str(error.get("sub_msg") or "")
-    text = f"{msg}: {sub_msg}" if sub_msg else (msg or "upstream error")
+    text = clean(f"{msg}: {sub_msg}" if sub_msg else (msg or "upstream error"))
     ctx: dict[str, Any] = {
         "credential": credential,
-        "request_id": error.get("request_id"),
-        "code": code if code is not None else raw_code,
-        "sub_code": sub_code or None,
+        "request_id": _opt_text(error.get("request_id"), clean),
+        "code": code if code is not None else _opt_text(raw_code, clean),
+        "sub_code": clean(sub_code) if sub_code else None,
     }
     if code in _RATE_CODES or sub_code in ("isp.call-limited", "isv.call-limited"):
         match = _BAN.search(sub_msg) or _BAN.search(msg)
@@ -177,7 +193,11 @@ def _unwrap_list(value: Any, wrapper: str) -> list[Any]:
 
 
 def _opt_str(value: Any) -> str | None:
-    return None if value is None or value == "" else str(value)
+    if value is None or value == "":
+        return None
+    if isinstance(value, Mapping | list):
+        raise ValueError(f"a text field holds a {type(value).__name__}")
+    return str(value)
 
 
 def _opt_int(value: Any) -> int | None:
@@ -189,18 +209,42 @@ def _opt_int(value: Any) -> int | None:
         return None
 
 
+def _id_of(value: Any) -> str | None:
+    """An item id as the answer gives it (a string or a number); ``None`` when there is none."""
+    if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+        return None
+    return str(value)
+
+
+def _money(fields: Mapping[str, Any], name: str) -> Decimal | None:
+    try:
+        return parse_money(fields.get(name))
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+
+
+def _section(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = raw.get(name) or {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{name} is a {type(value).__name__}, not an object")
+    return value
+
+
 def _info_item(raw: Mapping[str, Any]) -> Item:
-    zk = parse_money(raw.get("zk_final_price"))
-    coupon_amount = parse_money(raw.get("coupon_amount"))
-    coupon_start_fee = parse_money(raw.get("coupon_start_fee"))
+    num_iid = _id_of(raw.get("num_iid"))
+    if num_iid is None:
+        raise ValueError("no num_iid")
+    zk = _money(raw, "zk_final_price")
+    coupon_amount = _money(raw, "coupon_amount")
+    coupon_start_fee = _money(raw, "coupon_start_fee")
     final_price, basis = compute_final_price(
         zk, coupon_amount=coupon_amount, coupon_start_fee=coupon_start_fee
     )
     return Item(
-        num_iid=str(raw["num_iid"]),
-        title=str(raw.get("title") or ""),
-        shop=str(raw.get("nick") or raw.get("shop_title") or ""),
-        reserve_price=parse_money(raw.get("reserve_price")),
+        num_iid=num_iid,
+        title=_opt_str(raw.get("title")) or "",
+        shop=_opt_str(raw.get("nick")) or _opt_str(raw.get("shop_title")) or "",
+        reserve_price=_money(raw, "reserve_price"),
         zk_final_price=zk,
         final_price=final_price,
         final_price_basis=basis,
@@ -215,17 +259,20 @@ def _info_item(raw: Mapping[str, Any]) -> Item:
 
 
 def _upgrade_item(raw: Mapping[str, Any]) -> Item:
-    basic: Mapping[str, Any] = raw.get("item_basic_info") or {}
-    price: Mapping[str, Any] = raw.get("price_promotion_info") or {}
-    zk = parse_money(price.get("zk_final_price"))
+    num_iid = _id_of(raw.get("item_id"))
+    if num_iid is None:
+        raise ValueError("no item_id")
+    basic = _section(raw, "item_basic_info")
+    price = _section(raw, "price_promotion_info")
+    zk = _money(price, "zk_final_price")
     final_price, basis = compute_final_price(
-        zk, final_promotion_price=parse_money(price.get("final_promotion_price"))
+        zk, final_promotion_price=_money(price, "final_promotion_price")
     )
     return Item(
-        num_iid=str(raw["item_id"]),
-        title=str(basic.get("title") or ""),
-        shop=str(basic.get("shop_title") or basic.get("nick") or ""),
-        reserve_price=parse_money(price.get("reserve_price")),
+        num_iid=num_iid,
+        title=_opt_str(basic.get("title")) or "",
+        shop=_opt_str(basic.get("shop_title")) or _opt_str(basic.get("nick")) or "",
+        reserve_price=_money(price, "reserve_price"),
         zk_final_price=zk,
         final_price=final_price,
         final_price_basis=basis,
@@ -242,13 +289,16 @@ def parse_items(
     ids: Sequence[str],
     *,
     credential: str | None = None,
-) -> dict[str, Item]:
-    """The items of a TOP answer keyed by requested id; ids not answered are left out.
+    redact: Redactor | None = None,
+) -> dict[str, Answer]:
+    """The answers of a TOP call keyed by requested id; ids not answered are left out.
 
     Accepts the normal and the ``simplify=true`` envelope. Raises the classified
     :class:`UpstreamError` for an ``error_response``, :class:`UpstreamTransient` for a body that
-    is not a TOP answer.
+    is not a TOP answer. Each item is read on its own: one that cannot be read is answered
+    with an :class:`ItemUnreadable` for its id alone (see :func:`match_items`).
     """
+    clean = redact or Redactor()
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -261,29 +311,92 @@ def parse_items(
     if error is not None:
         if not isinstance(error, dict):
             raise UpstreamTransient("malformed error_response", credential=credential)
-        raise classify_error(error, credential=credential, ids=ids)
+        raise classify_error(error, credential=credential, ids=ids, redact=clean)
     inner = doc.get(response_key(method), doc)  # simplify=true puts the fields at the root
     if not isinstance(inner, dict) or ("results" not in inner and "request_id" not in inner):
         raise UpstreamTransient("malformed answer (no results)", credential=credential)
+    request_id = _opt_text(inner.get("request_id"), clean)
     wrapper, to_item = (
         ("tbk_item_detail", _upgrade_item) if method == UPGRADE_GET else ("n_tbk_item", _info_item)
     )
-    wanted = set(ids)
-    out: dict[str, Item] = {}
     try:
-        for raw in _unwrap_list(inner.get("results"), wrapper):
-            item = to_item(raw)
-            # ``input_num_iid`` names the id asked for when the platform answers with a new id.
-            asked = _opt_str(raw.get("input_num_iid"))
-            key = asked if asked in wanted else item.num_iid
-            if key in wanted:
-                out[key] = item
-    except (TypeError, KeyError, AttributeError) as exc:
+        entries = _unwrap_list(inner.get("results"), wrapper)
+    except TypeError as exc:
         raise UpstreamTransient(
-            f"malformed answer ({type(exc).__name__})",
-            credential=credential,
-            request_id=_opt_str(inner.get("request_id")),
+            f"malformed answer ({exc})", credential=credential, request_id=request_id
         ) from None
+    id_field = "item_id" if method == UPGRADE_GET else "num_iid"
+    return match_items(
+        entries, ids, id_field, to_item, credential=credential, request_id=request_id
+    )
+
+
+def match_items(
+    entries: Sequence[Any],
+    ids: Sequence[str],
+    id_field: str,
+    to_item: Callable[[Mapping[str, Any]], Item],
+    *,
+    credential: str | None = None,
+    request_id: str | None = None,
+) -> dict[str, Answer]:
+    """Each entry of an answer read on its own and given to the id it is the item of.
+
+    An entry belongs to its own id (``id_field``) when that id was asked for. ``input_num_iid``
+    (the platform answering an old id with a new one) gives it to the id asked for only when
+    its own id was not asked for too. An id that two entries claim, an id named by an entry
+    that is another id's item, and an entry that cannot be read get :class:`ItemUnreadable`,
+    never "not found"; so do all ids left unanswered when an entry names no id at all.
+    """
+    wanted = set(ids)
+    # per id: (matched by its own id?, what the entry gave)
+    claims: dict[str, list[tuple[bool, Item | str]]] = {}
+    named: set[str] = set()  # ids some entry names, as its own or as the id asked for
+    nameless = 0
+    for raw in entries:
+        if not isinstance(raw, Mapping):
+            nameless += 1
+            continue
+        own = _id_of(raw.get(id_field))
+        asked = _id_of(raw.get("input_num_iid"))
+        if own is None and asked is None:
+            nameless += 1
+            continue
+        named.update(i for i in (own, asked) if i in wanted)
+        if own in wanted:
+            key, by_own = own, True
+        elif asked in wanted:
+            key, by_own = asked, False
+        else:
+            continue  # an item nobody asked for
+        assert key is not None
+        outcome: Item | str
+        try:
+            outcome = to_item(raw)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            outcome = str(exc) if isinstance(exc, ValueError) else "a field of the wrong shape"
+        claims.setdefault(key, []).append((by_own, outcome))
+
+    def unreadable(num_iid: str, reason: str) -> ItemUnreadable:
+        return ItemUnreadable(num_iid, reason, credential=credential, request_id=request_id)
+
+    out: dict[str, Answer] = {}
+    for key, found in claims.items():
+        best = [o for by_own, o in found if by_own] or [o for _, o in found]
+        first = best[0]
+        if isinstance(first, str):
+            out[key] = unreadable(key, first)
+        elif any(o != first for o in best[1:]):
+            out[key] = unreadable(key, f"{len(best)} different items answer it")
+        else:
+            out[key] = first
+    for num_iid in ids:
+        if num_iid in out:
+            continue
+        if num_iid in named:
+            out[num_iid] = unreadable(num_iid, "the answer names it, with another id's item")
+        elif nameless:
+            out[num_iid] = unreadable(num_iid, f"{nameless} item(s) in the answer name no id")
     return out
 
 
@@ -306,6 +419,7 @@ class TopProvider:
         timeout_s: float = 5.0,
         connect_timeout_s: float = 2.0,
         max_connections: int = 64,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         id_policy: IdPolicy | None = None,
         params: Mapping[str, str] | None = None,
         session: aiohttp.ClientSession | None = None,
@@ -326,6 +440,7 @@ class TopProvider:
             timeout_s=timeout_s,
             connect_timeout_s=connect_timeout_s,
             max_connections=max_connections,
+            max_response_bytes=max_response_bytes,
             egresses={e.name: e for e in egresses},
             session=session,
         )
@@ -356,7 +471,7 @@ class TopProvider:
         params["sign"] = sign(params, credential.secret, self._sign_method)
         return params
 
-    async def fetch(self, ids: Sequence[str], credential: Credential) -> dict[str, Item]:
+    async def fetch(self, ids: Sequence[str], credential: Credential) -> dict[str, Answer]:
         """One upstream call for ``ids``; see :class:`taogate.providers.Provider`."""
         batch = self._id_policy.check_batch(ids, self._max_batch)
         data = self.build_params(batch, credential)
@@ -364,7 +479,8 @@ class TopProvider:
         body = await self._http.call(
             "POST", self._url, data=data, credential=who, egress=credential.egress
         )
-        return parse_items(body, self._method, batch, credential=who)
+        redact = Redactor((credential.secret,))
+        return parse_items(body, self._method, batch, credential=who, redact=redact)
 
     async def aclose(self) -> None:
         """Close the session if this provider created it."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import random
 import time
@@ -22,6 +23,7 @@ from importlib.resources import files
 from typing import Any
 
 import orjson
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -32,7 +34,7 @@ from taogate.quota.pool import CredentialPool, PoolPolicy, SharedUnavailable
 from taogate.shared._client import RedisClient, close, connect
 from taogate.shared._limits import SharedLimits
 
-__all__ = ["L2Entry", "SharedBackend"]
+__all__ = ["CorruptEntry", "L2Entry", "SharedBackend", "decode_l2", "parse_invalidation"]
 
 log = logging.getLogger("taogate.shared")
 _FAILURES = (RedisError, OSError, TimeoutError)
@@ -60,6 +62,92 @@ _SWITCH_PAUSE_S = 1.0
 _RECONNECT_CAP_S = 1.0
 #: how long closing waits for its background tasks to stop
 CLOSE_WAIT_S = 3.0
+#: Most replicas a heartbeat count is believed up to (a larger count is malformed).
+MAX_REPLICAS = 10_000
+#: Most ids one invalidation message may carry (the HTTP route takes far fewer).
+MAX_INVALIDATION_IDS = 100_000
+#: Where a malformed value read from Redis was found (the label of its metric).
+MALFORMED_SOURCES = ("degrade", "heartbeat", "invalidation", "jobs", "limits")
+_ITEM_TEXT = ("num_iid", "title", "shop")
+_ITEM_OPTIONAL_TEXT = ("pict_url", "item_url", "seller_id")
+_ITEM_OPTIONAL_INT = ("user_type", "volume")
+_ITEM_MONEY = (
+    "reserve_price",
+    "zk_final_price",
+    "final_price",
+    "coupon_amount",
+    "coupon_start_fee",
+)
+
+
+class CorruptEntry(ValueError):
+    """An L2 value that is not an answer as :meth:`SharedBackend._l2_put` writes it."""
+
+
+def _finite(doc: dict[str, Any], field: str) -> float:
+    value = doc.get(field)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise CorruptEntry(f"{field!r} is not a finite number")
+    return float(value)
+
+
+def decode_l2(
+    blob: bytes, num_iid: str, *, now_wall: float, max_fresh_s: float, max_keep_s: float
+) -> tuple[Item | None, float, float, float]:
+    """An L2 value as ``(item, fetched, fresh_until, keep_until)`` in wall seconds.
+
+    Raises :class:`CorruptEntry` for anything else (garbage, an old format, wrong types, an
+    item for another id). Times are clamped to what this replica could have written: fetched
+    no later than now and no earlier than the longest keep, the others no further ahead than
+    the settings allow, so that another replica's clock or a hand-written value cannot make an
+    answer fresh for longer than the cache would keep it.
+    """
+    try:
+        doc = orjson.loads(blob)
+    except orjson.JSONDecodeError:
+        raise CorruptEntry("not JSON") from None
+    if not isinstance(doc, dict) or "i" not in doc:
+        raise CorruptEntry("not an answer")
+    fetched, fresh, keep = _finite(doc, "f"), _finite(doc, "u"), _finite(doc, "k")
+    raw = doc["i"]
+    item: Item | None = None
+    if raw is not None:
+        if not isinstance(raw, dict) or raw.get("num_iid") != num_iid:
+            raise CorruptEntry("not an item of this id")
+        for name in _ITEM_TEXT:
+            if not isinstance(raw.get(name), str):
+                raise CorruptEntry(f"item {name!r} is not text")
+        for name in _ITEM_OPTIONAL_TEXT:
+            if raw.get(name) is not None and not isinstance(raw[name], str):
+                raise CorruptEntry(f"item {name!r} is not text")
+        for name in _ITEM_OPTIONAL_INT:
+            value = raw.get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise CorruptEntry(f"item {name!r} is not an integer")
+        # Item.to_dict leaves absent prices out; from_dict needs them named
+        raw = {**dict.fromkeys(("reserve_price", "zk_final_price", "final_price")), **raw}
+        try:
+            item = Item.from_dict(raw)
+        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+            raise CorruptEntry(f"not an item ({type(exc).__name__})") from None
+        for name in _ITEM_MONEY:
+            money = getattr(item, name)
+            if money is not None and not money.is_finite():
+                raise CorruptEntry(f"item {name!r} is not a finite amount")
+    fetched = min(max(fetched, now_wall - max_keep_s), now_wall)
+    keep = min(keep, now_wall + max_keep_s)
+    fresh = min(fresh, keep, now_wall + max_fresh_s)
+    return item, fetched, fresh, keep
+
+
+def _count(value: Any) -> int:
+    """A count returned by a script: an integer in ``[0, MAX_REPLICAS]``, else ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, int | bytes | str):
+        raise ValueError("not a count")
+    number = int(value)
+    if not 0 <= number <= MAX_REPLICAS:
+        raise ValueError(f"count {number} out of range")
+    return number
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +185,11 @@ class SharedBackend:
         self._timeouts = 0
         self._on_invalidate = on_invalidate
         self._max_keep_s = settings.cache.max_age_s + settings.cache.max_stale_s
+        self._max_fresh_s = max(settings.cache.max_age_s, settings.cache.negative_ttl_s)
+        #: L2 values that could not be decoded (each was treated as a miss and deleted)
+        self.l2_corrupt = 0
+        #: other malformed values read from Redis, by where they were found
+        self.malformed = dict.fromkeys(MALFORMED_SOURCES, 0)
         self._clock = clock
         self._wall = wall_clock
         self._prefix = self.settings.prefix
@@ -107,10 +200,12 @@ class SharedBackend:
             prefix=self._prefix,
             policy=policy,
             probe_hold_s=max(10.0, 2 * settings.upstream.timeout_s),
+            on_malformed=self.note_malformed,
         )
         lua = files("taogate.shared").joinpath("lua")
         self._heartbeat = self._client.register_script(lua.joinpath("heartbeat.lua").read_text())
         self._l2_set = self._client.register_script(lua.joinpath("l2_set.lua").read_text())
+        self._l2_drop = self._client.register_script(lua.joinpath("l2_drop.lua").read_text())
         self._tasks: list[asyncio.Task[None]] = []
         self._l2_wanted: list[tuple[list[str], asyncio.Future[Any]]] = []
         self._background: set[asyncio.Task[None]] = set()
@@ -140,6 +235,20 @@ class SharedBackend:
     def listen(self, channel: str, handler: Callable[[Any], object]) -> None:
         """Call ``handler`` with the data of every message on ``channel`` (before :meth:`start`)."""
         self._listeners[channel] = handler
+
+    def note_malformed(self, source: str, what: str) -> None:
+        """Count a malformed value read from Redis (it was ignored) and log it, sparingly.
+
+        ``source`` is one of :data:`MALFORMED_SOURCES`. A value read again and again (a poll)
+        logs at the 1st, 2nd, 4th, 8th… time; the metric counts every one.
+        """
+        if source not in self.malformed:
+            source = "limits"
+        count = self.malformed[source] = self.malformed[source] + 1
+        if count & (count - 1) == 0:
+            log.warning(
+                "ignored a malformed value in Redis (%s): %s [%d so far]", source, what, count
+            )
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -244,12 +353,18 @@ class SharedBackend:
         self._lost.set()
 
     async def _beat(self) -> None:
-        live, departed = await self._heartbeat(
+        answer = await self._heartbeat(
             keys=[self._replicas_key, self._departed_key],
             args=[self.replica_id, self.settings.replica_ttl_s, self.settings.departed_memory_s],
         )
-        self.live_replicas = max(1, int(live))
-        self.departed = int(departed)
+        try:
+            live, departed = (_count(n) for n in answer)
+        except (TypeError, ValueError) as exc:  # the last counts hold
+            self.note_malformed("heartbeat", f"replica counts {exc}")
+            self._timeouts = 0
+            return
+        self.live_replicas = max(1, live)
+        self.departed = departed
         # replicas that stopped beating recently may be cut off from Redis and deciding locally
         # for their share: the shared schedule leaves it to them
         self.limits.share = self.live_replicas / (self.live_replicas + self.departed)
@@ -289,18 +404,7 @@ class SharedBackend:
                 while self.mode == "shared":
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is not None and message.get("type") == "message":
-                        channel = message.get("channel")
-                        if isinstance(channel, bytes):
-                            channel = channel.decode()
-                        if channel in self._listeners:
-                            self._listeners[channel](message["data"])
-                            continue
-                        try:
-                            ids = [str(i) for i in orjson.loads(message["data"])]
-                        except (orjson.JSONDecodeError, TypeError):
-                            log.warning("ignored a malformed invalidation message")
-                            continue
-                        self._on_invalidate(ids)
+                        self._on_message(message)
             except _FAILURES as exc:
                 self.lost(exc)
             finally:
@@ -308,6 +412,24 @@ class SharedBackend:
                     # typed through a Callable: untyped in older redis-py stubs, typed in newer
                     close_pubsub: Callable[[], Awaitable[None]] = pubsub.aclose
                     await close_pubsub()
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        """One pub/sub message: a listened channel's, or an invalidation (a malformed one is
+        counted and ignored; a handler's failure is logged, and the subscriber goes on)."""
+        channel = message.get("channel")
+        if isinstance(channel, bytes):
+            channel = channel.decode(errors="replace")
+        try:
+            if channel in self._listeners:
+                self._listeners[channel](message.get("data"))
+                return
+            ids = parse_invalidation(message.get("data"))
+            if ids is None:
+                self.note_malformed("invalidation", "not a list of ids")
+                return
+            self._on_invalidate(ids)
+        except Exception:
+            log.exception("a pub/sub message on %r could not be handled", channel)
 
     # --- L2 ------------------------------------------------------------------------------
 
@@ -320,29 +442,15 @@ class SharedBackend:
         if self.mode != "shared" or not self.settings.l2 or not ids:
             return {}
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[dict[str, bytes | None]] = loop.create_future()
+        future: asyncio.Future[dict[str, L2Entry]] = loop.create_future()
         self._l2_wanted.append((list(ids), future))
         if len(self._l2_wanted) == 1:
             loop.call_soon(self._l2_flush)
         try:
-            raw = await future
+            found: dict[str, L2Entry] = await future
         except _ReadFailed:
             return {}  # the read's own failure was counted once, in _l2_read
-        now_mono, now_wall = self._clock(), self._wall()
-        shift = now_mono - now_wall  # wall time on this replica's monotonic clock
-        out: dict[str, L2Entry] = {}
-        for num_iid in ids:
-            blob = raw.get(num_iid)
-            if blob is None:
-                continue
-            doc = orjson.loads(blob)
-            out[num_iid] = L2Entry(
-                item=None if doc["i"] is None else Item.from_dict(doc["i"]),
-                fetched_at=doc["f"] + shift,
-                fresh_until=doc["u"] + shift,
-                keep_until=doc["k"] + shift,
-            )
-        return out
+        return {i: found[i] for i in ids if i in found}
 
     def _l2_flush(self) -> None:
         wanted, self._l2_wanted = self._l2_wanted, []
@@ -354,8 +462,8 @@ class SharedBackend:
         ids = list(dict.fromkeys(i for group, _ in wanted for i in group))
         keys = [self.item_key(i) for i in ids]
         try:
-            if self.settings.cluster:
-                values = await self._client.mget_nonatomic(keys)  # type: ignore[union-attr]
+            if isinstance(self._client, RedisCluster):  # keys of many slots: one MGET each
+                values = await self._client.mget_nonatomic(keys)
             else:
                 values = await self._client.mget(keys)
         except _FAILURES as exc:
@@ -364,10 +472,61 @@ class SharedBackend:
                 if not future.done():
                     future.set_exception(_ReadFailed())
             return
-        found = dict(zip(ids, values, strict=True))
+        found = self._decode(ids, values)
         for _, future in wanted:
             if not future.done():
                 future.set_result(found)
+
+    def _decode(self, ids: list[str], values: Sequence[Any]) -> dict[str, L2Entry]:
+        """The answers among ``values``; a corrupt one is a miss, counted and deleted."""
+        now_mono, now_wall = self._clock(), self._wall()
+        shift = now_mono - now_wall  # wall time on this replica's monotonic clock
+        out: dict[str, L2Entry] = {}
+        corrupt: dict[str, bytes] = {}
+        for num_iid, blob in zip(ids, values, strict=True):
+            if blob is None:
+                continue
+            try:
+                if not isinstance(blob, bytes):
+                    raise CorruptEntry("not bytes")
+                item, fetched, fresh, keep = decode_l2(
+                    blob,
+                    num_iid,
+                    now_wall=now_wall,
+                    max_fresh_s=self._max_fresh_s,
+                    max_keep_s=self._max_keep_s,
+                )
+            except CorruptEntry as exc:
+                self.l2_corrupt += 1
+                log.warning(
+                    "corrupt L2 entry for %s (%s): treated as a miss, deleted", num_iid, exc
+                )
+                if isinstance(blob, bytes):
+                    corrupt[num_iid] = blob
+                continue
+            out[num_iid] = L2Entry(
+                item=item,
+                fetched_at=fetched + shift,
+                fresh_until=fresh + shift,
+                keep_until=keep + shift,
+            )
+        if corrupt:
+            task = asyncio.get_running_loop().create_task(self._drop(corrupt))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        return out
+
+    async def _drop(self, corrupt: dict[str, bytes]) -> None:
+        """Delete corrupt L2 values, each only if it is still the value read (a fresh answer
+        written meanwhile stays)."""
+
+        async def drop(num_iid: str, blob: bytes) -> None:
+            await self._l2_drop(keys=[self.item_key(num_iid)], args=[blob])
+
+        try:  # one script call per id (each id's key is its own slot), sent concurrently
+            await asyncio.gather(*(drop(i, b) for i, b in corrupt.items()))
+        except _FAILURES as exc:
+            self.lost(exc)
 
     def l2_put_later(self, entries: Mapping[str, CacheEntry]) -> None:
         """Write fresh answers to L2 in the background (the callers never wait for it)."""
@@ -427,4 +586,25 @@ class SharedBackend:
             "live_replicas": self.live_replicas,
             "replica": self.replica_id,
             "mode_changes": self.mode_changes,
+            "l2_corrupt": self.l2_corrupt,
+            "malformed": dict(self.malformed),
         }
+
+
+def parse_invalidation(data: Any) -> list[str] | None:
+    """The ids of an invalidation message (a JSON list of ids), or ``None`` if it is not one."""
+    try:
+        doc = orjson.loads(data)
+    except (orjson.JSONDecodeError, TypeError):
+        return None
+    if not isinstance(doc, list) or len(doc) > MAX_INVALIDATION_IDS:
+        return None
+    ids: list[str] = []
+    for value in doc:
+        if isinstance(value, str):
+            ids.append(value)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            ids.append(str(value))
+        else:
+            return None
+    return ids

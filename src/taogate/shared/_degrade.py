@@ -15,7 +15,7 @@ import contextlib
 import logging
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from taogate._degrade import DegradeControl, Override
 from taogate._errors import DegradeNotShared
@@ -62,7 +62,13 @@ class SharedOverride:
         """Read the key and apply it (a malformed value is ignored: the last one holds)."""
         self._started_reads += 1
         number = self._started_reads
-        raw = await self._backend.client.get(self.key)
+        try:
+            raw = await self._backend.client.get(self.key)
+        except ResponseError as exc:
+            if "WRONGTYPE" not in str(exc):
+                raise
+            self._backend.note_malformed("degrade", "the override key is not a string")
+            return
         if number < self._applied_read:
             return  # a read started later has applied a newer answer
         self._applied_read = number
@@ -70,8 +76,8 @@ class SharedOverride:
         if raw is not None:
             try:
                 override = Override.from_json(raw)
-            except ValueError as exc:
-                log.warning("ignored a malformed degrade override in Redis: %s", exc)
+            except ValueError as exc:  # the last good one holds
+                self._backend.note_malformed("degrade", f"override {exc}")
                 return
         self._control.apply(override, cause=cause)
 

@@ -8,6 +8,7 @@ scripts read the server's clock (``TIME``), are loaded once and called by ``EVAL
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
@@ -23,6 +24,22 @@ __all__ = ["SharedLimits", "SharedState"]
 
 _LUA = files("taogate.shared").joinpath("lua")
 KEY_TTL_S = 3 * 86_400  # a day's budget counter must outlive the day
+#: The reasons ``acquire.lua`` gives; any other is malformed.
+REASONS = frozenset(
+    (
+        "ok",
+        "fresh",
+        "quarantined",
+        "probing",
+        "banned",
+        "budget",
+        "yield",
+        "rate",
+        "window",
+        "egress",
+    )
+)
+_MAX_US = KEY_TTL_S * 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,16 +59,40 @@ def _unavailable(exc: BaseException) -> SharedUnavailable:
 
 
 def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+class _Malformed(ValueError):
+    """A script's answer that is not what the script returns."""
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | bytes | str):
+        raise _Malformed(f"{type(value).__name__} is not an integer")
+    try:
+        return int(value)
+    except ValueError:
+        raise _Malformed("not an integer") from None
+
+
+def _clamp(value: int, low: int, high: int) -> int:
+    return min(max(value, low), high)
 
 
 class SharedLimits:
     """The GCRA, window guard, bans, quarantine, AIMD and budgets of every credential."""
 
     def __init__(
-        self, client: Any, *, prefix: str, policy: PoolPolicy, probe_hold_s: float
+        self,
+        client: Any,
+        *,
+        prefix: str,
+        policy: PoolPolicy,
+        probe_hold_s: float,
+        on_malformed: Callable[[str, str], object] | None = None,
     ) -> None:
         self._client = client
+        self._on_malformed = on_malformed
         self._prefix = prefix
         self._policy = policy
         self._probe_hold_s = probe_hold_s
@@ -104,18 +145,25 @@ class SharedLimits:
             p.egress_window_guard_s,
         ]
         try:
-            granted, wait_us, reason, now_us, probe = await self._acquire(
-                keys=self.keys(credential), args=args
-            )
+            answer = await self._acquire(keys=self.keys(credential), args=args)
         except (RedisError, OSError, TimeoutError) as exc:
             raise _unavailable(exc) from None
-        return SharedVerdict(
-            granted=bool(int(granted)),
-            wait_s=int(wait_us) / 1e6,
-            reason=_text(reason),
-            server_us=int(now_us),
-            probe=bool(int(probe)),
-        )
+        try:
+            granted, wait_us, reason, now_us, probe = answer
+            verdict = SharedVerdict(
+                granted=_int(granted) == 1,
+                # clamped: a wait past the keys' lifetime (or below zero) is not one the
+                # script computes from sane state; it must neither stall the key nor spin
+                wait_s=_clamp(_int(wait_us), 0, _MAX_US) / 1e6,
+                reason=_text(reason),
+                server_us=_clamp(_int(now_us), 0, 2**62),
+                probe=_int(probe) == 1,
+            )
+        except (_Malformed, TypeError, ValueError) as exc:
+            raise self._malformed("acquire", exc) from None
+        if verdict.reason not in REASONS:
+            raise self._malformed("acquire", _Malformed(f"reason {verdict.reason[:40]!r}"))
+        return verdict
 
     async def record(
         self,
@@ -142,15 +190,25 @@ class SharedLimits:
             KEY_TTL_S,
         ]
         try:
-            banned_us, quarantined, probe_us, factor_m, now_us = await self._outcome(
-                keys=self.keys(credential)[:1], args=args
-            )
+            answer = await self._outcome(keys=self.keys(credential)[:1], args=args)
         except (RedisError, OSError, TimeoutError) as exc:
             raise _unavailable(exc) from None
-        return SharedState(
-            banned_until=int(banned_us) / 1e6,
-            quarantined=bool(int(quarantined)),
-            probe_at=int(probe_us) / 1e6,
-            factor=int(factor_m) / 1e6,
-            server_now=int(now_us) / 1e6,
-        )
+        try:
+            banned_us, quarantined, probe_us, factor_m, now_us = answer
+            now = _clamp(_int(now_us), 0, 2**62)
+            return SharedState(
+                banned_until=_clamp(_int(banned_us), 0, now + _MAX_US) / 1e6,
+                quarantined=_int(quarantined) == 1,
+                probe_at=_clamp(_int(probe_us), 0, now + _MAX_US) / 1e6,
+                factor=_clamp(_int(factor_m), 0, 1_000_000) / 1e6,
+                server_now=now / 1e6,
+            )
+        except (_Malformed, TypeError, ValueError) as exc:
+            raise self._malformed("outcome", exc) from None
+
+    def _malformed(self, script: str, exc: Exception) -> SharedUnavailable:
+        """A script answered something it never returns: this Redis cannot be trusted with the
+        limits; the replica decides locally (and keeps trying it again)."""
+        if self._on_malformed is not None:
+            self._on_malformed("limits", f"{script}.lua answered {exc}")
+        return SharedUnavailable(f"shared limits answered a malformed value ({script})")

@@ -8,7 +8,7 @@ the tests and the benchmarks run without real keys.
 from __future__ import annotations
 
 from taogate.testing._catalog import Catalog, ItemInfo, ItemKind, ItemState
-from taogate.testing._fakes import FakeCall, FakeProvider, make_item
+from taogate.testing._fakes import FakeCall, FakeProvider, items_only, make_item
 from taogate.testing._sim import Simulator, serve_forever
 from taogate.testing._sim_state import SimKey
 
@@ -21,6 +21,7 @@ __all__ = [
     "ItemState",
     "SimKey",
     "Simulator",
+    "items_only",
     "make_item",
     "serve_forever",
 ]

@@ -1,8 +1,9 @@
 """A scripted in-memory provider: the declared seam for unit tests of the pipeline.
 
 ``FakeProvider`` answers from a dict of items, records every call, and can be told to fail
-the next calls (``fail_next``), to refuse given ids as bad requests, or to hold calls until a
-gate opens, so tests can drive the dispatcher without a network or a clock of their own.
+the next calls (``fail_next``), to refuse given ids as bad requests, to answer given ids with
+an item it cannot read (``unreadable``), or to hold calls until a gate opens, so tests can
+drive the dispatcher without a network or a clock of their own.
 """
 
 from __future__ import annotations
@@ -13,11 +14,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from taogate._errors import UpstreamBadRequest
+from taogate._errors import ItemUnreadable, UpstreamBadRequest
 from taogate._model import FinalPriceBasis, Item
-from taogate.providers.base import Credential
+from taogate.providers.base import Answer, Credential, split_answer
 
-__all__ = ["FakeCall", "FakeProvider", "make_item"]
+__all__ = ["FakeCall", "FakeProvider", "items_only", "make_item"]
+
+
+def items_only(answer: Mapping[str, Answer]) -> dict[str, Item]:
+    """The items of a provider's answer; raises the first :class:`ItemUnreadable` in it."""
+    items, unreadable = split_answer(answer)
+    for error in unreadable.values():
+        raise error
+    return items
 
 
 def make_item(num_iid: str, price: str = "9.90") -> Item:
@@ -49,6 +58,8 @@ class FakeProvider:
     items: dict[str, Item] = field(default_factory=dict)
     max_batch: int = 40
     bad_ids: set[str] = field(default_factory=set)
+    #: ids whose item the answer holds but cannot be used (answered with ItemUnreadable)
+    unreadable: set[str] = field(default_factory=set)
     calls: list[FakeCall] = field(default_factory=list)
     gate: asyncio.Event | None = None
     #: set when a call starts (tests clear it to wait for the next call)
@@ -68,7 +79,7 @@ class FakeProvider:
     def ids_fetched(self) -> list[str]:
         return [i for call in self.calls for i in call.ids]
 
-    async def fetch(self, ids: Sequence[str], credential: Credential) -> Mapping[str, Item]:
+    async def fetch(self, ids: Sequence[str], credential: Credential) -> Mapping[str, Answer]:
         self.calls.append(FakeCall(tuple(ids), credential.app_key))
         self.entered.set()
         if self.gate is not None:
@@ -82,7 +93,11 @@ class FakeProvider:
             raise UpstreamBadRequest(
                 "Invalid Arguments", ids=ids, code=41, sub_code="isv.invalid-parameter"
             )
-        return {i: self.items[i] for i in ids if i in self.items}
+        answer: dict[str, Answer] = {i: self.items[i] for i in ids if i in self.items}
+        for i in ids:
+            if i in self.unreadable:
+                answer[i] = ItemUnreadable(i, "zk_final_price: out of bounds")
+        return answer
 
     async def aclose(self) -> None:
         self.closed = True

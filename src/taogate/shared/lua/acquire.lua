@@ -22,26 +22,52 @@ local urgent, claim = tonumber(ARGV[10]) or 1, tonumber(ARGV[11]) or 0
 local egress_qps = tonumber(ARGV[12]) or 0
 local egress_guard = tonumber(ARGV[13]) or guard
 
+-- What is read back may be garbage (written by hand, an old version): a key of the wrong type
+-- is dropped; a field that is not a finite number counts as absent, and so does a time further
+-- ahead than the keys live (or a birth time ahead of now); a factor is kept in [0.01, 1].
+local function own(key, kind)
+  local found = redis.call('TYPE', key)['ok']
+  if found ~= kind and found ~= 'none' then redis.call('DEL', key) end
+end
+own(KEYS[1], 'hash')
+own(KEYS[2], 'list')
+if egress_qps > 0 then
+  own(KEYS[3], 'hash')
+  own(KEYS[4], 'list')
+end
+local function num(x, default)
+  local n = tonumber(x)
+  if n == nil or n ~= n or n == math.huge or n == -math.huge then return default end
+  return n
+end
+local function at(x)
+  local n = num(x, 0)
+  if n < 0 or n > now + ttl then return 0 end
+  return n
+end
+local function share_of(x) return math.min(1, math.max(0.01, num(x, 1))) end
+
 local f = redis.call('HMGET', KEYS[1], 'tat', 'banned_until', 'factor', 'factor_at',
   'decreased_at', 'quarantined', 'probe_at', 'probing_until', 'day', 'calls_today', 'born',
   'urgent_until')
-local tat = tonumber(f[1]) or 0
-local banned_until = tonumber(f[2]) or 0
-local factor = tonumber(f[3]) or 1
-local factor_at = tonumber(f[4]) or 1
-local decreased_at = tonumber(f[5]) or 0
-local quarantined = tonumber(f[6]) or 0
-local probe_at = tonumber(f[7]) or 0
-local probing_until = tonumber(f[8]) or 0
-local day = tonumber(f[9]) or -1
-local calls_today = tonumber(f[10]) or 0
+local tat = at(f[1])
+local banned_until = at(f[2])
+local factor = share_of(f[3])
+local factor_at = share_of(f[4])
+local decreased_at = at(f[5])
+local quarantined = num(f[6], 0)
+local probe_at = at(f[7])
+local probing_until = at(f[8])
+local day = num(f[9], -1)
+local calls_today = math.max(0, math.floor(num(f[10], 0)))
 
 local function us(x) return math.floor(x * 1000000) end
 local function wait(seconds, reason) return {0, math.ceil(seconds * 1000000), reason, us(now), 0} end
 
 -- A state with no birth time is new: Redis restarted (or the key expired) and the calls of the
 -- last second are unknown here. Everyone waits one window before the first grant.
-local born = tonumber(f[11])
+local born = num(f[11], nil)
+if born ~= nil and (born < 0 or born > now + 1) then born = nil end
 if born == nil then
   redis.call('HSET', KEYS[1], 'born', string.format('%.6f', now))
   redis.call('EXPIRE', KEYS[1], ttl)
@@ -63,13 +89,13 @@ if budget > 0 and calls_today >= budget then
   return wait((today + 1) * 86400 - 28800 - now, 'budget')
 end
 
-if factor < 1 then factor = math.min(1, factor_at + recovery * (now - decreased_at)) end
-local urgent_until = tonumber(f[12]) or 0
+if factor < 1 then factor = share_of(factor_at + recovery * (now - decreased_at)) end
+local urgent_until = at(f[12])
 -- a claim on the egress (an urgent caller waiting for the egress, on any of its keys) holds
 -- every key on it
 local egress_urgent_until = 0
 if egress_qps > 0 then
-  egress_urgent_until = tonumber(redis.call('HGET', KEYS[3], 'urgent_until')) or 0
+  egress_urgent_until = at(redis.call('HGET', KEYS[3], 'urgent_until'))
 end
 if urgent == 0 then
   local held = math.max(urgent_until, egress_urgent_until)
@@ -94,7 +120,7 @@ if start - now > tolerance then return wait_claiming(start - now - tolerance, 'r
 
 local limit = math.max(1, math.floor(qps * share + 1e-9))
 if redis.call('LLEN', KEYS[2]) >= limit then
-  local free_at = tonumber(redis.call('LINDEX', KEYS[2], -limit)) + 1 + guard
+  local free_at = at(redis.call('LINDEX', KEYS[2], -limit)) + 1 + guard
   if now < free_at then return wait_claiming(free_at - now, 'window') end
 end
 
@@ -104,14 +130,14 @@ local egress_interval = 0
 local egress_limit = 0
 if egress_qps > 0 then
   egress_interval = (1 / (egress_qps * share)) * (1 + 1e-9)
-  egress_start = math.max(tonumber(redis.call('HGET', KEYS[3], 'tat')) or 0, now)
+  egress_start = math.max(at(redis.call('HGET', KEYS[3], 'tat')), now)
   -- room for one call of catch-up (burst 2); the window below holds the cap
   if egress_start - now > egress_interval then
     return wait_claiming(egress_start - now - egress_interval, 'egress')
   end
   egress_limit = math.max(1, math.floor(egress_qps * share + 1e-9))
   if redis.call('LLEN', KEYS[4]) >= egress_limit then
-    local free_at = tonumber(redis.call('LINDEX', KEYS[4], -egress_limit)) + 1 + egress_guard
+    local free_at = at(redis.call('LINDEX', KEYS[4], -egress_limit)) + 1 + egress_guard
     if now < free_at then return wait_claiming(free_at - now, 'egress') end
   end
 end

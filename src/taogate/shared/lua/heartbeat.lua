@@ -6,6 +6,11 @@
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local silent, remember = tonumber(ARGV[2]), tonumber(ARGV[3])
+-- a key of the wrong type (written by hand) is dropped, not an error every beat
+for _, key in ipairs(KEYS) do
+  local found = redis.call('TYPE', key)['ok']
+  if found ~= 'zset' and found ~= 'none' then redis.call('DEL', key) end
+end
 redis.call('ZADD', KEYS[1], now, ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - silent)

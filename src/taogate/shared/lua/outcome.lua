@@ -13,20 +13,36 @@ local decrease, min_factor, recovery = tonumber(ARGV[4]), tonumber(ARGV[5]), ton
 local base_probe, max_probe = tonumber(ARGV[7]), tonumber(ARGV[8])
 local is_probe, ttl = tonumber(ARGV[9]), tonumber(ARGV[10])
 
+-- What is read back may be garbage (see acquire.lua): a key that is not a hash is dropped, a
+-- field that is not a finite number counts as absent, and so does a time too far ahead.
+local found = redis.call('TYPE', KEYS[1])['ok']
+if found ~= 'hash' and found ~= 'none' then redis.call('DEL', KEYS[1]) end
+local function num(x, default)
+  local n = tonumber(x)
+  if n == nil or n ~= n or n == math.huge or n == -math.huge then return default end
+  return n
+end
+local function at(x, default)
+  local n = num(x, default)
+  if n < 0 or n > now + ttl then return default end
+  return n
+end
+local function share_of(x) return math.min(1, math.max(0.01, num(x, 1))) end
+
 local f = redis.call('HMGET', KEYS[1], 'banned_until', 'banned_at', 'factor', 'factor_at',
   'decreased_at', 'quarantined', 'probe_at', 'probe_after', 'day', 'calls_today')
-local banned_until = tonumber(f[1]) or 0
-local banned_at = tonumber(f[2]) or -1
-local factor = tonumber(f[3]) or 1
-local factor_at = tonumber(f[4]) or 1
-local decreased_at = tonumber(f[5]) or 0
-local quarantined = tonumber(f[6]) or 0
-local probe_at = tonumber(f[7]) or 0
-local probe_after = tonumber(f[8]) or 0
+local banned_until = at(f[1], 0)
+local banned_at = at(f[2], -1)
+local factor = share_of(f[3])
+local factor_at = share_of(f[4])
+local decreased_at = at(f[5], 0)
+local quarantined = num(f[6], 0)
+local probe_at = at(f[7], 0)
+local probe_after = math.min(max_probe, math.max(0, num(f[8], 0)))
 local function fmt(x) return string.format('%.6f', x) end
 
 if op == 'ban' then
-  if factor < 1 then factor = math.min(1, factor_at + recovery * (now - decreased_at)) end
+  if factor < 1 then factor = share_of(factor_at + recovery * (now - decreased_at)) end
   if granted >= banned_at then  -- once per ban: calls already on the wire do not halve again
     factor = math.max(min_factor, factor * decrease)
     redis.call('HSET', KEYS[1], 'factor', fmt(factor), 'factor_at', fmt(factor),
@@ -58,8 +74,9 @@ elseif op == 'probe_end' then
   if is_probe == 1 then redis.call('HSET', KEYS[1], 'probing_until', '0') end
 elseif op == 'release' then
   local today = math.floor((granted + 28800) / 86400)
-  if tonumber(f[9]) == today and (tonumber(f[10]) or 0) > 0 then
-    redis.call('HINCRBY', KEYS[1], 'calls_today', -1)
+  local calls = math.floor(num(f[10], 0))
+  if num(f[9], -1) == today and calls > 0 then
+    redis.call('HSET', KEYS[1], 'calls_today', calls - 1)
   end
   if is_probe == 1 then redis.call('HSET', KEYS[1], 'probing_until', '0') end
 end
