@@ -265,3 +265,41 @@ async def test_taogate_serve_runs_the_guarded_protocol(sim: Simulator, tmp_path:
         finally:
             proc.send_signal(signal.SIGTERM)
             await asyncio.wait_for(proc.wait(), timeout=15)
+
+
+async def test_a_body_from_an_unknown_caller_is_refused_before_it_is_read(sim: Simulator) -> None:
+    """Only a known client may make the service hold a body: a 401 before any body byte."""
+    settings = make_settings(sim, body_timeout_s=5.0)
+    async with running(settings) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        # a 20 MB job body announced, not one byte of it sent
+        writer.write(
+            b"POST /v1/jobs HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer not-a-known-token\r\n"
+            b"Content-Type: text/plain\r\nContent-Length: 20000000\r\n\r\n"
+        )
+        await writer.drain()
+        started = time.monotonic()
+        answer, closed = await read_answer(reader, 4.0)
+        elapsed = time.monotonic() - started
+        writer.close()
+    assert status_of(answer) == 401, answer[:200]
+    assert closed
+    assert elapsed < 2.0, "answered at once, not after the body timeout"
+
+
+async def test_a_body_past_its_route_s_limit_is_413_at_the_edge(sim: Simulator) -> None:
+    """The edge holds a job-sized body only for job submissions; other routes their own size."""
+    settings = make_settings(sim, max_body_bytes=4096)
+    async with running(settings) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"POST /v1/items:batch HTTP/1.1\r\nHost: t\r\n"
+            + AUTH
+            + b"Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n"
+        )
+        await writer.drain()
+        answer, closed = await read_answer(reader, 4.0)
+        writer.close()
+    assert status_of(answer) == 413, answer[:200]
+    assert problem_of(answer)["max_bytes"] == 4096
+    assert closed

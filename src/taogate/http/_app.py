@@ -350,13 +350,17 @@ class _Edge:
         *,
         settings: Settings,
         metrics: Metrics,
+        clients: Clients,
         item_endpoint: Callable[[Scope, Receive, Send], Any],
     ) -> None:
         self.app = app
         self.item_endpoint = item_endpoint
+        self.clients = clients
         self.max_in_flight = settings.server.max_in_flight
-        #: the largest body any route takes (the routes check their own limits after)
-        self.max_body = job_body_limit(settings)
+        #: the largest body a job submission takes, and any other route (each route then
+        #: checks its own, finer limit)
+        self.max_job_body = job_body_limit(settings)
+        self.max_body = settings.server.max_body_bytes
         self.body_timeout_s = settings.server.body_timeout_s
         self.metrics = metrics
         self.access = settings.server.access_log
@@ -371,6 +375,27 @@ class _Edge:
             log.exception("unhandled error")
             problem = Problem("internal-error", "an unexpected error; see the server log")
             await problem.response(scope["path"], request_id_var.get())(scope, receive, send)
+
+    def _authenticate(self, scope: Scope) -> None:
+        """A 401 (or 429) problem, closing the connection, unless a known client is asking.
+
+        The handler authenticates again and counts the request against the client's rate.
+        """
+        if self.clients.open:
+            return
+        authorization = next(
+            (v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None
+        )
+        try:
+            self.clients.authenticate(authorization, _client_host(scope))
+        except Problem as refused:
+            refused.headers = {**refused.headers, "Connection": "close"}  # the body is unread
+            raise
+
+    def _body_limit(self, scope: Scope) -> int:
+        if scope["path"] == "/v1/jobs" and scope["method"] == "POST":
+            return self.max_job_body
+        return self.max_body
 
     def _request_id(self, scope: Scope) -> str:
         for name, value in scope["headers"]:
@@ -404,8 +429,10 @@ class _Edge:
         try:
             if has_body(scope):  # received whole before taking a slot: a slow body holds none
                 try:
+                    # only a known client may make the service hold a body (a job's is MBs)
+                    self._authenticate(scope)
                     body = await receive_body(
-                        scope, receive, limit=self.max_body, timeout_s=self.body_timeout_s
+                        scope, receive, limit=self._body_limit(scope), timeout_s=self.body_timeout_s
                     )
                 except Problem as refused:
                     await refused.response(scope["path"], request_id)(scope, receive, send_with_id)
@@ -579,7 +606,9 @@ def create_app(
         lifespan=lifespan,
         exception_handlers={Problem: on_problem, HTTPException: on_http, Exception: on_error},
     )
-    app.add_middleware(_Edge, settings=settings, metrics=metrics, item_endpoint=api.get_item)
+    app.add_middleware(
+        _Edge, settings=settings, metrics=metrics, clients=clients, item_endpoint=api.get_item
+    )
     app.state.gateway = gateway
     app.state.metrics = metrics
     return app
