@@ -6,6 +6,7 @@ The public face. Implementation lives in private modules; integrations in subpac
 
 import importlib.metadata as _metadata
 
+from taogate._credentials import Credential, Egress
 from taogate._dispatch import Priority
 from taogate._errors import (
     BatchTooLarge,
@@ -33,7 +34,7 @@ from taogate._ids import IdPolicy
 from taogate._masking import mask_id, mask_secret
 from taogate._model import FinalPriceBasis, Item, Lookup, Source
 from taogate._settings import Settings, load_settings
-from taogate.providers.base import Credential, Egress, Provider
+from taogate.providers.base import Provider
 
 try:
     __version__ = _metadata.version("taogate")

@@ -29,15 +29,15 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime
+from datetime import date
 from decimal import Decimal
 from enum import StrEnum
 from typing import Protocol
 
+from taogate._beijing import beijing_date
+from taogate._credentials import DEFAULT_EGRESS, IP_QPS, Credential, Egress
 from taogate._errors import NoCredentialAvailable, TaogateError
 from taogate._masking import mask_url
-from taogate.providers.base import DEFAULT_EGRESS, IP_QPS, Credential, Egress
-from taogate.providers.top import BEIJING
 from taogate.quota.gcra import Gcra
 
 __all__ = [
@@ -309,7 +309,7 @@ class CredentialPool:
         budget = s.credential.daily_budget
         if budget is None:
             return True
-        today = datetime.fromtimestamp(self._wall_clock(), tz=UTC).astimezone(BEIJING).date()
+        today = beijing_date(self._wall_clock())
         if s.day != today:
             s.day, s.calls_today = today, 0
         # deciding alone, a replica spends only its share of the day's budget

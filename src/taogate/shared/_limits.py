@@ -17,7 +17,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from taogate.providers.base import DEFAULT_EGRESS, Credential, Egress
+from taogate._credentials import DEFAULT_EGRESS, Credential, Egress
 from taogate.quota.pool import PoolPolicy, SharedUnavailable, SharedVerdict
 
 __all__ = ["SharedLimits", "SharedState"]
