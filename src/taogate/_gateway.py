@@ -27,12 +27,13 @@ from taogate._model import Item, Lookup, Source
 from taogate._secrets import SecretFiles
 from taogate._settings import Settings
 from taogate.cache.memory import MemoryCache
-from taogate.cache.tiered import CacheView, TieredCache
+from taogate.cache.tiered import TieredCache
 from taogate.providers import build_provider
 from taogate.providers.base import Provider
 from taogate.quota.pool import CredentialPool, PoolPolicy
 
 if TYPE_CHECKING:
+    from taogate.cache.redis import RedisTier
     from taogate.jobs._store import JobStore
     from taogate.jobs._worker import JobWorker
     from taogate.shared._backend import SharedBackend
@@ -104,10 +105,36 @@ class Gateway:
             egresses=egresses,
         )
         self.breaker = CircuitBreaker(self._breaker_policy, clock=clock)
+        #: degraded mode (process-local without Redis, shared by every replica with it)
+        self.degrade = DegradeControl(s, clock=clock)
+        self.shared: SharedBackend | None = None
+        l2: RedisTier | None = None
+        if s.redis.url:
+            from taogate.cache.redis import RedisTier  # only with Redis configured
+            from taogate.shared._backend import SharedBackend
+            from taogate.shared._degrade import SharedOverride
+
+            shared = self.shared = SharedBackend(s, self.pool, self.pool.policy, clock=clock)
+            l2 = RedisTier(
+                shared.client,
+                prefix=s.redis.prefix,
+                max_fresh_s=max(s.cache.max_age_s, s.cache.negative_ttl_s),
+                max_keep_s=s.cache.max_age_s + s.cache.max_stale_s,
+                enabled=s.redis.l2,
+                is_shared=lambda: shared.mode == "shared",
+                on_failure=shared.lost,
+                on_malformed=shared.note_malformed,
+                clock=clock,
+            )
+            shared.listen(l2.channel, l2.on_message)
+            self._shared_override = SharedOverride(
+                self.shared, self.degrade, poll_s=s.redis.heartbeat_s
+            )
         self.cache = TieredCache(
             MemoryCache(
                 max_entries=s.cache.l1_max_entries, max_bytes=s.cache.l1_max_bytes, clock=clock
             ),
+            l2,
             max_age_s=s.cache.max_age_s,
             max_stale_s=s.cache.max_stale_s,
             negative_ttl_s=s.cache.negative_ttl_s,
@@ -115,20 +142,9 @@ class Gateway:
             clock=clock,
             rng=self._rng,
         )
-        #: degraded mode (process-local without Redis, shared by every replica with it)
-        self.degrade = DegradeControl(s, clock=clock)
-        self.shared: SharedBackend | None = None
-        if s.redis.url:
-            from taogate.shared._backend import SharedBackend  # only with Redis configured
-            from taogate.shared._degrade import SharedOverride
-
-            self.shared = SharedBackend(
-                s, self.pool, self.pool.policy, on_invalidate=self.cache.invalidate, clock=clock
-            )
-            self._shared_override = SharedOverride(
-                self.shared, self.degrade, poll_s=s.redis.heartbeat_s
-            )
+        if self.shared is not None:
             await self.shared.start()
+        if self._shared_override is not None:
             await self._shared_override.start()
         self._degrade_task = loop.create_task(self.degrade.run(), name="taogate-degrade")
         self._dispatcher = Dispatcher(
@@ -138,7 +154,7 @@ class Gateway:
             retry_budget=RetryBudget(clock=clock),
             clock=clock,
             batch_window_s=s.limits.batch_window_ms / 1000.0,
-            on_result=self._store,
+            on_result=self.cache.store,
             rng=self._rng,
         )
         self._dispatcher.start()
@@ -175,7 +191,6 @@ class Gateway:
         self.hits = 0
         self.stale_served = 0
         self.refreshes = 0
-        self.l2_hits = 0
         self.last_invalidation_everywhere = True
         self._started = True
 
@@ -205,6 +220,7 @@ class Gateway:
             await self._shared_override.aclose()
         if self.secret_files is not None:
             await self.secret_files.aclose()
+        await self.cache.aclose()
         if self.shared is not None:
             await self.shared.aclose()
         await self.pool.aclose()
@@ -343,7 +359,9 @@ class Gateway:
         deadline = self._clock() + (
             self.settings.limits.deadline_s if deadline_s is None else deadline_s
         )
-        view = cache.lookup(wanted, max_age_s=max_age, max_stale_s=max_stale, widened=degraded)
+        view = await cache.lookup(
+            wanted, max_age_s=max_age, max_stale_s=max_stale, widened=degraded
+        )
         now = self._clock()
         out: dict[str, Lookup] = {}
         refresh: list[str] = []
@@ -358,8 +376,10 @@ class Gateway:
         self.hits += len(view.fresh)
         if refresh:
             self._refresh_ahead(refresh)
-        if view.missing and self.shared is not None:
-            await self._from_l2(view, max_age, out, widened=degraded)
+        for num_iid, entry in view.from_l2.items():
+            out[num_iid] = Lookup(
+                num_iid=num_iid, item=entry.item, source=Source.L2, age_s=entry.age(now)
+            )
         if view.missing:
             await self._fetch(view.missing, view.stale, priority, deadline, out)
         return {num_iid: out[num_iid] for num_iid in wanted}
@@ -432,58 +452,6 @@ class Gateway:
             rate /= max(1, self.shared.live_replicas)
         return rate
 
-    def _store(self, ids: Sequence[str], items: Mapping[str, Item]) -> None:
-        """An upstream answer: into L1 now, into L2 in the background."""
-        self.cache.store(ids, items)
-        if self.shared is not None:
-            entries = {i: e for i in ids if (e := self.cache.l1.peek(i)) is not None}
-            self.shared.l2_put_later(entries)
-
-    async def _from_l2(
-        self, view: CacheView, max_age: float, out: dict[str, Lookup], *, widened: bool = False
-    ) -> None:
-        """Answer what L2 holds fresh (filling L1); keep older L2 answers as stale fallbacks.
-
-        ``widened`` (degraded mode): a found item is fresh for ``max_age`` while L2 keeps it.
-        """
-        assert self.shared is not None
-        found = await self.shared.l2_get(view.missing)
-        if not found:
-            return
-        now = self._clock()
-        still: list[str] = []
-        for num_iid in view.missing:
-            e = found.get(num_iid)
-            if e is None:
-                still.append(num_iid)
-                continue
-            if now - e.fetched_at <= max_age and (
-                now < e.fresh_until or (widened and e.item is not None and now < e.keep_until)
-            ):
-                self.cache.l1.put(
-                    num_iid,
-                    e.item,
-                    fresh_s=e.fresh_until - e.fetched_at,
-                    keep_s=e.keep_until - e.fetched_at,
-                    fetched_at=e.fetched_at,
-                )
-                out[num_iid] = Lookup(
-                    num_iid=num_iid, item=e.item, source=Source.L2, age_s=now - e.fetched_at
-                )
-                self.l2_hits += 1
-                continue
-            still.append(num_iid)
-            if num_iid not in view.stale and now < e.keep_until:
-                entry = self.cache.l1.put(
-                    num_iid,
-                    e.item,
-                    fresh_s=0.0,
-                    keep_s=e.keep_until - e.fetched_at,
-                    fetched_at=e.fetched_at,
-                )
-                view.stale[num_iid] = entry
-        view.missing = still
-
     def _fallback(self, num_iid: str, stale: Mapping[str, Any], error: BaseException) -> Lookup:
         entry = stale.get(num_iid)
         if entry is not None:
@@ -512,14 +480,18 @@ class Gateway:
         deadline = self._clock() + self.settings.limits.deadline_s
         dispatcher.submit(ids, priority=Priority.REFRESH, deadline=deadline)
 
+    @property
+    def l2_hits(self) -> int:
+        """Lookups answered fresh from L2."""
+        return self.cache.l2_hits
+
     async def invalidate(self, ids: Iterable[str]) -> int:
         """Forget ``ids`` here, in L2 and in every replica's L1; returns how many L1 held here.
 
         ``last_invalidation_everywhere`` tells whether the other replicas were reached.
         """
         checked = [self._id_policy.check(i) for i in ids]
-        count = self.cache.invalidate(checked)
-        everywhere = self.shared is None or await self.shared.invalidate(checked)
+        count, everywhere = await self.cache.invalidate(checked)
         self.last_invalidation_everywhere = everywhere
         return count
 
@@ -533,8 +505,11 @@ class Gateway:
             "l1_hits": self.hits,
             "stale_served": self.stale_served,
             "refresh_ahead": self.refreshes,
-            "l2_hits": self.l2_hits,
-            "redis": None if self.shared is None else self.shared.describe(),
+            "l2_hits": self.cache.l2_hits,
+            "redis": None
+            if self.shared is None
+            else self.shared.describe()
+            | {"l2_corrupt": 0 if self.cache.l2 is None else self.cache.l2.corrupt},
             "l1_entries": len(self.cache.l1),
             "l1_bytes": self.cache.l1.bytes,
             "breaker": str(self.breaker.state),
