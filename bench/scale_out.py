@@ -32,7 +32,7 @@ from _common import RESULTS, machine, write_json
 from taogate import Credential
 from taogate.bench._harness import GatewayProcess, SimProcess, SimSpec
 from taogate.quota.pool import PoolPolicy
-from taogate.shared._limits import SharedLimits
+from taogate.quota.redis import SharedLimits
 from taogate.testing._redis import RedisServer
 
 TOKEN = "bench-scale-out-client-token-0001-abcdef"

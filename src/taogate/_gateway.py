@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from taogate.cache.redis import RedisTier
     from taogate.jobs._store import JobStore
     from taogate.jobs._worker import JobWorker
+    from taogate.quota.redis import SharedLimits
     from taogate.shared._backend import SharedBackend
     from taogate.shared._degrade import SharedOverride
 
@@ -98,30 +99,35 @@ class Gateway:
         egresses = s.build_egresses()
         if self._provider is None:
             self._provider = build_provider(s.upstream, egresses)
-        self.pool = CredentialPool(
-            s.build_credentials(),
-            PoolPolicy(safety_factor=s.limits.safety_factor),
-            clock=clock,
-            egresses=egresses,
-        )
         self.breaker = CircuitBreaker(self._breaker_policy, clock=clock)
         #: degraded mode (process-local without Redis, shared by every replica with it)
         self.degrade = DegradeControl(s, clock=clock)
         self.shared: SharedBackend | None = None
+        policy = PoolPolicy(safety_factor=s.limits.safety_factor)
+        limits: SharedLimits | None = None
         l2: RedisTier | None = None
         if s.redis.url:
             from taogate.cache.redis import RedisTier  # only with Redis configured
+            from taogate.quota.redis import SharedLimits
             from taogate.shared._backend import SharedBackend
             from taogate.shared._degrade import SharedOverride
 
-            shared = self.shared = SharedBackend(s, self.pool, self.pool.policy, clock=clock)
+            shared = self.shared = SharedBackend(s, clock=clock)
+            limits = SharedLimits(
+                shared.client,
+                prefix=s.redis.prefix,
+                policy=policy,
+                probe_hold_s=max(10.0, 2 * s.upstream.timeout_s),
+                on_malformed=shared.note_malformed,
+                share=lambda: shared.shared_share,
+            )
             l2 = RedisTier(
                 shared.client,
                 prefix=s.redis.prefix,
                 max_fresh_s=max(s.cache.max_age_s, s.cache.negative_ttl_s),
                 max_keep_s=s.cache.max_age_s + s.cache.max_stale_s,
                 enabled=s.redis.l2,
-                is_shared=lambda: shared.mode == "shared",
+                is_shared=lambda: shared.sharing,
                 on_failure=shared.lost,
                 on_malformed=shared.note_malformed,
                 clock=clock,
@@ -130,6 +136,15 @@ class Gateway:
             self._shared_override = SharedOverride(
                 self.shared, self.degrade, poll_s=s.redis.heartbeat_s
             )
+        self.pool = CredentialPool(
+            s.build_credentials(),
+            policy,
+            clock=clock,
+            egresses=egresses,
+            shared=limits,
+            replicas=self.shared,
+            shared_timeout_s=s.redis.timeout_s,
+        )
         self.cache = TieredCache(
             MemoryCache(
                 max_entries=s.cache.l1_max_entries, max_bytes=s.cache.l1_max_bytes, clock=clock

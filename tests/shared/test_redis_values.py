@@ -25,8 +25,8 @@ from taogate.http import create_app
 from taogate.http._metrics import MALFORMED_SOURCES as METRIC_SOURCES
 from taogate.jobs._store import GROUP, JobStore
 from taogate.quota.pool import PoolPolicy, SharedUnavailable
+from taogate.quota.redis import KEY_TTL_S, SharedLimits
 from taogate.shared._backend import MALFORMED_SOURCES
-from taogate.shared._limits import KEY_TTL_S, SharedLimits
 from taogate.testing import SimKey, Simulator
 from tests.conftest import RedisServer
 

@@ -13,7 +13,13 @@ from hypothesis import strategies as st
 
 from taogate import Credential, NoCredentialAvailable
 from taogate.providers.base import Egress
-from taogate.quota.pool import CredentialPool, CredentialStatus, PoolPolicy, SharedVerdict
+from taogate.quota.pool import (
+    CredentialPool,
+    CredentialStatus,
+    FixedShare,
+    PoolPolicy,
+    SharedVerdict,
+)
 
 
 class FakeClock:
@@ -259,8 +265,9 @@ def test_one_ban_halves_the_rate_once() -> None:
 
 def test_a_replica_deciding_alone_spends_its_share_of_the_budget() -> None:
     clock = FakeClock()
-    pool = CredentialPool([cred("k1", qps=1000, daily_budget=10)], clock=clock)
-    pool.share = 0.25
+    pool = CredentialPool(
+        [cred("k1", qps=1000, daily_budget=10)], clock=clock, replicas=FixedShare(0.25)
+    )
     assert len(drain(pool, clock, 5.0)) == 2  # floor of 10 x 1/4 = 2.5
 
 
@@ -288,9 +295,8 @@ class UrgentFirstShared:
 
 async def test_a_yield_holds_back_only_calls_that_are_not_urgent() -> None:
     clock = FakeClock()
-    pool = CredentialPool([cred("k1")], PoolPolicy(safety_factor=1.0), clock=clock)
     shared = UrgentFirstShared("yield")
-    pool.shared = shared
+    pool = CredentialPool([cred("k1")], PoolPolicy(safety_factor=1.0), clock=clock, shared=shared)
     urgency = iter([False, True])  # bulk only at first; then an interactive lookup arrives
     lease = await pool.acquire(urgent=lambda: next(urgency))
     assert shared.asked == [False, True]
@@ -422,9 +428,8 @@ async def test_an_urgent_caller_asks_again_instead_of_waiting_out_a_bulk_answer(
     """Told to wait while only bulk was queued, the pool asks again (and so claims the slot
     in Redis) as soon as interactive work arrives, instead of sleeping the wait out."""
     clock = FakeClock()
-    pool = CredentialPool([cred("k1")], PoolPolicy(safety_factor=1.0), clock=clock)
     shared = UrgentFirstShared("rate")
-    pool.shared = shared
+    pool = CredentialPool([cred("k1")], PoolPolicy(safety_factor=1.0), clock=clock, shared=shared)
     urgency = iter([False, True])
     lease = await asyncio.wait_for(pool.acquire(urgent=lambda: next(urgency, True)), 1.0)
     assert shared.asked == [False, True]

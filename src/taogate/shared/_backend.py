@@ -24,9 +24,8 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from taogate._settings import Settings
-from taogate.quota.pool import CredentialPool, PoolPolicy, SharedUnavailable
+from taogate.quota.pool import SharedUnavailable
 from taogate.shared._client import RedisClient, close, connect
-from taogate.shared._limits import SharedLimits
 
 __all__ = ["MALFORMED_SOURCES", "SharedBackend"]
 
@@ -74,14 +73,11 @@ class SharedBackend:
     def __init__(
         self,
         settings: Settings,
-        pool: CredentialPool,
-        policy: PoolPolicy,
         *,
         clock: Callable[[], float],
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings.redis
-        self.pool = pool
         self.replica_id = f"{os.uname().nodename}-{os.getpid()}-{os.urandom(3).hex()}"
         self.mode = "local"
         # until a heartbeat has counted them, assume the configured number of replicas
@@ -96,28 +92,47 @@ class SharedBackend:
         self._wall = wall_clock
         self._prefix = self.settings.prefix
         self._client: RedisClient = connect(self.settings)
-        pool.shared_timeout_s = self.settings.timeout_s
-        self.limits = SharedLimits(
-            self._client,
-            prefix=self._prefix,
-            policy=policy,
-            probe_hold_s=max(10.0, 2 * settings.upstream.timeout_s),
-            on_malformed=self.note_malformed,
-        )
+        self._subscribers: list[Callable[[float], object]] = []
         lua = files("taogate.shared").joinpath("lua")
         self._heartbeat = self._client.register_script(lua.joinpath("heartbeat.lua").read_text())
         self._tasks: list[asyncio.Task[None]] = []
         self._recovered = asyncio.Event()
         self._lost = asyncio.Event()
         self._listeners: dict[str, Callable[[Any], object]] = {}
-        pool.on_shared_failure = self.lost
 
     @property
     def client(self) -> RedisClient:
         """The Redis client (for the job store, which shares it)."""
         return self._client
 
-    # --- keys ----------------------------------------------------------------------------
+    # --- what the credential pool and the shared limits see -----------------------------
+
+    @property
+    def sharing(self) -> bool:
+        """Whether the replicas decide in the shared limiter now (shared mode)."""
+        return self.mode == "shared"
+
+    @property
+    def local_share(self) -> float:
+        """This replica's share of each quota while it decides alone: 1 / live replicas."""
+        return 1.0 / max(1, self.live_replicas)
+
+    @property
+    def shared_share(self) -> float:
+        """The share of each quota the replicas in shared mode may use: replicas that stopped
+        beating recently may be cut off from Redis and deciding locally for theirs."""
+        return self.live_replicas / (self.live_replicas + self.departed)
+
+    def subscribe(self, on_change: Callable[[float], object]) -> None:
+        """Call ``on_change(pause_s)`` at every change of mode: how long every credential should
+        wait so that calls decided before and after the change never share a window."""
+        self._subscribers.append(on_change)
+
+    def _announce(self, pause_s: float) -> None:
+        for on_change in self._subscribers:
+            on_change(pause_s)
+
+    # --- pub/sub -------------------------------------------------------------------------
 
     def listen(self, channel: str, handler: Callable[[Any], object]) -> None:
         """Call ``handler`` with the data of every message on ``channel`` (before :meth:`start`)."""
@@ -189,21 +204,14 @@ class SharedBackend:
                 # back from local mode: the other replicas may decide locally until their own
                 # reconnect (at most the cap plus a slow heartbeat away); wait that and one
                 # window more
-                self.pool.pause_all(
-                    _RECONNECT_CAP_S
-                    + 2 * self.settings.timeout_s
-                    + _SWITCH_PAUSE_S
-                    + self.pool.policy.window_guard_s
-                )
                 self._decided_locally = False
+                self._announce(_RECONNECT_CAP_S + 2 * self.settings.timeout_s + _SWITCH_PAUSE_S)
             self.mode = "shared"
             self.mode_changes += 1
             log.info(
                 "shared mode: limits, L2 and invalidations through Redis",
                 extra={"live_replicas": self.live_replicas},
             )
-        self.pool.share = 1.0
-        self.pool.shared = self.limits
         self._timeouts = 0
         self._lost.clear()
         self._recovered.set()
@@ -220,13 +228,12 @@ class SharedBackend:
                 return
         self._timeouts = 0
         self._decided_locally = True
-        self.pool.shared = None
-        self.pool.share = 1.0 / max(1, self.live_replicas)
         if self.mode != "local" or not self._lost.is_set():
             if self.mode == "shared":
                 # the shared schedule's last second is unknown here: wait it out
-                self.pool.pause_all(_SWITCH_PAUSE_S + self.pool.policy.window_guard_s)
                 self.mode_changes += 1
+                self.mode = "local"
+                self._announce(_SWITCH_PAUSE_S)
             self.mode = "local"
             log.warning(
                 "Redis unavailable (%s): local mode, each key at 1/%d of its quota",
@@ -249,9 +256,6 @@ class SharedBackend:
             return
         self.live_replicas = max(1, live)
         self.departed = departed
-        # replicas that stopped beating recently may be cut off from Redis and deciding locally
-        # for their share: the shared schedule leaves it to them
-        self.limits.share = self.live_replicas / (self.live_replicas + self.departed)
         self._timeouts = 0
 
     async def _heartbeats(self) -> None:
