@@ -31,6 +31,7 @@ from taogate._errors import (
 )
 from taogate._gateway import Gateway
 from taogate._ids import IdPolicy
+from taogate._lookup import LookupPolicy
 from taogate._masking import mask_id, mask_secret
 from taogate._model import FinalPriceBasis, Item, Lookup, Source
 from taogate._settings import Settings, load_settings
@@ -61,6 +62,7 @@ __all__ = [
     "ItemUnreadable",
     "Lookup",
     "LookupFailed",
+    "LookupPolicy",
     "NoCredentialAvailable",
     "Overloaded",
     "Priority",

@@ -16,12 +16,13 @@ import contextlib
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, Unpack
 
 from taogate._breaker import BreakerPolicy, BreakerState, CircuitBreaker, RetryBudget
 from taogate._degrade import DegradeControl
 from taogate._dispatch import Dispatcher, Priority
 from taogate._errors import DeadlineExceeded, InvalidRequest, Overloaded, UpstreamUnavailable
+from taogate._lookup import LookupOptions, LookupPolicy
 from taogate._masking import mask_id
 from taogate._model import Item, Lookup, Source
 from taogate._secrets import SecretFiles
@@ -284,95 +285,70 @@ class Gateway:
     # --- lookups -------------------------------------------------------------------------
 
     async def get(
-        self,
-        num_iid: str,
-        *,
-        max_age_s: float | None = None,
-        max_stale_s: float | None = None,
-        allow_stale: bool = True,
-        priority: Priority = Priority.INTERACTIVE,
-        deadline_s: float | None = None,
+        self, num_iid: str, policy: LookupPolicy | None = None, **options: Unpack[LookupOptions]
     ) -> Lookup:
         """One lookup; raises the lookup's error when there is no answer to give.
 
         A lookup of an item that does not exist is an answer: ``Lookup.item`` is ``None``.
+        ``policy`` (or its fields as keyword arguments): see :class:`LookupPolicy`.
         """
-        lookup = await self.get_one(
-            num_iid,
-            max_age_s=max_age_s,
-            max_stale_s=max_stale_s,
-            allow_stale=allow_stale,
-            priority=priority,
-            deadline_s=deadline_s,
-        )
+        lookup = await self.get_one(num_iid, policy, **options)
         if lookup.error is not None:
             raise lookup.error
         return lookup
 
     async def get_one(
-        self,
-        num_iid: str,
-        *,
-        max_age_s: float | None = None,
-        max_stale_s: float | None = None,
-        allow_stale: bool = True,
-        priority: Priority = Priority.INTERACTIVE,
-        deadline_s: float | None = None,
+        self, num_iid: str, policy: LookupPolicy | None = None, **options: Unpack[LookupOptions]
     ) -> Lookup:
         """Like :meth:`get_many` for one id, with an L1 hit answered on a short path."""
-        if not self._started:
-            raise RuntimeError("the gateway is not started; use 'async with Gateway(...)'")
-        self._id_policy.check(num_iid)
-        cache = self.cache
+        self._check_started()
+        checked = self._id_policy.check(num_iid)
+        asked = LookupPolicy.of(policy, options)
         now = self._clock()
         degraded = self.degrade.active
-        entry = cache.fresh(
-            num_iid, max_age_s=self._max_age(max_age_s, degraded), now=now, widened=degraded
+        entry = self.cache.fresh(
+            checked, max_age_s=self._max_age(asked.max_age_s, degraded), now=now, widened=degraded
         )
         if entry is None:
-            return (
-                await self.get_many(
-                    (num_iid,),
-                    max_age_s=max_age_s,
-                    max_stale_s=max_stale_s,
-                    allow_stale=allow_stale,
-                    priority=priority,
-                    deadline_s=deadline_s,
-                )
-            )[num_iid]
+            return (await self._lookup([checked], asked))[checked]
         self.lookups += 1
         self.hits += 1
         if entry.fresh_until - now < REFRESH_AHEAD_SHARE * (entry.fresh_until - entry.fetched_at):
-            self._refresh_ahead([num_iid])
+            self._refresh_ahead([checked])
         return Lookup(
-            num_iid=num_iid, item=entry.item, source=Source.L1, age_s=now - entry.fetched_at
+            num_iid=checked, item=entry.item, source=Source.L1, age_s=now - entry.fetched_at
         )
 
     async def get_many(
         self,
         ids: Iterable[str],
-        *,
-        max_age_s: float | None = None,
-        max_stale_s: float | None = None,
-        allow_stale: bool = True,
-        priority: Priority = Priority.INTERACTIVE,
-        deadline_s: float | None = None,
+        policy: LookupPolicy | None = None,
+        **options: Unpack[LookupOptions],
     ) -> dict[str, Lookup]:
         """A :class:`Lookup` per distinct id; failures are in ``Lookup.error``, never raised.
 
         Ids are validated first (:class:`InvalidItemId` is raised for a bad one).
         """
+        self._check_started()
+        wanted = list(dict.fromkeys(self._id_policy.check(i) for i in ids))
+        return await self._lookup(wanted, LookupPolicy.of(policy, options))
+
+    def _check_started(self) -> None:
         if not self._started:
             raise RuntimeError("the gateway is not started; use 'async with Gateway(...)'")
-        wanted = list(dict.fromkeys(self._id_policy.check(i) for i in ids))
+
+    async def _lookup(self, wanted: list[str], policy: LookupPolicy) -> dict[str, Lookup]:
+        """The pipeline of checked ids: the cache tiers, then the dispatcher for the misses."""
         cache = self.cache
         degraded = self.degrade.active
-        max_age = self._max_age(max_age_s, degraded)
+        max_age = self._max_age(policy.max_age_s, degraded)
         max_stale = (
-            (cache.max_stale_s if max_stale_s is None else max_stale_s) if allow_stale else None
+            (cache.max_stale_s if policy.max_stale_s is None else policy.max_stale_s)
+            if policy.allow_stale
+            else None
         )
         deadline = self._clock() + (
-            self.settings.limits.deadline_s if deadline_s is None else deadline_s
+            self.settings.limits.deadline_s if policy.deadline_s is None else policy.deadline_s
         )
         view = await cache.lookup(
             wanted, max_age_s=max_age, max_stale_s=max_stale, widened=degraded
@@ -396,7 +372,7 @@ class Gateway:
                 num_iid=num_iid, item=entry.item, source=Source.L2, age_s=entry.age(now)
             )
         if view.missing:
-            await self._fetch(view.missing, view.stale, priority, deadline, out)
+            await self._fetch(view.missing, view.stale, policy.priority, deadline, out)
         return {num_iid: out[num_iid] for num_iid in wanted}
 
     def _max_age(self, asked: float | None, degraded: bool) -> float:
