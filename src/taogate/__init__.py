@@ -6,6 +6,7 @@ The public face. Implementation lives in private modules; integrations in subpac
 
 import importlib.metadata as _metadata
 
+from taogate._breaker import BreakerState
 from taogate._dispatch import Priority
 from taogate._errors import (
     BatchTooLarge,
@@ -44,6 +45,7 @@ except (
 
 __all__ = [
     "BatchTooLarge",
+    "BreakerState",
     "ConfigurationError",
     "Credential",
     "CredentialInvalid",

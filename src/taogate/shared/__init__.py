@@ -2,3 +2,7 @@
 
 Imported only when ``[redis] url`` is set; ``import taogate`` never opens a connection.
 """
+
+from taogate.shared._limits import SharedLimits
+
+__all__ = ["SharedLimits"]
