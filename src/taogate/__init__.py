@@ -6,6 +6,7 @@ The public face. Implementation lives in private modules; integrations in subpac
 
 import importlib.metadata as _metadata
 
+from taogate._breaker import BreakerState
 from taogate._credentials import Credential, Egress
 from taogate._dispatch import Priority
 from taogate._errors import (
@@ -46,6 +47,7 @@ except (
 
 __all__ = [
     "BatchTooLarge",
+    "BreakerState",
     "ConfigurationError",
     "Credential",
     "CredentialInvalid",

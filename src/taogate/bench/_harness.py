@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 
-from taogate._settings import Settings
+from taogate import Settings
 
 __all__ = [
     "Check",
