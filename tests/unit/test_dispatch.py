@@ -483,5 +483,5 @@ async def test_interactive_record_stays_bounded_without_readers(make: GatewayFac
         # the window still counts what it should: the last 10 s hold 9 calls of one id (the
         # tenth started a moment more than 10 s ago)
         assert gw.dispatcher.interactive_load(window_s=10.0) == pytest.approx(9 / 40 / 10.0)
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="window_s"):
             gw.dispatcher.interactive_load(window_s=window + 1)
