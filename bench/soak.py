@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -187,7 +187,7 @@ class Load:
         finally:
             self.jobs_running -= 1
 
-    def generators(self) -> list[Awaitable[None]]:
+    def generators(self) -> list[Coroutine[Any, Any, None]]:
         return [
             self.every(150.0, self.hit, "hit"),
             self.every(8.0, self.miss, "miss"),
