@@ -13,7 +13,13 @@ from prometheus_client import generate_latest
 
 from taogate._breaker import CircuitBreaker, RetryBudget
 from taogate._logging import MAX_ROTATED_SECRETS, JsonFormatter, RedactSecrets
+from taogate._model import Lookup
+from taogate._settings import Settings
+from taogate.http._edge_cache import MEMO_ITEMS, ItemCaching
 from taogate.http._metrics import METHODS, Metrics
+from taogate.providers.base import Credential
+from taogate.quota.pool import CredentialPool, PoolPolicy
+from taogate.testing._fakes import make_item
 
 
 class FakeClock:
@@ -73,3 +79,35 @@ def test_breaker_window_and_retry_budget_buckets_stay_bounded() -> None:
         clock.now += 0.37
     assert len(breaker._outcomes) == breaker.policy.window
     assert len(budget._counts) <= 10
+
+
+def test_the_pools_send_windows_keep_one_second_of_calls() -> None:
+    clock = FakeClock()
+    key = Credential(app_key="10000001", secret="bounds-secret-0123456789abcdef0123", qps=10.0)
+    pool = CredentialPool([key], PoolPolicy(safety_factor=1.0), clock=clock)
+    granted = 0
+    while granted < 5_000:
+        lease = pool.try_acquire()
+        if lease is None:
+            clock.now += 0.01
+            continue
+        pool.on_success(lease)
+        granted += 1
+    (state,) = pool._states
+    assert len(state.sent) <= 10
+    assert len(state.egress.sent) <= state.egress.egress.max_qps
+
+
+def test_the_edge_caches_memos_stay_bounded() -> None:
+    settings = Settings(credentials=[{"app_key": "10000001", "secret": "x" * 32, "qps": 10.0}])
+    seconds = iter(range(10**9))
+    caching = ItemCaching(settings, wall_clock=lambda: float(next(seconds)))
+    for i in range(MEMO_ITEMS + 3_000):
+        caching.item_json(make_item(f"{1000000 + i}"))
+    assert len(caching._items) <= MEMO_ITEMS
+    for i in range(20_000):
+        lookup = Lookup(num_iid="1", item=None, age_s=float(i % 700))
+        caching.cache_control(lookup, max_age_s=float(i))
+        caching.last_modified(lookup)
+    assert len(caching._cache_control) <= 4096
+    assert len(caching._dates) <= 4096
