@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -296,6 +297,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             return result
     finally:
         redis.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 async def measure(
