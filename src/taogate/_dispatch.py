@@ -85,7 +85,8 @@ class _Pending:
     lineage: _Lineage | None = None
 
 
-#: Ids whose fetching credential the dispatcher remembers (for the operator console).
+#: Ids whose fetching credential the dispatcher remembers (for the operator console), by
+#: default; the gateway keeps no more than L1 holds.
 PROVENANCE_IDS = 20_000
 
 #: The longest window :meth:`Dispatcher.interactive_load` may look back over; older calls are
@@ -153,8 +154,10 @@ class Dispatcher:
         expected_rtt_s: float = 0.35,
         on_result: ResultSink | None = None,
         rng: random.Random | None = None,
+        provenance_ids: int = PROVENANCE_IDS,
     ) -> None:
         self._provider = provider
+        self._provenance_ids = max(1, provenance_ids)
         self._pool = pool
         self._breaker = breaker
         self._budget = retry_budget
@@ -427,7 +430,7 @@ class Dispatcher:
 
     def fetched_by(self, num_iid: str) -> tuple[str, str] | None:
         """``(masked credential, egress)`` of this replica's last upstream answer for
-        ``num_iid``, while it is among the last ``PROVENANCE_IDS`` ids fetched here."""
+        ``num_iid``, while it is among the last ``provenance_ids`` ids fetched here."""
         return self._provenance.get(num_iid)
 
     def interactive_load(self, window_s: float = 10.0) -> float:
@@ -556,7 +559,7 @@ class Dispatcher:
             for num_iid in ids:
                 provenance[num_iid] = fetched_by
                 provenance.move_to_end(num_iid)
-            while len(provenance) > PROVENANCE_IDS:
+            while len(provenance) > self._provenance_ids:
                 provenance.popitem(last=False)
             if self._on_result is not None:
                 try:

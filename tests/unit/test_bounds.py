@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import io
 import logging
+import tracemalloc
 
 from prometheus_client import generate_latest
 
 from taogate._breaker import CircuitBreaker, RetryBudget
+from taogate._gateway import Gateway
 from taogate._logging import MAX_ROTATED_SECRETS, JsonFormatter, RedactSecrets
 from taogate._model import Lookup
 from taogate._settings import Settings
@@ -19,7 +21,7 @@ from taogate.http._edge_cache import MEMO_ITEMS, ItemCaching
 from taogate.http._metrics import METHODS, Metrics
 from taogate.providers.base import Credential
 from taogate.quota.pool import CredentialPool, PoolPolicy
-from taogate.testing._fakes import make_item
+from taogate.testing._fakes import FakeProvider, make_item
 
 
 class FakeClock:
@@ -111,3 +113,45 @@ def test_the_edge_caches_memos_stay_bounded() -> None:
         caching.last_modified(lookup)
     assert len(caching._cache_control) <= 4096
     assert len(caching._dates) <= 4096
+
+
+def test_the_item_memo_keeps_no_more_items_than_l1_holds() -> None:
+    settings = Settings(
+        credentials=[{"app_key": "10000001", "secret": "x" * 32, "qps": 10.0}],
+        cache={"l1_max_entries": 100},
+    )
+    caching = ItemCaching(settings)
+    for i in range(1_000):
+        caching.item_json(make_item(f"{1000000 + i}"))
+    assert len(caching._items) == 100
+
+
+async def test_provenance_keeps_no_more_ids_than_l1_holds() -> None:
+    ids = [f"52000{i:05d}" for i in range(400)]
+    settings = Settings(
+        credentials=[{"app_key": "10000001", "secret": "x" * 32, "qps": 1000.0}],
+        cache={"l1_max_entries": 50},
+    )
+    async with Gateway(settings, provider=FakeProvider.with_ids(ids)) as gw:
+        for i in range(0, len(ids), 40):
+            await gw.get_many(ids[i : i + 40])
+        assert len(gw.dispatcher._provenance) == 50
+        assert gw.dispatcher.fetched_by(ids[-1]) is not None
+        assert gw.dispatcher.fetched_by(ids[0]) is None
+
+
+def test_a_memoized_item_json_costs_about_its_length() -> None:
+    """orjson's bytes keep a buffer of 4 KiB or more; the memo keeps compact copies."""
+    caching = ItemCaching(Settings(credentials=[{"app_key": "1", "secret": "x" * 32}]))
+    items = [make_item(f"{1000000 + i}") for i in range(1_000)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        for item in items:
+            caching.item_json(item)
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    grown = sum(d.size_diff for d in after.compare_to(before, "filename"))
+    length = len(caching.item_json(items[0])[0])
+    assert grown / len(items) < length + 600  # the bytes, the tag, the tuple, the dict slot
