@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Self, Unpack
 
 from taogate._breaker import BreakerPolicy, BreakerState, CircuitBreaker, RetryBudget
 from taogate._degrade import DegradeControl
-from taogate._dispatch import Dispatcher, Priority
+from taogate._dispatch import PROVENANCE_IDS, Dispatcher, Priority
 from taogate._errors import DeadlineExceeded, InvalidRequest, Overloaded, UpstreamUnavailable
 from taogate._lookup import LookupOptions, LookupPolicy
 from taogate._masking import mask_id
@@ -172,6 +172,7 @@ class Gateway:
             batch_window_s=s.limits.batch_window_ms / 1000.0,
             on_result=self.cache.store,
             rng=self._rng,
+            provenance_ids=min(PROVENANCE_IDS, s.cache.l1_max_entries),
         )
         self._dispatcher.start()
         self.jobs: JobStore | None = None

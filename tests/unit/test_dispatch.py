@@ -489,3 +489,24 @@ async def test_an_unreadable_item_serves_a_stale_answer_when_there_is_one(
         lookup = await gw.get(IDS[0])
     assert lookup.stale
     assert lookup.found
+
+
+async def test_interactive_record_stays_bounded_without_readers(make: GatewayFactory) -> None:
+    """The calls counted for ``interactive_load`` are forgotten as new ones come, not only
+    when a job submission reads the load: hours of lookups keep one window's worth."""
+    window = 60.0  # taogate._dispatch.INTERACTIVE_LOAD_WINDOW_S
+    provider = FakeProvider.with_ids(IDS)
+    clock = FakeClock(base=asyncio.get_running_loop().time)
+    async with make(provider, clock=clock) as gw:
+        sizes = []
+        for num_iid in IDS[:300]:
+            await gw.get(num_iid)  # one call each, one second apart; nobody reads the load
+            clock.advance(1.0)
+            sizes.append(len(gw.dispatcher._interactive_ids))
+        assert len(provider.calls) == 300
+        assert max(sizes) <= window + 1
+        # the window still counts what it should: the last 10 s hold 9 calls of one id (the
+        # tenth started a moment more than 10 s ago)
+        assert gw.dispatcher.interactive_load(window_s=10.0) == pytest.approx(9 / 40 / 10.0)
+        with pytest.raises(ValueError, match="window_s"):
+            gw.dispatcher.interactive_load(window_s=window + 1)

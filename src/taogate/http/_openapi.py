@@ -682,6 +682,15 @@ def _schemas() -> dict[str, Any]:
             ],
             "properties": {
                 "now": {"type": "number", "description": "Unix time of the state"},
+                "process": {
+                    "type": "object",
+                    "properties": {
+                        "asyncio_tasks": {
+                            "type": "integer",
+                            "description": "tasks on this worker's event loop",
+                        }
+                    },
+                },
                 "replica": {
                     "type": "object",
                     "properties": {
