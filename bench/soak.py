@@ -46,8 +46,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import RESULTS, run_and_report
-from taogate.bench._harness import Check, GatewayProcess, SimProcess, SimSpec
-from taogate.testing._redis import RedisServer
+from taogate.bench import Check, GatewayProcess, SimProcess, SimSpec
+from taogate.testing import RedisServer
 
 TOKEN = "bench-soak-token-0123456789abcdef0123"
 HOT = 1_000
