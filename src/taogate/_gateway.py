@@ -244,6 +244,10 @@ class Gateway:
         """Whether the gateway is started and not yet closed."""
         return self._started
 
+    def clock(self) -> float:
+        """Now, on the clock every timer of this started gateway reads (its L2 times too)."""
+        return self._clock()
+
     @property
     def dispatcher(self) -> Dispatcher:
         if self._dispatcher is None:
