@@ -43,7 +43,7 @@ from taogate.http._jobs import JobRoutes, job_body_limit
 from taogate.http._metrics import Metrics
 from taogate.http._openapi import openapi_document
 from taogate.http._problems import Problem, problem_for_error
-from taogate.http._routes import route_table
+from taogate.http._routes import ITEM_ROUTE, route_table
 from taogate.providers.base import Provider
 
 __all__ = ["create_app"]
@@ -272,8 +272,7 @@ class _Api:
         return Response(self.openapi, media_type="application/json")
 
 
-ITEM_ROUTE = "/v1/items/{num_iid}"
-_ITEM_PREFIX = "/v1/items/"
+_ITEM_PREFIX = ITEM_ROUTE.removesuffix("{num_iid}")
 
 
 def _client_host(scope: Scope) -> str | None:
