@@ -39,10 +39,10 @@ def machine() -> dict[str, Any]:
     }
 
 
-def write_json(name: str, data: dict[str, Any]) -> Path:
-    """Write ``bench/results/<name>.json`` and return its path."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def write_json(name: str, data: dict[str, Any], results: Path = RESULTS) -> Path:
+    """Write ``bench/results/<name>.json`` (or under ``results``) and return its path."""
+    results.mkdir(parents=True, exist_ok=True)
+    path = results / f"{name}.json"
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
 
@@ -52,6 +52,7 @@ def run_and_report(
     out: str,
     run: Callable[[], dict[str, Any]],
     plot: Callable[[dict[str, Any], Path], None],
+    results: Path = RESULTS,
 ) -> dict[str, Any]:
     """Run a benchmark, record the machine (and how busy it was: other work skews latency and
     pacing), write ``bench/results/<out>.json`` and ``.png``, and print each check."""
@@ -59,10 +60,10 @@ def run_and_report(
     result = run()
     result["machine"] = machine() | {"loadavg_before_after": [load_before, os.getloadavg()]}
     result["command"] = f"python bench/{script} " + " ".join(sys.argv[1:])
-    write_json(out, result)
-    plot(result, RESULTS / f"{out}.png")
+    write_json(out, result, results)
+    plot(result, results / f"{out}.png")
     for c in result.get("checks", []):
         verdict = "met" if c["passed"] else "NOT met"
         print(f"{c['name']}: {c['measured']} (target {c['target']}) {verdict}")
-    print(f"wrote {RESULTS / out}.json and .png")
+    print(f"wrote {results / out}.json and .png")
     return result

@@ -46,9 +46,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import run_and_report
-from taogate.bench._harness import GatewayProcess, LatencyLog, SimProcess, SimSpec
-from taogate.bench._zipf import ZipfIds
-from taogate.testing._redis import RedisServer
+from taogate.bench import GatewayProcess, LatencyLog, SimProcess, SimSpec, ZipfIds
+from taogate.testing import RedisServer
 
 TOKEN = "bench-bulk-job-client-token-0001-abcdefg"
 MAX_BATCH = 40

@@ -30,8 +30,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import run_and_report
-from taogate.bench._harness import GatewayProcess, SimProcess, SimSpec
-from taogate.testing._redis import RedisServer
+from taogate.bench import GatewayProcess, SimProcess, SimSpec
+from taogate.testing import RedisServer
 
 TOKEN = "bench-egress-cap-client-token-0001-abcdef"
 CAP = 20

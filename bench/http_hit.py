@@ -28,7 +28,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import RESULTS, free_port, machine, write_json
-from taogate.bench._harness import LatencyLog, SimProcess, SimSpec
+from taogate.bench import LatencyLog, SimProcess, SimSpec
 
 TOKEN = "bench-http-hit-client-token-0001-abcdef"
 BIN = Path(sys.executable).parent

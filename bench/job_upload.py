@@ -34,8 +34,8 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import run_and_report
-from taogate.bench._harness import Check, GatewayProcess, LatencyLog, SimProcess, SimSpec
-from taogate.testing._redis import RedisServer
+from taogate.bench import Check, GatewayProcess, LatencyLog, SimProcess, SimSpec
+from taogate.testing import RedisServer
 
 TOKEN = "bench-job-upload-token-000000000001"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

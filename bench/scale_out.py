@@ -30,10 +30,10 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import RESULTS, machine, write_json
 from taogate import Credential
-from taogate.bench._harness import GatewayProcess, SimProcess, SimSpec
+from taogate.bench import GatewayProcess, SimProcess, SimSpec
 from taogate.quota.pool import PoolPolicy
-from taogate.shared._limits import SharedLimits
-from taogate.testing._redis import RedisServer
+from taogate.quota.redis import SharedLimits
+from taogate.testing import RedisServer
 
 TOKEN = "bench-scale-out-client-token-0001-abcdef"
 SAFETY = 0.9

@@ -27,8 +27,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import RESULTS, free_port, machine, process_cpu_s, write_json
-from taogate.providers.base import Credential
-from taogate.providers.top import TopProvider
+from taogate import Credential
+from taogate.providers import TopProvider
 from taogate.testing import Catalog
 
 T = TypeVar("T")

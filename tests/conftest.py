@@ -51,14 +51,17 @@ async def start_serve(
         env=env,
     )
     async with httpx.AsyncClient() as client:
-        for _ in range(100):
+        for _ in range(300):  # 30 s: a loaded machine starts the service slowly
+            if proc.returncode is not None:
+                raise RuntimeError(f"taogate serve exited with {proc.returncode} before ready")
             try:
                 if (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
                     return proc
             except httpx.HTTPError:
                 pass
             await asyncio.sleep(0.1)
-    proc.kill()
+    if proc.returncode is None:
+        proc.kill()
     await proc.wait()
     raise RuntimeError(f"taogate serve did not become ready on port {port}")
 

@@ -6,6 +6,8 @@ The public face. Implementation lives in private modules; integrations in subpac
 
 import importlib.metadata as _metadata
 
+from taogate._breaker import BreakerState
+from taogate._credentials import Credential, Egress
 from taogate._dispatch import Priority
 from taogate._errors import (
     BatchTooLarge,
@@ -30,10 +32,11 @@ from taogate._errors import (
 )
 from taogate._gateway import Gateway
 from taogate._ids import IdPolicy
+from taogate._lookup import LookupPolicy
 from taogate._masking import mask_id, mask_secret
 from taogate._model import FinalPriceBasis, Item, Lookup, Source
 from taogate._settings import Settings, load_settings
-from taogate.providers.base import Credential, Egress, Provider
+from taogate.providers.base import Provider
 
 try:
     __version__ = _metadata.version("taogate")
@@ -44,6 +47,7 @@ except (
 
 __all__ = [
     "BatchTooLarge",
+    "BreakerState",
     "ConfigurationError",
     "Credential",
     "CredentialInvalid",
@@ -60,6 +64,7 @@ __all__ = [
     "ItemUnreadable",
     "Lookup",
     "LookupFailed",
+    "LookupPolicy",
     "NoCredentialAvailable",
     "Overloaded",
     "Priority",

@@ -27,11 +27,12 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 import orjson
 
+from taogate._beijing import BEIJING
 from taogate._errors import Overloaded
 from taogate._settings import DegradeWindow, Settings
 
@@ -49,8 +50,6 @@ __all__ = [
 log = logging.getLogger("taogate.degrade")
 
 Source = Literal["manual", "schedule"]
-#: Times are shown in Beijing time, the platform's (and its sales') clock.
-_BEIJING = timezone(timedelta(hours=8))
 #: The watcher looks again at least this often (the wall clock may be stepped meanwhile).
 _RECHECK_S = 5.0
 #: Longest reason kept (it is logged and shown in ``/readyz``).
@@ -94,7 +93,7 @@ def format_time(wall: float | None) -> str | None:
     if not math.isfinite(wall):  # pragma: no cover - every stored time is checked as finite
         wall = _LATEST - 86_400 if wall > 0 else _EARLIEST + 86_400
     moment = datetime.fromtimestamp(min(max(wall, _EARLIEST + 86_400), _LATEST - 86_400), tz=UTC)
-    return moment.astimezone(_BEIJING).isoformat()
+    return moment.astimezone(BEIJING).isoformat()
 
 
 def _is_time(value: object) -> bool:

@@ -86,8 +86,13 @@ class _Pending:
     lineage: _Lineage | None = None
 
 
-#: Ids whose fetching credential the dispatcher remembers (for the operator console).
+#: Ids whose fetching credential the dispatcher remembers (for the operator console), by
+#: default; the gateway keeps no more than L1 holds.
 PROVENANCE_IDS = 20_000
+
+#: The longest window :meth:`Dispatcher.interactive_load` may look back over; older calls are
+#: forgotten as new ones are counted, so the record holds at most this many seconds of calls.
+INTERACTIVE_LOAD_WINDOW_S = 60.0
 
 #: Upper bounds (seconds) of the queue-wait histogram's buckets.
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -152,8 +157,10 @@ class Dispatcher:
         expected_rtt_s: float = 0.35,
         on_result: ResultSink | None = None,
         rng: random.Random | None = None,
+        provenance_ids: int = PROVENANCE_IDS,
     ) -> None:
         self._provider = provider
+        self._provenance_ids = max(1, provenance_ids)
         self._pool = pool
         self._breaker = breaker
         self._budget = retry_budget
@@ -173,7 +180,8 @@ class Dispatcher:
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self._calls: set[asyncio.Task[None]] = set()
-        self._interactive_ids: deque[tuple[float, int]] = deque()  # (start, ids), last 10 s
+        # (start, ids) of calls carrying interactive ids, the last INTERACTIVE_LOAD_WINDOW_S
+        self._interactive_ids: deque[tuple[float, int]] = deque()
         #: which credential and egress last fetched an id (the most recent ids only)
         self._provenance: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self.stats = DispatcherStats()
@@ -425,7 +433,7 @@ class Dispatcher:
 
     def fetched_by(self, num_iid: str) -> tuple[str, str] | None:
         """``(masked credential, egress)`` of this replica's last upstream answer for
-        ``num_iid``, while it is among the last ``PROVENANCE_IDS`` ids fetched here."""
+        ``num_iid``, while it is among the last ``provenance_ids`` ids fetched here."""
         return self._provenance.get(num_iid)
 
     def interactive_load(self, window_s: float = 10.0) -> float:
@@ -433,11 +441,21 @@ class Dispatcher:
 
         Counted in ids, not calls: ids of lower priorities fill the room an interactive call
         leaves, so what interactive traffic takes from the quota is its ids over ``max_batch``.
+        ``window_s`` is at most :data:`INTERACTIVE_LOAD_WINDOW_S`.
         """
-        edge = self._clock() - window_s
+        if not 0 < window_s <= INTERACTIVE_LOAD_WINDOW_S:
+            raise ValueError(f"window_s must be in (0, {INTERACTIVE_LOAD_WINDOW_S:g}]")
+        now = self._clock()
+        self._forget_interactive(now)
+        edge = now - window_s
+        return sum(n for t, n in self._interactive_ids if t >= edge) / self.max_batch / window_s
+
+    def _forget_interactive(self, now: float) -> None:
+        """Drop calls older than the longest window: the record stays bounded however long
+        nobody asks for the load (it is read only when a job is submitted)."""
+        edge = now - INTERACTIVE_LOAD_WINDOW_S
         while self._interactive_ids and self._interactive_ids[0][0] < edge:
             self._interactive_ids.popleft()
-        return sum(n for _, n in self._interactive_ids) / self.max_batch / window_s
 
     async def _call(self, lease: Lease, batch: list[_Pending], generation: int) -> None:
         ids = [p.num_iid for p in batch]
@@ -461,6 +479,7 @@ class Dispatcher:
         by_call[lead.name.lower()] = by_call.get(lead.name.lower(), 0) + 1
         interactive = sum(p.priority is Priority.INTERACTIVE for p in batch)
         if interactive:
+            self._forget_interactive(started)
             self._interactive_ids.append((started, interactive))
         self.stats.calls += 1
         self.stats.ids_sent += len(ids)
@@ -551,7 +570,7 @@ class Dispatcher:
             for num_iid in ids:
                 provenance[num_iid] = fetched_by
                 provenance.move_to_end(num_iid)
-            while len(provenance) > PROVENANCE_IDS:
+            while len(provenance) > self._provenance_ids:
                 provenance.popitem(last=False)
             if self._on_result is not None:
                 answered = [i for i in ids if i not in unreadable]  # unreadable: not "absent"

@@ -16,25 +16,28 @@ import contextlib
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, Unpack
 
 from taogate._breaker import BreakerPolicy, BreakerState, CircuitBreaker, RetryBudget
 from taogate._degrade import DegradeControl
-from taogate._dispatch import Dispatcher, Priority
+from taogate._dispatch import PROVENANCE_IDS, Dispatcher, Priority
 from taogate._errors import DeadlineExceeded, InvalidRequest, Overloaded, UpstreamUnavailable
+from taogate._lookup import LookupOptions, LookupPolicy
 from taogate._masking import mask_id
 from taogate._model import Item, Lookup, Source
 from taogate._secrets import SecretFiles
 from taogate._settings import Settings
 from taogate.cache.memory import MemoryCache
-from taogate.cache.tiered import CacheView, TieredCache
+from taogate.cache.tiered import TieredCache
 from taogate.providers import build_provider
 from taogate.providers.base import Provider
 from taogate.quota.pool import CredentialPool, PoolPolicy
 
 if TYPE_CHECKING:
+    from taogate.cache.redis import RedisTier
     from taogate.jobs._store import JobStore
     from taogate.jobs._worker import JobWorker
+    from taogate.quota.redis import SharedLimits
     from taogate.shared._backend import SharedBackend
     from taogate.shared._degrade import SharedOverride
 
@@ -97,17 +100,57 @@ class Gateway:
         egresses = s.build_egresses()
         if self._provider is None:
             self._provider = build_provider(s.upstream, egresses)
+        self.breaker = CircuitBreaker(self._breaker_policy, clock=clock)
+        #: degraded mode (process-local without Redis, shared by every replica with it)
+        self.degrade = DegradeControl(s, clock=clock)
+        self.shared: SharedBackend | None = None
+        policy = PoolPolicy(safety_factor=s.limits.safety_factor)
+        limits: SharedLimits | None = None
+        l2: RedisTier | None = None
+        if s.redis.url:
+            from taogate.cache.redis import RedisTier  # only with Redis configured
+            from taogate.quota.redis import SharedLimits
+            from taogate.shared._backend import SharedBackend
+            from taogate.shared._degrade import SharedOverride
+
+            shared = self.shared = SharedBackend(s, clock=clock)
+            limits = SharedLimits(
+                shared.client,
+                prefix=s.redis.prefix,
+                policy=policy,
+                probe_hold_s=max(10.0, 2 * s.upstream.timeout_s),
+                on_malformed=shared.note_malformed,
+                share=lambda: shared.shared_share,
+            )
+            l2 = RedisTier(
+                shared.client,
+                prefix=s.redis.prefix,
+                max_fresh_s=max(s.cache.max_age_s, s.cache.negative_ttl_s),
+                max_keep_s=s.cache.max_age_s + s.cache.max_stale_s,
+                enabled=s.redis.l2,
+                is_shared=lambda: shared.sharing,
+                on_failure=shared.lost,
+                on_malformed=shared.note_malformed,
+                clock=clock,
+            )
+            shared.listen(l2.channel, l2.on_message)
+            self._shared_override = SharedOverride(
+                self.shared, self.degrade, poll_s=s.redis.heartbeat_s
+            )
         self.pool = CredentialPool(
             s.build_credentials(),
-            PoolPolicy(safety_factor=s.limits.safety_factor),
+            policy,
             clock=clock,
             egresses=egresses,
+            shared=limits,
+            replicas=self.shared,
+            shared_timeout_s=s.redis.timeout_s,
         )
-        self.breaker = CircuitBreaker(self._breaker_policy, clock=clock)
         self.cache = TieredCache(
             MemoryCache(
                 max_entries=s.cache.l1_max_entries, max_bytes=s.cache.l1_max_bytes, clock=clock
             ),
+            l2,
             max_age_s=s.cache.max_age_s,
             max_stale_s=s.cache.max_stale_s,
             negative_ttl_s=s.cache.negative_ttl_s,
@@ -115,20 +158,9 @@ class Gateway:
             clock=clock,
             rng=self._rng,
         )
-        #: degraded mode (process-local without Redis, shared by every replica with it)
-        self.degrade = DegradeControl(s, clock=clock)
-        self.shared: SharedBackend | None = None
-        if s.redis.url:
-            from taogate.shared._backend import SharedBackend  # only with Redis configured
-            from taogate.shared._degrade import SharedOverride
-
-            self.shared = SharedBackend(
-                s, self.pool, self.pool.policy, on_invalidate=self.cache.invalidate, clock=clock
-            )
-            self._shared_override = SharedOverride(
-                self.shared, self.degrade, poll_s=s.redis.heartbeat_s
-            )
+        if self.shared is not None:
             await self.shared.start()
+        if self._shared_override is not None:
             await self._shared_override.start()
         self._degrade_task = loop.create_task(self.degrade.run(), name="taogate-degrade")
         self._dispatcher = Dispatcher(
@@ -138,8 +170,9 @@ class Gateway:
             retry_budget=RetryBudget(clock=clock),
             clock=clock,
             batch_window_s=s.limits.batch_window_ms / 1000.0,
-            on_result=self._store,
+            on_result=self.cache.store,
             rng=self._rng,
+            provenance_ids=min(PROVENANCE_IDS, s.cache.l1_max_entries),
         )
         self._dispatcher.start()
         self.jobs: JobStore | None = None
@@ -175,7 +208,6 @@ class Gateway:
         self.hits = 0
         self.stale_served = 0
         self.refreshes = 0
-        self.l2_hits = 0
         self.last_invalidation_everywhere = True
         self._started = True
 
@@ -205,6 +237,7 @@ class Gateway:
             await self._shared_override.aclose()
         if self.secret_files is not None:
             await self.secret_files.aclose()
+        await self.cache.aclose()
         if self.shared is not None:
             await self.shared.aclose()
         await self.pool.aclose()
@@ -244,10 +277,6 @@ class Gateway:
         """Whether the gateway is started and not yet closed."""
         return self._started
 
-    def clock(self) -> float:
-        """Now, on the clock every timer of this started gateway reads (its L2 times too)."""
-        return self._clock()
-
     @property
     def dispatcher(self) -> Dispatcher:
         if self._dispatcher is None:
@@ -257,97 +286,74 @@ class Gateway:
     # --- lookups -------------------------------------------------------------------------
 
     async def get(
-        self,
-        num_iid: str,
-        *,
-        max_age_s: float | None = None,
-        max_stale_s: float | None = None,
-        allow_stale: bool = True,
-        priority: Priority = Priority.INTERACTIVE,
-        deadline_s: float | None = None,
+        self, num_iid: str, policy: LookupPolicy | None = None, **options: Unpack[LookupOptions]
     ) -> Lookup:
         """One lookup; raises the lookup's error when there is no answer to give.
 
         A lookup of an item that does not exist is an answer: ``Lookup.item`` is ``None``.
+        ``policy`` (or its fields as keyword arguments): see :class:`LookupPolicy`.
         """
-        lookup = await self.get_one(
-            num_iid,
-            max_age_s=max_age_s,
-            max_stale_s=max_stale_s,
-            allow_stale=allow_stale,
-            priority=priority,
-            deadline_s=deadline_s,
-        )
+        lookup = await self.get_one(num_iid, policy, **options)
         if lookup.error is not None:
             raise lookup.error
         return lookup
 
     async def get_one(
-        self,
-        num_iid: str,
-        *,
-        max_age_s: float | None = None,
-        max_stale_s: float | None = None,
-        allow_stale: bool = True,
-        priority: Priority = Priority.INTERACTIVE,
-        deadline_s: float | None = None,
+        self, num_iid: str, policy: LookupPolicy | None = None, **options: Unpack[LookupOptions]
     ) -> Lookup:
         """Like :meth:`get_many` for one id, with an L1 hit answered on a short path."""
-        if not self._started:
-            raise RuntimeError("the gateway is not started; use 'async with Gateway(...)'")
-        self._id_policy.check(num_iid)
-        cache = self.cache
+        self._check_started()
+        checked = self._id_policy.check(num_iid)
+        asked = LookupPolicy.of(policy, options)
         now = self._clock()
         degraded = self.degrade.active
-        entry = cache.fresh(
-            num_iid, max_age_s=self._max_age(max_age_s, degraded), now=now, widened=degraded
+        entry = self.cache.fresh(
+            checked, max_age_s=self._max_age(asked.max_age_s, degraded), now=now, widened=degraded
         )
         if entry is None:
-            return (
-                await self.get_many(
-                    (num_iid,),
-                    max_age_s=max_age_s,
-                    max_stale_s=max_stale_s,
-                    allow_stale=allow_stale,
-                    priority=priority,
-                    deadline_s=deadline_s,
-                )
-            )[num_iid]
+            return (await self._lookup([checked], asked))[checked]
         self.lookups += 1
         self.hits += 1
         if entry.fresh_until - now < REFRESH_AHEAD_SHARE * (entry.fresh_until - entry.fetched_at):
-            self._refresh_ahead([num_iid])
+            self._refresh_ahead([checked])
         return Lookup(
-            num_iid=num_iid, item=entry.item, source=Source.L1, age_s=now - entry.fetched_at
+            num_iid=checked, item=entry.item, source=Source.L1, age_s=now - entry.fetched_at
         )
 
     async def get_many(
         self,
         ids: Iterable[str],
-        *,
-        max_age_s: float | None = None,
-        max_stale_s: float | None = None,
-        allow_stale: bool = True,
-        priority: Priority = Priority.INTERACTIVE,
-        deadline_s: float | None = None,
+        policy: LookupPolicy | None = None,
+        **options: Unpack[LookupOptions],
     ) -> dict[str, Lookup]:
         """A :class:`Lookup` per distinct id; failures are in ``Lookup.error``, never raised.
 
         Ids are validated first (:class:`InvalidItemId` is raised for a bad one).
         """
+        self._check_started()
+        wanted = list(dict.fromkeys(self._id_policy.check(i) for i in ids))
+        return await self._lookup(wanted, LookupPolicy.of(policy, options))
+
+    def _check_started(self) -> None:
         if not self._started:
             raise RuntimeError("the gateway is not started; use 'async with Gateway(...)'")
-        wanted = list(dict.fromkeys(self._id_policy.check(i) for i in ids))
+
+    async def _lookup(self, wanted: list[str], policy: LookupPolicy) -> dict[str, Lookup]:
+        """The pipeline of checked ids: the cache tiers, then the dispatcher for the misses."""
         cache = self.cache
         degraded = self.degrade.active
-        max_age = self._max_age(max_age_s, degraded)
+        max_age = self._max_age(policy.max_age_s, degraded)
         max_stale = (
-            (cache.max_stale_s if max_stale_s is None else max_stale_s) if allow_stale else None
+            (cache.max_stale_s if policy.max_stale_s is None else policy.max_stale_s)
+            if policy.allow_stale
+            else None
         )
         deadline = self._clock() + (
-            self.settings.limits.deadline_s if deadline_s is None else deadline_s
+            self.settings.limits.deadline_s if policy.deadline_s is None else policy.deadline_s
         )
-        view = cache.lookup(wanted, max_age_s=max_age, max_stale_s=max_stale, widened=degraded)
+        view = await cache.lookup(
+            wanted, max_age_s=max_age, max_stale_s=max_stale, widened=degraded
+        )
         now = self._clock()
         out: dict[str, Lookup] = {}
         refresh: list[str] = []
@@ -362,10 +368,12 @@ class Gateway:
         self.hits += len(view.fresh)
         if refresh:
             self._refresh_ahead(refresh)
-        if view.missing and self.shared is not None:
-            await self._from_l2(view, max_age, out, widened=degraded)
+        for num_iid, entry in view.from_l2.items():
+            out[num_iid] = Lookup(
+                num_iid=num_iid, item=entry.item, source=Source.L2, age_s=entry.age(now)
+            )
         if view.missing:
-            await self._fetch(view.missing, view.stale, priority, deadline, out)
+            await self._fetch(view.missing, view.stale, policy.priority, deadline, out)
         return {num_iid: out[num_iid] for num_iid in wanted}
 
     def _max_age(self, asked: float | None, degraded: bool) -> float:
@@ -436,58 +444,6 @@ class Gateway:
             rate /= max(1, self.shared.live_replicas)
         return rate
 
-    def _store(self, ids: Sequence[str], items: Mapping[str, Item]) -> None:
-        """An upstream answer: into L1 now, into L2 in the background."""
-        self.cache.store(ids, items)
-        if self.shared is not None:
-            entries = {i: e for i in ids if (e := self.cache.l1.peek(i)) is not None}
-            self.shared.l2_put_later(entries)
-
-    async def _from_l2(
-        self, view: CacheView, max_age: float, out: dict[str, Lookup], *, widened: bool = False
-    ) -> None:
-        """Answer what L2 holds fresh (filling L1); keep older L2 answers as stale fallbacks.
-
-        ``widened`` (degraded mode): a found item is fresh for ``max_age`` while L2 keeps it.
-        """
-        assert self.shared is not None
-        found = await self.shared.l2_get(view.missing)
-        if not found:
-            return
-        now = self._clock()
-        still: list[str] = []
-        for num_iid in view.missing:
-            e = found.get(num_iid)
-            if e is None:
-                still.append(num_iid)
-                continue
-            if now - e.fetched_at <= max_age and (
-                now < e.fresh_until or (widened and e.item is not None and now < e.keep_until)
-            ):
-                self.cache.l1.put(
-                    num_iid,
-                    e.item,
-                    fresh_s=e.fresh_until - e.fetched_at,
-                    keep_s=e.keep_until - e.fetched_at,
-                    fetched_at=e.fetched_at,
-                )
-                out[num_iid] = Lookup(
-                    num_iid=num_iid, item=e.item, source=Source.L2, age_s=now - e.fetched_at
-                )
-                self.l2_hits += 1
-                continue
-            still.append(num_iid)
-            if num_iid not in view.stale and now < e.keep_until:
-                entry = self.cache.l1.put(
-                    num_iid,
-                    e.item,
-                    fresh_s=0.0,
-                    keep_s=e.keep_until - e.fetched_at,
-                    fetched_at=e.fetched_at,
-                )
-                view.stale[num_iid] = entry
-        view.missing = still
-
     def _fallback(self, num_iid: str, stale: Mapping[str, Any], error: BaseException) -> Lookup:
         entry = stale.get(num_iid)
         if entry is not None:
@@ -516,14 +472,18 @@ class Gateway:
         deadline = self._clock() + self.settings.limits.deadline_s
         dispatcher.submit(ids, priority=Priority.REFRESH, deadline=deadline)
 
+    @property
+    def l2_hits(self) -> int:
+        """Lookups answered fresh from L2."""
+        return self.cache.l2_hits
+
     async def invalidate(self, ids: Iterable[str]) -> int:
         """Forget ``ids`` here, in L2 and in every replica's L1; returns how many L1 held here.
 
         ``last_invalidation_everywhere`` tells whether the other replicas were reached.
         """
         checked = [self._id_policy.check(i) for i in ids]
-        count = self.cache.invalidate(checked)
-        everywhere = self.shared is None or await self.shared.invalidate(checked)
+        count, everywhere = await self.cache.invalidate(checked)
         self.last_invalidation_everywhere = everywhere
         return count
 
@@ -537,8 +497,11 @@ class Gateway:
             "l1_hits": self.hits,
             "stale_served": self.stale_served,
             "refresh_ahead": self.refreshes,
-            "l2_hits": self.l2_hits,
-            "redis": None if self.shared is None else self.shared.describe(),
+            "l2_hits": self.cache.l2_hits,
+            "redis": None
+            if self.shared is None
+            else self.shared.describe()
+            | {"l2_corrupt": 0 if self.cache.l2 is None else self.cache.l2.corrupt},
             "l1_entries": len(self.cache.l1),
             "l1_bytes": self.cache.l1.bytes,
             "breaker": str(self.breaker.state),

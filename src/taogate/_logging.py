@@ -70,6 +70,12 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(doc, default=str).decode()
 
 
+#: Secrets rotated in after start that a filter keeps redacting (the most recent ones; the
+#: configured secrets are always kept). Rotations are days apart, so this covers years, while a
+#: secret file rewritten at every poll cannot grow the filter, or its cost per line, for ever.
+MAX_ROTATED_SECRETS = 64
+
+
 class RedactSecrets(logging.Filter):
     """Mask every configured secret and every URL's password in all of a record's text.
 
@@ -79,13 +85,20 @@ class RedactSecrets(logging.Filter):
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
-        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        self._configured = frozenset(s for s in secrets if len(s) >= 4)
+        self._rotated: dict[str, None] = {}  # insertion-ordered: the oldest first
+        self._secrets = sorted(self._configured, key=len, reverse=True)
         _FILTERS.add(self)
 
     def add(self, secret: str) -> None:
         """Redact ``secret`` too (a secret rotated in after the logs were configured)."""
-        if len(secret) >= 4 and secret not in self._secrets:
-            self._secrets = sorted([*self._secrets, secret], key=len, reverse=True)
+        if len(secret) < 4 or secret in self._configured:
+            return
+        self._rotated.pop(secret, None)
+        self._rotated[secret] = None
+        while len(self._rotated) > MAX_ROTATED_SECRETS:
+            del self._rotated[next(iter(self._rotated))]
+        self._secrets = sorted([*self._configured, *self._rotated], key=len, reverse=True)
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()

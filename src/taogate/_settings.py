@@ -33,11 +33,11 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from taogate._credentials import DEFAULT_EGRESS, IP_QPS, Credential, Egress
 from taogate._errors import ConfigurationError
 from taogate._ids import DEFAULT_ID_PATTERN, IdPolicy
 from taogate._masking import Redactor, mask_id, mask_secret, mask_url, url_passwords
 from taogate._secrets import read_secret_file
-from taogate.providers.base import DEFAULT_EGRESS, IP_QPS, Credential, Egress
 
 __all__ = [
     "MIN_TOKEN_CHARS",

@@ -39,6 +39,8 @@ async def test_state_shows_keys_egresses_queue_cache_and_history(service: Servic
     cache = state["cache"]
     assert cache["l1_entries"] >= 30
     assert set(state["history"]) == {"t", "calls_per_s", "quota_per_s", "hit_ratio"}
+    # the dispatcher, the sampler and this request's own task at least
+    assert state["process"]["asyncio_tasks"] >= 3
 
 
 async def test_state_rates_come_from_the_sampler(service: Service) -> None:

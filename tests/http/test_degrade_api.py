@@ -17,25 +17,15 @@ import pytest
 
 from taogate._degrade import format_time
 from taogate.http import create_app
-from taogate.testing import Simulator
+from taogate.testing import FakeClock, Simulator
 from tests.conftest import RedisServer, free_port, start_serve
 from tests.http.conftest import KEYS, TOKENS, Service, make_settings, open_service
 from tests.http.test_api import assert_problem
 
 
-class OffsetClock:
-    """The loop's clock plus an offset the test moves forward."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return asyncio.get_running_loop().time() + self.offset
-
-
 @pytest.fixture
-async def clocked(sim: Simulator) -> AsyncIterator[tuple[Service, OffsetClock]]:
-    clock = OffsetClock()
+async def clocked(sim: Simulator) -> AsyncIterator[tuple[Service, FakeClock]]:
+    clock = FakeClock(base=asyncio.get_running_loop().time)
     app = create_app(make_settings(sim), clock=clock)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -131,13 +121,13 @@ async def test_a_passed_until_is_409(service: Service) -> None:
 
 
 async def test_degraded_answers_carry_their_true_age(
-    clocked: tuple[Service, OffsetClock],
+    clocked: tuple[Service, FakeClock],
 ) -> None:
     service, clock = clocked
     (num_iid,) = service.present_ids(1)
     first = await service.client.get(f"/v1/items/{num_iid}", headers=service.auth())
     assert first.json()["source"] == "upstream"
-    clock.offset += 700.0  # past [cache] max_age_s (600)
+    clock.advance(700.0)  # past [cache] max_age_s (600)
     await service.client.put("/v1/admin/degrade", json={"mode": "on"}, headers=service.auth("ops"))
     resp = await service.client.get(f"/v1/items/{num_iid}", headers=service.auth())
     body = resp.json()

@@ -242,3 +242,24 @@ async def test_the_switch_crosses_a_cluster(sim: Simulator, redis_cluster: Redis
         await b.degrade.set("auto", by="ops")
         await within(1.0, lambda: not a.degrade.active)
     assert took < 0.5
+
+
+async def test_a_burst_of_change_messages_costs_one_read_more_not_a_task_each(
+    sim: Simulator, redis_server: RedisServer
+) -> None:
+    p = prefix()
+    async with Gateway(settings(sim, redis_server.url, p)) as gw:
+        override = gw._shared_override
+        assert override is not None
+        await gw.degrade.set("on", reason="burst", by="ops")
+        await asyncio.sleep(0.1)  # the switch's own message has been read
+        reads = override._started_reads
+        tasks = len(override._tasks)
+        for _ in range(500):  # what a flood on the change channel does
+            override._on_message(b"changed")
+        assert len(override._tasks) <= tasks + 1
+        await within(
+            2.0, lambda: override._message_read is not None and override._message_read.done()
+        )
+        assert override._started_reads - reads <= 2  # the read under way and one after it
+        assert gw.degrade.active

@@ -20,14 +20,22 @@ from taogate import Settings
 from taogate._degrade import Override
 from taogate._gateway import Gateway
 from taogate._settings import SimSettings
+from taogate.cache.redis import RedisTier
 from taogate.http import create_app
 from taogate.http._metrics import MALFORMED_SOURCES as METRIC_SOURCES
 from taogate.jobs._store import GROUP, JobStore
 from taogate.quota.pool import PoolPolicy, SharedUnavailable
+from taogate.quota.redis import KEY_TTL_S, SharedLimits
 from taogate.shared._backend import MALFORMED_SOURCES
-from taogate.shared._limits import KEY_TTL_S, SharedLimits
 from taogate.testing import SimKey, Simulator
 from tests.conftest import RedisServer
+
+
+def l2_of(gw: Gateway) -> RedisTier:
+    """The gateway's L2 tier (these tests configure Redis)."""
+    assert gw.cache.l2 is not None
+    return gw.cache.l2
+
 
 pytestmark = pytest.mark.integration
 
@@ -138,7 +146,7 @@ async def test_a_corrupt_l2_entry_is_a_miss_deleted_and_counted(
         assert gw.shared is not None
         async with Redis.from_url(redis_server.url) as r:
             for num_iid, kind in zip(ids, kinds, strict=True):
-                await r.set(gw.shared.item_key(num_iid), bad_l2_entries(num_iid)[kind])
+                await r.set(l2_of(gw).item_key(num_iid), bad_l2_entries(num_iid)[kind])
             for num_iid, kind in zip(ids, kinds, strict=True):
                 resp = await client.get(f"/v1/items/{num_iid}", headers=AUTH)
                 assert resp.status_code == 200, (kind, resp.text)
@@ -147,10 +155,10 @@ async def test_a_corrupt_l2_entry_is_a_miss_deleted_and_counted(
             # the corrupt values are gone; a good answer replaced each (written in the
             # background after the fetch)
             for num_iid in ids:
-                await within(2.0, partial(_is_good, r, gw.shared.item_key(num_iid)))
+                await within(2.0, partial(_is_good, r, l2_of(gw).item_key(num_iid)))
         text = (await client.get("/metrics")).text
         again = await client.get(f"/v1/items/{ids[0]}", headers=AUTH)
-        corrupt = gw.shared.l2_corrupt
+        corrupt = l2_of(gw).corrupt
     assert corrupt == len(kinds)
     assert metric(text, "taogate_l2_corrupt_total") == len(kinds)
     assert again.json()["source"] == "l1"
@@ -174,8 +182,8 @@ async def test_a_batch_of_40_with_one_corrupt_entry_answers_all(
         assert gw.shared is not None
         async with Redis.from_url(redis_server.url) as r:
             for num_iid in ids[1:]:  # 39 good answers in L2
-                await r.set(gw.shared.item_key(num_iid), orjson.dumps(good_l2(num_iid)))
-            bad = gw.shared.item_key(ids[0])
+                await r.set(l2_of(gw).item_key(num_iid), orjson.dumps(good_l2(num_iid)))
+            bad = l2_of(gw).item_key(ids[0])
             await r.set(bad, b"\x00garbage from an old release\xff")
             resp = await client.post("/v1/items:batch", json={"ids": ids}, headers=AUTH)
             assert resp.status_code == 200, resp.text
@@ -185,7 +193,7 @@ async def test_a_batch_of_40_with_one_corrupt_entry_answers_all(
             assert results[ids[0]]["source"] == "upstream"
             assert {results[i]["source"] for i in ids[1:]} == {"l2"}
             await within(2.0, partial(_is_good, r, bad))
-            corrupt = gw.shared.l2_corrupt
+            corrupt = l2_of(gw).corrupt
     assert corrupt == 1
     assert sim.stats()["totals"]["items_requested"] == 1  # only the corrupt one was fetched
 
@@ -200,8 +208,8 @@ async def test_l2_times_from_the_future_are_clamped(
         assert gw.shared is not None
         doc = {**good_l2(num_iid), "f": time.time() + 1e9, "u": 1e300, "k": 1e300}
         async with Redis.from_url(redis_server.url) as r:
-            await r.set(gw.shared.item_key(num_iid), orjson.dumps(doc))
-        found = await gw.shared.l2_get([num_iid])
+            await r.set(l2_of(gw).item_key(num_iid), orjson.dumps(doc))
+        found = await l2_of(gw).get([num_iid])
     entry = found[num_iid]
     now = gw._clock()
     assert entry.fetched_at <= now + 0.01

@@ -12,8 +12,16 @@ import pytest
 from taogate import Settings, Source
 from taogate._gateway import Gateway
 from taogate._settings import SimSettings
+from taogate.cache.redis import RedisTier
 from taogate.testing import SimKey, Simulator
 from tests.conftest import RedisServer
+
+
+def l2_of(gw: Gateway) -> RedisTier:
+    """The gateway's L2 tier (these tests configure Redis)."""
+    assert gw.cache.l2 is not None
+    return gw.cache.l2
+
 
 pytestmark = pytest.mark.integration
 
@@ -170,8 +178,8 @@ async def test_an_answer_fetched_before_an_invalidation_is_not_written_back(
         assert entry is not None
         await asyncio.sleep(0.1)
         await a.invalidate([num_iid])
-        await a.shared._l2_put({num_iid: entry})  # a write-behind that lost the race
-        assert await a.shared.l2_get([num_iid]) == {}
+        await l2_of(a).put({num_iid: entry})  # a write-behind that lost the race
+        assert await l2_of(a).get([num_iid]) == {}
 
 
 async def test_a_malformed_invalidation_message_is_ignored(
@@ -186,8 +194,8 @@ async def test_a_malformed_invalidation_message_is_ignored(
         await a.get(num_iid)
         await asyncio.sleep(0.3)
         client = Redis.from_url(redis_server.url)
-        await client.publish(a.shared.channel, b"not json")
-        await client.publish(a.shared.channel, b'["' + num_iid.encode() + b'"]')
+        await client.publish(l2_of(a).channel, b"not json")
+        await client.publish(l2_of(a).channel, b'["' + num_iid.encode() + b'"]')
         await client.aclose()
         await asyncio.sleep(0.3)
         assert a.cache.l1.peek(num_iid) is None  # the valid message after it still applied

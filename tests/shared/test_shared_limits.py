@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from redis.asyncio import Redis
 
 from taogate import Credential, Egress
 from taogate.quota.pool import PoolPolicy
-from taogate.shared._limits import SharedLimits
+from taogate.quota.redis import SharedLimits
 from tests.conftest import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -28,9 +28,17 @@ async def born(client: Redis, shared: SharedLimits, cred: Credential) -> None:
     await client.hset(shared.keys(cred)[0], "born", "0")
 
 
-def limits(client: Redis, **policy: float) -> SharedLimits:
+def limits(
+    client: Redis, share: Callable[[], float] = lambda: 1.0, **policy: float
+) -> SharedLimits:
     prefix = "t" + os.urandom(4).hex()  # each test its own keys on the shared test server
-    return SharedLimits(client, prefix=prefix, policy=PoolPolicy(**policy), probe_hold_s=10.0)  # type: ignore[arg-type]
+    return SharedLimits(
+        client,
+        prefix=prefix,
+        policy=PoolPolicy(**policy),  # type: ignore[arg-type]
+        probe_hold_s=10.0,
+        share=share,
+    )
 
 
 async def test_grants_at_the_rate_then_waits(client: Redis) -> None:
@@ -116,8 +124,8 @@ async def test_a_new_state_waits_one_window(client: Redis) -> None:
 
 
 async def test_shared_rate_leaves_departed_replicas_their_share(client: Redis) -> None:
-    shared = limits(client, safety_factor=1.0)
-    shared.share = 0.5  # one of two replicas is cut off and decides locally
+    # one of two replicas is cut off and decides locally
+    shared = limits(client, safety_factor=1.0, share=lambda: 0.5)
     cred = Credential(app_key="k1", secret="s", qps=10)
     await born(client, shared, cred)
     assert (await shared.acquire(cred)).granted

@@ -10,16 +10,9 @@ from taogate._settings import ClientSettings
 from taogate.http._auth import Clients
 from taogate.http._auth_failures import FailedAuthLimit, source_key
 from taogate.http._problems import Problem
+from taogate.testing import FakeClock
 
 TOKENS = [f"client-token-{i:02d}-abcdefghijklmnopqrstuvwxyz" for i in range(5)]
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def clients(clock: FakeClock, per_minute: int = 20) -> Clients:
@@ -28,7 +21,7 @@ def clients(clock: FakeClock, per_minute: int = 20) -> Clients:
 
 
 def test_each_token_names_its_client() -> None:
-    known = clients(FakeClock())
+    known = clients(FakeClock(1000.0))
     for i, token in enumerate(TOKENS):
         assert known.authenticate(f"Bearer {token}", "10.0.0.1").name == f"c{i}"
     for wrong in ("Bearer " + TOKENS[0][:-1], "Bearer " + TOKENS[0] + "x", "Basic abc", ""):
@@ -39,7 +32,7 @@ def test_each_token_names_its_client() -> None:
 
 def test_every_configured_digest_is_compared(monkeypatch: pytest.MonkeyPatch) -> None:
     """No early exit: a match on the first token costs as many comparisons as no match."""
-    known = clients(FakeClock())
+    known = clients(FakeClock(1000.0))
     compared: list[bytes] = []
     real = hmac.compare_digest
 
@@ -58,7 +51,7 @@ def test_every_configured_digest_is_compared(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_failed_attempts_past_the_limit_are_answered_429_until_the_rate_allows() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     known = clients(clock, per_minute=3)
     for _ in range(3):
         with pytest.raises(Problem) as caught:
@@ -74,11 +67,11 @@ def test_failed_attempts_past_the_limit_are_answered_429_until_the_rate_allows()
         known.authenticate("Bearer wrong", "192.0.2.8")
     assert caught.value.status == 401
     assert known.authenticate(f"Bearer {TOKENS[1]}", "192.0.2.7").name == "c1"
-    clock.now += retry - 1
+    clock.advance(retry - 1)
     with pytest.raises(Problem) as caught:
         known.authenticate("Bearer wrong", "192.0.2.7")
     assert caught.value.status == 429
-    clock.now += 1
+    clock.advance(1)
     with pytest.raises(Problem) as caught:
         known.authenticate("Bearer wrong", "192.0.2.7")
     assert caught.value.status == 401
@@ -88,7 +81,7 @@ def test_failed_attempts_past_the_limit_are_answered_429_until_the_rate_allows()
 
 
 def test_the_table_of_sources_is_bounded() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     limit = FailedAuthLimit(1, clock=clock, max_sources=8)
     for i in range(1000):
         limit.record(f"198.51.{i // 256}.{i % 256}")
@@ -104,13 +97,13 @@ def test_ipv6_sources_count_per_64() -> None:
     assert source_key("::ffff:192.0.2.1") == "192.0.2.1"
     assert source_key("192.0.2.1") == "192.0.2.1"
     assert source_key(None) == "unknown"
-    limit = FailedAuthLimit(1, clock=FakeClock())
+    limit = FailedAuthLimit(1, clock=FakeClock(1000.0))
     limit.record("2001:db8:1:2::1")
     with pytest.raises(Problem):
         limit.record("2001:db8:1:2::ffff")
 
 
 def test_an_open_service_has_nothing_to_fail() -> None:
-    open_ = Clients([], clock=FakeClock(), failures_per_minute=1)
+    open_ = Clients([], clock=FakeClock(1000.0), failures_per_minute=1)
     for _ in range(3):
         assert open_.authenticate(None, "192.0.2.1").name == "anonymous"

@@ -31,6 +31,16 @@ def test_exported_members_are_sorted_and_real() -> None:
     assert public - modules <= set(taogate.__all__)
 
 
+def test_testing_exports_are_sorted_and_real() -> None:
+    import taogate.testing
+
+    assert taogate.testing.__all__ == sorted(taogate.testing.__all__)
+    for name in taogate.testing.__all__:
+        assert hasattr(taogate.testing, name), name
+    public = {n for n in dir(taogate.testing) if not n.startswith("_")}
+    assert public <= set(taogate.testing.__all__) | {"annotations"}
+
+
 def test_masking() -> None:
     assert mask_id("12345678") == "123…678"
     assert mask_secret("helloworld") != mask_secret("helloworle")

@@ -7,18 +7,7 @@ import random
 import pytest
 
 from taogate._breaker import BreakerPolicy, BreakerState, CircuitBreaker, RetryBudget, backoff
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
+from taogate.testing import FakeClock
 
 POLICY = BreakerPolicy(
     window=10,
@@ -37,7 +26,7 @@ def state(breaker: CircuitBreaker) -> BreakerState:
 
 
 def make() -> tuple[CircuitBreaker, FakeClock]:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     return CircuitBreaker(POLICY, clock=clock), clock
 
 
@@ -131,7 +120,7 @@ def test_policy_validation() -> None:
 
 
 def test_retry_budget_is_a_share_of_calls_plus_a_floor() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     budget = RetryBudget(ratio=0.1, min_per_s=0.5, ttl_s=10.0, clock=clock)
     # floor alone: 0.5/s over 10 s = 5 retries
     assert sum(budget.try_withdraw() for _ in range(20)) == 5
@@ -142,7 +131,7 @@ def test_retry_budget_is_a_share_of_calls_plus_a_floor() -> None:
 
 
 def test_retry_budget_forgets_after_ttl() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     budget = RetryBudget(ratio=0.0, min_per_s=0.2, ttl_s=10.0, clock=clock)
     assert sum(budget.try_withdraw() for _ in range(10)) == 2
     clock.advance(10.0)

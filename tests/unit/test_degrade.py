@@ -26,6 +26,7 @@ from taogate._dispatch import Priority
 from taogate._errors import DegradeNotShared
 from taogate._gateway import Gateway
 from taogate._model import Source
+from taogate.testing import FakeClock
 from taogate.testing._fakes import FakeProvider
 
 T0 = parse_time("2026-11-10T20:00:00+08:00")
@@ -223,38 +224,30 @@ def test_override_json_round_trip_and_malformed_values() -> None:
     assert override.to_dict()["until"] == format_time(T0 + 1.5)
 
 
-class WallClock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def control(wall: WallClock, **degrade: Any) -> DegradeControl:
+def control(wall: FakeClock, **degrade: Any) -> DegradeControl:
     settings = Settings(
         credentials=[{"app_key": "1", "secret": "x"}],
         degrade={"windows": [], **degrade},
     )
-    return DegradeControl(settings, clock=lambda: 0.0, wall_clock=wall)
+    return DegradeControl(settings, clock=FakeClock(), wall_clock=wall)
 
 
 def test_control_follows_the_wall_clock() -> None:
-    wall = WallClock()
+    wall = FakeClock(T0)
     windows = [{"start": "2026-11-10T21:00:00+08:00", "end": "2026-11-10T22:00:00+08:00"}]
     c = control(wall, windows=windows)
     assert not c.active
-    wall.now = T0 + 3600
+    wall.advance(3600)  # T0 + 3600
     assert c.active
     assert c.status().source == "schedule"
-    wall.now = T0 + 7200
+    wall.advance(3600)  # T0 + 7200
     assert not c.active
 
 
 async def test_set_logs_once_per_change_and_wakes_waiters(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    wall = WallClock()
+    wall = FakeClock(T0)
     c = control(wall)
     caplog.set_level(logging.INFO, logger="taogate.degrade")
     status = await c.set("on", until=T0 + 30, reason="flash sale", by="ops")
@@ -279,7 +272,7 @@ async def test_set_logs_once_per_change_and_wakes_waiters(
 
 
 async def test_an_ended_override_is_dropped() -> None:
-    wall = WallClock()
+    wall = FakeClock(T0)
     c = control(wall)
     c.apply(Override(mode="on", until=T0 - 1), cause="poll")
     assert c.override is None
@@ -291,7 +284,7 @@ async def test_a_store_that_fails_changes_nothing() -> None:
         async def write(self, override: Override | None) -> None:
             raise DegradeNotShared("Redis is out of reach")
 
-    c = control(WallClock())
+    c = control(FakeClock(T0))
     c.store = Broken()
     with pytest.raises(DegradeNotShared):
         await c.set("on", by="ops")
@@ -300,7 +293,7 @@ async def test_a_store_that_fails_changes_nothing() -> None:
 
 
 def test_reserve_paces_non_interactive_ids() -> None:
-    c = control(WallClock(), reserve_share=0.5)
+    c = control(FakeClock(T0), reserve_share=0.5)
     # 10 calls/s, 40 ids a call, half kept: 200 non-interactive ids a second
     assert c.hold(100, calls_per_s=10, max_batch=40, now=0.0, deadline=10.0) == 0.0
     assert c.hold(100, calls_per_s=10, max_batch=40, now=0.0, deadline=10.0) == 0.5
@@ -314,26 +307,13 @@ def test_reserve_paces_non_interactive_ids() -> None:
 
 
 def test_a_full_reserve_refuses_every_non_interactive_id() -> None:
-    c = control(WallClock(), reserve_share=1.0)
+    c = control(FakeClock(T0), reserve_share=1.0)
     with pytest.raises(Overloaded) as err:
         c.hold(1, calls_per_s=10, max_batch=40, now=0.0, deadline=10.0)
     assert err.value.retry_after is None
 
 
 # --- effects on a gateway ----------------------------------------------------------------------
-
-
-class OffsetClock:
-    """The loop's clock plus an offset the tests move forward."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return asyncio.get_running_loop().time() + self.offset
-
-    def advance(self, seconds: float) -> None:
-        self.offset += seconds
 
 
 def gw_settings(**degrade: Any) -> Settings:
@@ -365,7 +345,7 @@ async def test_degraded_lookups_take_older_answers_from_the_cache(
     gateway: Callable[..., Gateway],
 ) -> None:
     provider = FakeProvider.with_ids(IDS)
-    clock = OffsetClock()
+    clock = FakeClock(base=asyncio.get_running_loop().time)
     async with gateway(provider, clock=clock) as gw:
         await gw.get_many(IDS[:3])
         await gw.get("999999999")  # not found: cached for negative_ttl_s (10 s)
@@ -397,7 +377,7 @@ async def test_degraded_lookups_take_older_answers_from_the_cache(
 
 async def test_degraded_stops_refresh_ahead(gateway: Callable[..., Gateway]) -> None:
     provider = FakeProvider.with_ids(IDS)
-    clock = OffsetClock()
+    clock = FakeClock(base=asyncio.get_running_loop().time)
     async with gateway(provider, clock=clock) as gw:
         await gw.get(IDS[0])
         await gw.degrade.set("on")

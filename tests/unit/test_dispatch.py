@@ -26,6 +26,7 @@ from taogate._breaker import BreakerPolicy
 from taogate._dispatch import Priority
 from taogate._gateway import Gateway
 from taogate._model import Source
+from taogate.testing import FakeClock
 from taogate.testing._fakes import FakeProvider
 
 IDS = [f"5200000{i:05d}" for i in range(400)]
@@ -289,26 +290,13 @@ async def test_interactive_goes_before_bulk(make: GatewayFactory) -> None:
     assert load == pytest.approx(11 / 40 / 10.0)
 
 
-class OffsetClock:
-    """The loop's clock plus an offset that tests move forward (timers stay consistent)."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return asyncio.get_running_loop().time() + self.offset
-
-    def advance(self, seconds: float) -> None:
-        self.offset += seconds
-
-
 async def test_refresh_ahead_renews_hot_entries(make: GatewayFactory) -> None:
     provider = FakeProvider.with_ids(IDS)
     s = settings()
     s = s.model_copy(
         update={"cache": s.cache.model_copy(update={"max_age_s": 100.0, "ttl_jitter": 0.0})}
     )
-    clock = OffsetClock()
+    clock = FakeClock(base=asyncio.get_running_loop().time)
     async with make(provider, s, clock=clock) as gw:
         await gw.get(IDS[0])
         clock.advance(70.0)  # fresh, not yet in the last 20 %
@@ -327,7 +315,7 @@ async def test_refresh_ahead_renews_hot_entries(make: GatewayFactory) -> None:
 
 async def test_entries_expire_by_max_age(make: GatewayFactory) -> None:
     provider = FakeProvider.with_ids(IDS)
-    clock = OffsetClock()
+    clock = FakeClock(base=asyncio.get_running_loop().time)
     async with make(provider, clock=clock) as gw:
         await gw.get(IDS[0])
         clock.advance(30.0)
@@ -362,7 +350,7 @@ async def test_closing_fails_waiting_lookups(make: GatewayFactory) -> None:
 async def test_half_open_with_its_probe_out_fails_fast(make: GatewayFactory) -> None:
     provider = FakeProvider.with_ids(IDS)
     policy = BreakerPolicy(window=4, min_calls=2, failure_ratio=0.5, open_s=5.0, half_open_probes=1)
-    clock = OffsetClock()
+    clock = FakeClock(base=asyncio.get_running_loop().time)
     async with make(provider, breaker_policy=policy, clock=clock) as gw:
         provider.fail_next(*(UpstreamTransient("HTTP 503") for _ in range(2)))
         await gw.get_many([IDS[1]], allow_stale=False)  # two failed attempts open it
@@ -433,7 +421,7 @@ async def test_allow_stale_false_never_serves_stale(make: GatewayFactory) -> Non
     s = s.model_copy(
         update={"cache": s.cache.model_copy(update={"max_age_s": 100.0, "ttl_jitter": 0.5})}
     )
-    clock = OffsetClock()
+    clock = FakeClock(base=asyncio.get_running_loop().time)
     async with make(provider, s, clock=clock) as gw:
         await gw.get(IDS[0])
         entry = gw.cache.l1.peek(IDS[0])
@@ -448,7 +436,7 @@ async def test_allow_stale_false_never_serves_stale(make: GatewayFactory) -> Non
 async def test_a_lease_that_cannot_leave_in_time_is_given_back(make: GatewayFactory) -> None:
     """A stall between grant and send would crowd the platform's window: ask again instead."""
     provider = FakeProvider.with_ids(IDS)
-    clock = OffsetClock()
+    clock = FakeClock(base=asyncio.get_running_loop().time)
     async with make(provider, settings(qps=5.0, keys=1), clock=clock) as gw:
         acquire = gw.pool.acquire
         stalls = [0.2]  # the loop stalls once, right after a grant (slack here: 50 ms)
@@ -493,7 +481,7 @@ async def test_an_unreadable_item_serves_a_stale_answer_when_there_is_one(
     make: GatewayFactory,
 ) -> None:
     provider = FakeProvider.with_ids(IDS[:2])
-    clock = OffsetClock()
+    clock = FakeClock(base=asyncio.get_running_loop().time)
     async with make(provider, clock=clock) as gw:
         await gw.get(IDS[0])
         clock.advance(61.0)  # past max_age, within max_stale
@@ -501,3 +489,24 @@ async def test_an_unreadable_item_serves_a_stale_answer_when_there_is_one(
         lookup = await gw.get(IDS[0])
     assert lookup.stale
     assert lookup.found
+
+
+async def test_interactive_record_stays_bounded_without_readers(make: GatewayFactory) -> None:
+    """The calls counted for ``interactive_load`` are forgotten as new ones come, not only
+    when a job submission reads the load: hours of lookups keep one window's worth."""
+    window = 60.0  # taogate._dispatch.INTERACTIVE_LOAD_WINDOW_S
+    provider = FakeProvider.with_ids(IDS)
+    clock = FakeClock(base=asyncio.get_running_loop().time)
+    async with make(provider, clock=clock) as gw:
+        sizes = []
+        for num_iid in IDS[:300]:
+            await gw.get(num_iid)  # one call each, one second apart; nobody reads the load
+            clock.advance(1.0)
+            sizes.append(len(gw.dispatcher._interactive_ids))
+        assert len(provider.calls) == 300
+        assert max(sizes) <= window + 1
+        # the window still counts what it should: the last 10 s hold 9 calls of one id (the
+        # tenth started a moment more than 10 s ago)
+        assert gw.dispatcher.interactive_load(window_s=10.0) == pytest.approx(9 / 40 / 10.0)
+        with pytest.raises(ValueError, match="window_s"):
+            gw.dispatcher.interactive_load(window_s=window + 1)

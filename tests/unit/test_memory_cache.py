@@ -8,14 +8,7 @@ import pytest
 
 from taogate import FinalPriceBasis, Item
 from taogate.cache.memory import MemoryCache, approx_size
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 50.0
-
-    def __call__(self) -> float:
-        return self.now
+from taogate.testing import FakeClock
 
 
 def item(num_iid: str, title: str = "t") -> Item:
@@ -32,7 +25,7 @@ def item(num_iid: str, title: str = "t") -> Item:
 
 
 def test_entries_bound_evicts_least_recently_used() -> None:
-    cache = MemoryCache(max_entries=3, max_bytes=10**9, clock=FakeClock())
+    cache = MemoryCache(max_entries=3, max_bytes=10**9, clock=FakeClock(50.0))
     for i in "abc":
         cache.put(i, item(i), fresh_s=10, keep_s=20)
     cache.get_many(["a"])  # a is now the most recent
@@ -43,7 +36,7 @@ def test_entries_bound_evicts_least_recently_used() -> None:
 
 def test_bytes_bound() -> None:
     one = approx_size("a", item("a", "x" * 1000))
-    cache = MemoryCache(max_entries=100, max_bytes=one * 2 + 10, clock=FakeClock())
+    cache = MemoryCache(max_entries=100, max_bytes=one * 2 + 10, clock=FakeClock(50.0))
     for i in "abcd":
         cache.put(i, item(i, "x" * 1000), fresh_s=10, keep_s=20)
     assert len(cache) == 2
@@ -52,7 +45,7 @@ def test_bytes_bound() -> None:
 
 
 def test_bytes_follow_replacement_and_invalidation() -> None:
-    cache = MemoryCache(max_entries=10, max_bytes=10**9, clock=FakeClock())
+    cache = MemoryCache(max_entries=10, max_bytes=10**9, clock=FakeClock(50.0))
     cache.put("a", item("a", "x" * 500), fresh_s=1, keep_s=1)
     big = cache.bytes
     cache.put("a", item("a"), fresh_s=1, keep_s=1)
@@ -63,21 +56,21 @@ def test_bytes_follow_replacement_and_invalidation() -> None:
 
 
 def test_entries_live_until_keep_until() -> None:
-    clock = FakeClock()
+    clock = FakeClock(50.0)
     cache = MemoryCache(max_entries=10, max_bytes=10**9, clock=clock)
     entry = cache.put("a", item("a"), fresh_s=10, keep_s=30)
     assert entry.fresh_until == 60.0
     assert entry.keep_until == 80.0
-    clock.now = 79.0
+    clock.advance(29.0)  # now 79.0
     got = cache.get_many(["a"])["a"]
     assert got.age(clock.now) == pytest.approx(29.0)
-    clock.now = 80.0
+    clock.advance(1.0)  # now 80.0: keep_until
     assert cache.get_many(["a"]) == {}
     assert len(cache) == 0
 
 
 def test_not_found_entries_are_cached() -> None:
-    cache = MemoryCache(max_entries=10, max_bytes=10**9, clock=FakeClock())
+    cache = MemoryCache(max_entries=10, max_bytes=10**9, clock=FakeClock(50.0))
     cache.put("gone", None, fresh_s=5, keep_s=5)
     assert cache.get_many(["gone"])["gone"].item is None
     assert cache.peek("gone") is not None
@@ -85,4 +78,4 @@ def test_not_found_entries_are_cached() -> None:
 
 def test_invalid_bounds() -> None:
     with pytest.raises(ValueError, match="positive"):
-        MemoryCache(max_entries=0, max_bytes=1, clock=FakeClock())
+        MemoryCache(max_entries=0, max_bytes=1, clock=FakeClock(50.0))

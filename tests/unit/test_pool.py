@@ -13,15 +13,14 @@ from hypothesis import strategies as st
 
 from taogate import Credential, NoCredentialAvailable
 from taogate.providers.base import Egress
-from taogate.quota.pool import CredentialPool, CredentialStatus, PoolPolicy, SharedVerdict
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from taogate.quota.pool import (
+    CredentialPool,
+    CredentialStatus,
+    FixedShare,
+    PoolPolicy,
+    SharedVerdict,
+)
+from taogate.testing import FakeClock
 
 
 def cred(key: str, qps: float = 10.0, **kw: object) -> Credential:
@@ -37,7 +36,7 @@ def drain(
     while clock.now < end:
         lease = pool.try_acquire()
         if lease is None:
-            clock.now += step
+            clock.advance(step)
             continue
         sent.append((clock.now, lease.credential.app_key))
         pool.on_success(lease)
@@ -45,7 +44,7 @@ def drain(
 
 
 def test_pacing_follows_qps_times_safety() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     pool = CredentialPool([cred("k1")], PoolPolicy(safety_factor=0.8), clock=clock)
     sent = drain(pool, clock, 10.0)
     assert len(sent) == pytest.approx(80, abs=1)
@@ -54,7 +53,7 @@ def test_pacing_follows_qps_times_safety() -> None:
 
 
 def test_window_guard_at_full_rate() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     pool = CredentialPool(
         [cred("k1")], PoolPolicy(safety_factor=1.0, window_guard_s=0.02), clock=clock
     )
@@ -64,7 +63,7 @@ def test_window_guard_at_full_rate() -> None:
 
 
 def test_soonest_credential_is_chosen_and_load_spreads() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     pool = CredentialPool(
         [cred("k1"), cred("k2"), cred("k3")], PoolPolicy(safety_factor=0.9), clock=clock
     )
@@ -75,7 +74,7 @@ def test_soonest_credential_is_chosen_and_load_spreads() -> None:
 
 
 def test_ban_pauses_and_aimd_halves_then_recovers() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     policy = PoolPolicy(safety_factor=1.0, recovery_per_s=0.1)
     pool = CredentialPool([cred("k1")], policy, clock=clock)
     lease = pool.try_acquire()
@@ -87,15 +86,15 @@ def test_ban_pauses_and_aimd_halves_then_recovers() -> None:
     assert credential is not None
     assert at == pytest.approx(1003.0)
     assert pool.rate(lease.credential) == pytest.approx(5.0)
-    clock.now += 3.0
+    clock.advance(3.0)
     assert pool.rate(lease.credential) == pytest.approx(8.0)  # (0.5 + 0.1 * 3) of 10 qps
     assert pool.try_acquire() is not None
-    clock.now += 10.0
+    clock.advance(10.0)
     assert pool.rate(lease.credential) == pytest.approx(10.0)
 
 
 def test_quarantine_and_half_open_probe() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     good, bad = cred("good"), cred("bad")
     pool = CredentialPool([bad, good], PoolPolicy(probe_after_s=30.0), clock=clock)
     lease = pool.try_acquire()
@@ -105,28 +104,28 @@ def test_quarantine_and_half_open_probe() -> None:
     assert pool.status(bad) is CredentialStatus.QUARANTINED
     # the others carry the load meanwhile
     assert {k for _, k in drain(pool, clock, 5.0)} == {"good"}
-    clock.now += 30.0
+    clock.advance(30.0)
     probe = None
     while probe is None or probe.credential is not bad:
         probe = pool.try_acquire()
-        clock.now += 0.01
+        clock.advance(0.01)
     assert pool.status(bad) is CredentialStatus.PROBING
     # one probe at a time
     assert all(k == "good" for _, k in drain(pool, clock, 1.0))
     pool.on_invalid(probe)
     row = next(r for r in pool.snapshot() if r["credential"] == bad.masked)
     assert row["probe_in_s"] == pytest.approx(60.0)  # backs off
-    clock.now += 60.0
+    clock.advance(60.0)
     probe = None
     while probe is None or probe.credential is not bad:
         probe = pool.try_acquire()
-        clock.now += 0.01
+        clock.advance(0.01)
     pool.on_success(probe)
     assert pool.status(bad) is CredentialStatus.ACTIVE
 
 
 def test_all_quarantined_raises_with_retry_after() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     pool = CredentialPool([cred("k1")], PoolPolicy(probe_after_s=30.0), clock=clock)
     lease = pool.try_acquire()
     assert lease is not None
@@ -138,7 +137,7 @@ def test_all_quarantined_raises_with_retry_after() -> None:
 
 
 async def test_acquire_raises_when_nothing_is_usable() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     pool = CredentialPool([cred("k1")], clock=clock)
     lease = pool.try_acquire()
     assert lease is not None
@@ -149,20 +148,20 @@ async def test_acquire_raises_when_nothing_is_usable() -> None:
 
 
 def test_daily_budget_counts_per_beijing_day() -> None:
-    clock = FakeClock()
-    wall = [1704124700.0]  # 2024-01-01 23:58:20 in Beijing
-    pool = CredentialPool([cred("k1", daily_budget=3)], clock=clock, wall_clock=lambda: wall[0])
+    clock = FakeClock(1000.0)
+    wall = FakeClock(1704124700.0)  # 2024-01-01 23:58:20 in Beijing
+    pool = CredentialPool([cred("k1", daily_budget=3)], clock=clock, wall_clock=wall)
     assert len(drain(pool, clock, 5.0)) == 3
     assert pool.status(pool.credentials[0]) is CredentialStatus.EXHAUSTED
     credential, at = pool.next_ready()
     assert credential is None
     assert math.isinf(at)
-    wall[0] += 200  # past midnight in Beijing
+    wall.advance(200)  # past midnight in Beijing
     assert len(drain(pool, clock, 5.0)) == 3
 
 
 def test_cost_and_release_unused() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     pool = CredentialPool([cred("k1", cost_per_call=Decimal("0.01"))], clock=clock)
     lease = pool.try_acquire()
     assert lease is not None
@@ -180,7 +179,7 @@ def test_policy_validation() -> None:
     with pytest.raises(ValueError, match="AIMD"):
         PoolPolicy(aimd_decrease=1.0)
     with pytest.raises(ValueError, match="at least one"):
-        CredentialPool([], clock=FakeClock())
+        CredentialPool([], clock=FakeClock(1000.0))
 
 
 @settings(max_examples=150, deadline=None)
@@ -194,13 +193,13 @@ def test_no_credential_ever_exceeds_its_qps_in_any_second(
     qps: float, safety: float, keys: int, gaps: list[float]
 ) -> None:
     """For any pattern of acquire attempts, no key is granted more than qps in a second."""
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     pool = CredentialPool(
         [cred(f"k{i}", qps=qps) for i in range(keys)], PoolPolicy(safety_factor=safety), clock=clock
     )
     granted: dict[str, list[float]] = {}
     for gap in gaps:
-        clock.now += gap
+        clock.advance(gap)
         lease = pool.try_acquire()
         if lease is not None:
             granted.setdefault(lease.credential.app_key, []).append(clock.now)
@@ -214,21 +213,21 @@ def test_no_credential_ever_exceeds_its_qps_in_any_second(
 
 
 def test_calls_in_flight_when_quarantine_begins_do_not_decide_it() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     pool = CredentialPool([cred("k1", qps=1000)], PoolPolicy(probe_after_s=30.0), clock=clock)
     leases = []
     for _ in range(6):
         lease = pool.try_acquire()
         assert lease is not None
         leases.append(lease)
-        clock.now += 0.02  # under the implicit egress cap (80/s)
+        clock.advance(0.02)  # under the implicit egress cap (80/s)
     for lease in leases[:4]:
         pool.on_invalid(lease)  # one revocation seen by four calls: one quarantine
     pool.on_success(leases[4])  # an old call that went through proves nothing now
     row = pool.snapshot()[0]
     assert row["status"] == "quarantined"
     assert row["probe_in_s"] == pytest.approx(30.0, abs=0.1)
-    clock.now += 30.0
+    clock.advance(30.0)
     probe = pool.try_acquire()
     assert probe is not None
     assert probe.probe
@@ -239,18 +238,18 @@ def test_calls_in_flight_when_quarantine_begins_do_not_decide_it() -> None:
 
 
 def test_one_ban_halves_the_rate_once() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     pool = CredentialPool([cred("k1", qps=100)], PoolPolicy(safety_factor=1.0), clock=clock)
     leases = []
     for _ in range(5):
         lease = pool.try_acquire()
         assert lease is not None
         leases.append(lease)
-        clock.now += 0.011
+        clock.advance(0.011)
     for lease in leases:
         pool.on_rate_limited(lease, retry_after=2.0)
     assert pool.rate(leases[0].credential) == pytest.approx(50.0)
-    clock.now += 2.0
+    clock.advance(2.0)
     again = pool.try_acquire()
     assert again is not None
     pool.on_rate_limited(again, retry_after=2.0)  # a new ban: halved again
@@ -258,9 +257,10 @@ def test_one_ban_halves_the_rate_once() -> None:
 
 
 def test_a_replica_deciding_alone_spends_its_share_of_the_budget() -> None:
-    clock = FakeClock()
-    pool = CredentialPool([cred("k1", qps=1000, daily_budget=10)], clock=clock)
-    pool.share = 0.25
+    clock = FakeClock(1000.0)
+    pool = CredentialPool(
+        [cred("k1", qps=1000, daily_budget=10)], clock=clock, replicas=FixedShare(0.25)
+    )
     assert len(drain(pool, clock, 5.0)) == 2  # floor of 10 x 1/4 = 2.5
 
 
@@ -287,15 +287,14 @@ class UrgentFirstShared:
 
 
 async def test_a_yield_holds_back_only_calls_that_are_not_urgent() -> None:
-    clock = FakeClock()
-    pool = CredentialPool([cred("k1")], PoolPolicy(safety_factor=1.0), clock=clock)
+    clock = FakeClock(1000.0)
     shared = UrgentFirstShared("yield")
-    pool.shared = shared
+    pool = CredentialPool([cred("k1")], PoolPolicy(safety_factor=1.0), clock=clock, shared=shared)
     urgency = iter([False, True])  # bulk only at first; then an interactive lookup arrives
     lease = await pool.acquire(urgent=lambda: next(urgency))
     assert shared.asked == [False, True]
     assert lease.granted_at == clock.now  # the yield did not delay the interactive call
-    clock.now += 1.0
+    clock.advance(1.0)
     _, bulk_at = pool.next_ready(urgent=False)
     _, urgent_at = pool.next_ready(urgent=True)
     assert urgent_at == clock.now
@@ -307,7 +306,7 @@ async def test_a_yield_holds_back_only_calls_that_are_not_urgent() -> None:
     [(1.0, 0.05), (0.9, 10 / 9 - 1 + 0.05), (0.8, 10 / 8 - 1 + 0.05)],
 )
 def test_send_slack_is_what_pacing_leaves_of_the_window(safety: float, slack: float) -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     pool = CredentialPool([cred("k1")], PoolPolicy(safety_factor=safety), clock=clock)
     lease = pool.try_acquire()
     assert lease is not None
@@ -324,7 +323,7 @@ def max_in_any_second(times: list[float]) -> int:
 
 
 def test_an_egress_caps_all_its_credentials_together() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     egress = Egress(name="proxy-a", max_qps=20.0)
     creds = [cred(f"k{i}", egress="proxy-a") for i in range(6)]  # 6 × 10 qps on a 20/s egress
     pool = CredentialPool(creds, PoolPolicy(safety_factor=0.9), clock=clock, egresses=[egress])
@@ -340,7 +339,7 @@ def test_an_egress_caps_all_its_credentials_together() -> None:
 
 
 def test_credentials_naming_no_egress_share_an_implicit_one_at_the_ip_limit() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     creds = [cred(f"k{i}", qps=50.0) for i in range(4)]  # 4 × 50 × 0.8 = 160/s of keys
     pool = CredentialPool(creds, PoolPolicy(safety_factor=0.8), clock=clock)
     sent = drain(pool, clock, 5.0)
@@ -349,7 +348,7 @@ def test_credentials_naming_no_egress_share_an_implicit_one_at_the_ip_limit() ->
 
 
 def test_a_released_lease_gives_back_its_egress_slot() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     egress = Egress(name="e", max_qps=1.0)
     pool = CredentialPool(
         [cred("k1", egress="e"), cred("k2", egress="e")], clock=clock, egresses=[egress]
@@ -362,7 +361,7 @@ def test_a_released_lease_gives_back_its_egress_slot() -> None:
 
 
 def test_an_unreachable_egress_pauses_while_another_works() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     a, b = Egress(name="a", max_qps=50.0), Egress(name="b", max_qps=50.0)
     creds = [cred("ka", egress="a"), cred("kb", egress="b")]
     pool = CredentialPool(creds, PoolPolicy(egress_pause_s=5.0), clock=clock, egresses=[a, b])
@@ -375,16 +374,16 @@ def test_an_unreachable_egress_pauses_while_another_works() -> None:
         assert lease is not None
         pool.on_done(lease)
         blamed.append(pool.on_egress_unreachable(lease))
-        clock.now += 0.5
+        clock.advance(0.5)
     assert blamed == [True, True, True]
     assert {k for _, k in drain(pool, clock, 4.0)} == {"kb"}  # a is paused, b carries on
     assert float(pool.egress_snapshot()[0]["paused_for_s"]) > 0  # type: ignore[arg-type]
-    clock.now += 2.0
+    clock.advance(2.0)
     assert "ka" in {k for _, k in drain(pool, clock, 1.0)}  # the pause ends
 
 
 def test_when_every_egress_fails_the_upstream_is_blamed() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     a, b = Egress(name="a", max_qps=50.0), Egress(name="b", max_qps=50.0)
     pool = CredentialPool(
         [cred("ka", egress="a"), cred("kb", egress="b")], clock=clock, egresses=[a, b]
@@ -402,17 +401,19 @@ def test_when_every_egress_fails_the_upstream_is_blamed() -> None:
 
 def test_a_credential_naming_an_unknown_egress_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown egress"):
-        CredentialPool([cred("k1", egress="nope")], clock=FakeClock(), egresses=[Egress(name="a")])
+        CredentialPool(
+            [cred("k1", egress="nope")], clock=FakeClock(1000.0), egresses=[Egress(name="a")]
+        )
 
 
 def test_cost_today_is_the_days_calls_at_the_price() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     pool = CredentialPool([cred("k1", cost_per_call=Decimal("0.002"))], clock=clock)
     for _ in range(3):
         lease = pool.try_acquire()
         assert lease is not None
         pool.on_success(lease)
-        clock.now += 1.0
+        clock.advance(1.0)
     (row,) = pool.snapshot()
     assert row["cost_today"] == "0.006"  # exact: Decimal, never float
     assert row["cost"] == "0.006"
@@ -421,10 +422,9 @@ def test_cost_today_is_the_days_calls_at_the_price() -> None:
 async def test_an_urgent_caller_asks_again_instead_of_waiting_out_a_bulk_answer() -> None:
     """Told to wait while only bulk was queued, the pool asks again (and so claims the slot
     in Redis) as soon as interactive work arrives, instead of sleeping the wait out."""
-    clock = FakeClock()
-    pool = CredentialPool([cred("k1")], PoolPolicy(safety_factor=1.0), clock=clock)
+    clock = FakeClock(1000.0)
     shared = UrgentFirstShared("rate")
-    pool.shared = shared
+    pool = CredentialPool([cred("k1")], PoolPolicy(safety_factor=1.0), clock=clock, shared=shared)
     urgency = iter([False, True])
     lease = await asyncio.wait_for(pool.acquire(urgent=lambda: next(urgency, True)), 1.0)
     assert shared.asked == [False, True]
@@ -432,21 +432,21 @@ async def test_an_urgent_caller_asks_again_instead_of_waiting_out_a_bulk_answer(
 
 
 def test_a_given_back_lease_does_not_undo_later_grants() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     pool = CredentialPool([cred("k1", qps=10.0)], PoolPolicy(safety_factor=1.0), clock=clock)
     first = pool.try_acquire()
     assert first is not None
-    clock.now += 0.3
+    clock.advance(0.3)
     second = pool.try_acquire()
     assert second is not None
     pool.release_unused(first)  # given back after the second grant: the schedule stays
     assert pool.try_acquire() is None  # the next slot is still 0.1 s after the second
-    clock.now += 0.11
+    clock.advance(0.11)
     assert pool.try_acquire() is not None
 
 
 def test_total_rate_counts_an_egress_cap() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     egress = Egress(name="e", max_qps=20.0)
     creds = [cred(f"k{i}", egress="e") for i in range(6)]  # 6 x 9 = 54/s of keys
     pool = CredentialPool(creds, PoolPolicy(safety_factor=0.9), clock=clock, egresses=[egress])

@@ -16,6 +16,7 @@ from taogate._logging import JsonFormatter, RedactSecrets
 from taogate._secrets import MAX_SECRET_BYTES, SecretFiles, read_secret_file
 from taogate.cli import app
 from taogate.quota.pool import CredentialPool, CredentialStatus
+from taogate.testing import FakeClock
 
 OLD = "old-secret-from-the-store-0001"
 NEW = "new-secret-from-the-store-0002"
@@ -324,16 +325,8 @@ async def test_the_poll_survives_a_failed_rotation(
 # --- the pool swaps the secret ------------------------------------------------------------
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_pool_swaps_the_secret_and_keeps_the_quota_state() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     pool = CredentialPool([Credential(app_key="12345678", secret=OLD, qps=10)], clock=clock)
     in_flight = pool.try_acquire()
     assert in_flight is not None
@@ -342,7 +335,7 @@ def test_pool_swaps_the_secret_and_keeps_the_quota_state() -> None:
     assert in_flight.credential.secret == OLD  # a call already signed keeps its secret
     assert pool.try_acquire() is None  # the GCRA state is the same: the next slot is later
     assert pool.snapshot()[0] == before
-    clock.now += 1.0
+    clock.advance(1.0)
     lease = pool.try_acquire()
     assert lease is not None
     assert lease.credential.secret == NEW
@@ -352,7 +345,7 @@ def test_pool_swaps_the_secret_and_keeps_the_quota_state() -> None:
 
 
 def test_a_call_signed_with_a_rotated_out_secret_does_not_quarantine() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     pool = CredentialPool([Credential(app_key="12345678", secret=OLD, qps=10)], clock=clock)
     old_lease = pool.try_acquire()
     assert old_lease is not None
@@ -361,7 +354,7 @@ def test_a_call_signed_with_a_rotated_out_secret_does_not_quarantine() -> None:
     (cred,) = pool.credentials
     assert pool.status(cred) is CredentialStatus.ACTIVE
     assert pool.snapshot()[0]["in_flight"] == 0
-    clock.now += 1.0
+    clock.advance(1.0)
     new_lease = pool.try_acquire()
     assert new_lease is not None
     assert pool.on_invalid(new_lease) is True  # the new secret refused: that is real
@@ -371,7 +364,7 @@ def test_a_call_signed_with_a_rotated_out_secret_does_not_quarantine() -> None:
 def test_a_refusal_rechecks_the_secret_store_first(tmp_path: Path) -> None:
     path = tmp_path / "key1"
     path.write_text(OLD, encoding="utf-8")
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     pool = CredentialPool([Credential(app_key="12345678", secret=OLD, qps=10)], clock=clock)
     files = SecretFiles({"12345678": path}, {"12345678": OLD}, on_rotate=pool.replace_secret)
     pool.recheck_secret = lambda key: files.check_one(key, "credential refused")
@@ -383,12 +376,12 @@ def test_a_refusal_rechecks_the_secret_store_first(tmp_path: Path) -> None:
 
 
 def test_a_new_secret_lets_a_quarantined_credential_probe_at_once() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     pool = CredentialPool([Credential(app_key="12345678", secret=OLD, qps=10)], clock=clock)
     lease = pool.try_acquire()
     assert lease is not None
     assert pool.on_invalid(lease) is True
-    clock.now += 1.0
+    clock.advance(1.0)
     assert pool.try_acquire() is None  # quarantined: the probe is 30 s away
     pool.replace_secret("12345678", NEW)
     probe = pool.try_acquire()

@@ -6,24 +6,11 @@ from decimal import Decimal
 
 import pytest
 
-from taogate.testing import Catalog, ItemKind
-
-
-class FakeClock:
-    """A clock that moves only when told to."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from taogate.testing import Catalog, FakeClock, ItemKind
 
 
 def make(size: int = 2000, seed: int = 1, **kw: float) -> tuple[Catalog, FakeClock]:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     wall = FakeClock(1_700_000_000.0)
     return Catalog(size, seed, clock=clock, wall_clock=wall, **kw), clock
 

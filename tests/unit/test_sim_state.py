@@ -13,7 +13,7 @@ import pytest
 from taogate._errors import ConfigurationError
 from taogate._settings import Settings, SimSettings
 from taogate.providers.top import INFO_GET, UPGRADE_GET, beijing_timestamp, parse_items, sign
-from taogate.testing import ItemKind, SimKey, Simulator, items_only
+from taogate.testing import FakeClock, ItemKind, SimKey, Simulator, items_only
 from taogate.testing._sim_state import (
     KeyState,
     SimState,
@@ -27,20 +27,10 @@ WALL = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC, 2023-11-15 06:13:20 in Beijin
 KEY = SimKey(app_key="12345678", secret="helloworld", qps=3)
 
 
-class FakeClock:
-    """A clock that moves only when told to; ``wall`` moves with it."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def wall(self) -> float:
-        return WALL + (self.now - 1000.0)
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+def clocks() -> tuple[FakeClock, FakeClock]:
+    """A fake clock at 1000 s and a fake wall clock at ``WALL`` that moves with it."""
+    clock = FakeClock(1000.0)
+    return clock, FakeClock(WALL - 1000.0, base=clock)
 
 
 def signed(
@@ -144,20 +134,20 @@ def test_max_calls_in_1s_is_exact() -> None:
     ],
 )
 def test_each_check_answers_its_code(change: dict[str, str], code: int) -> None:
-    clock = FakeClock()
+    clock, wall = clocks()
     params = {**signed(), **change}
     params = {k: v for k, v in params.items() if v or k == "sign"}
     if not params.get("sign"):
         params.pop("sign", None)
     state = new_state(clock)
-    assert code_of(state.decide_top(params, clock(), clock.wall())) == code
+    assert code_of(state.decide_top(params, clock(), wall())) == code
 
 
 def test_errors_are_counted_per_key_or_unattributed() -> None:
-    clock = FakeClock()
+    clock, wall = clocks()
     state = new_state(clock)
-    state.decide_top({**signed(), "sign": "BAD"}, clock(), clock.wall())
-    state.decide_top({**signed(), "app_key": "nobody"}, clock(), clock.wall())
+    state.decide_top({**signed(), "sign": "BAD"}, clock(), wall())
+    state.decide_top({**signed(), "app_key": "nobody"}, clock(), wall())
     stats = state.stats.render(clock())
     assert stats["keys"]["12345678"]["errors"] == 1
     assert stats["totals"]["errors"] == 2
@@ -166,74 +156,74 @@ def test_errors_are_counted_per_key_or_unattributed() -> None:
 
 @pytest.mark.parametrize("sign_method", ["md5", "hmac", "hmac-sha256"])
 def test_a_signed_call_is_accepted_with_every_sign_method(sign_method: str) -> None:
-    clock = FakeClock()
-    outcome = new_state(clock).decide_top(signed(sign_method=sign_method), clock(), clock.wall())
+    clock, wall = clocks()
+    outcome = new_state(clock).decide_top(signed(sign_method=sign_method), clock(), wall())
     assert isinstance(outcome, TopCall)
     assert outcome.ids == ["500000000001"]
 
 
 def test_lower_case_signatures_and_the_md5_default_are_accepted() -> None:
-    clock = FakeClock()
+    clock, wall = clocks()
     params = signed(sign_method="md5")
     del params["sign_method"], params["sign"]
     params["sign"] = sign(params, KEY.secret, "md5").lower()
-    assert isinstance(new_state(clock).decide_top(params, clock(), clock.wall()), TopCall)
+    assert isinstance(new_state(clock).decide_top(params, clock(), wall()), TopCall)
 
 
 def test_timestamps_are_beijing_time_or_epoch_ms() -> None:
-    clock = FakeClock()
+    clock, wall = clocks()
     state = new_state(clock)
     assert parse_timestamp(beijing_timestamp(WALL)) == WALL
     assert parse_timestamp(str(int(WALL * 1000))) == WALL
     assert parse_timestamp("2023-13-01 00:00:00") is None
     utc_text = "2023-11-14 22:13:20"  # the same instant written in UTC: eight hours off
-    assert code_of(state.decide_top(signed(timestamp=utc_text), clock(), clock.wall())) == 31
+    assert code_of(state.decide_top(signed(timestamp=utc_text), clock(), wall())) == 31
     ms = str(int(WALL * 1000))
-    assert isinstance(state.decide_top(signed(timestamp=ms), clock(), clock.wall()), TopCall)
+    assert isinstance(state.decide_top(signed(timestamp=ms), clock(), wall()), TopCall)
     skewed = signed(wall=WALL - 601)
-    assert code_of(state.decide_top(skewed, clock(), clock.wall())) == 31
-    assert isinstance(state.decide_top(signed(wall=WALL + 599), clock(), clock.wall()), TopCall)
+    assert code_of(state.decide_top(skewed, clock(), wall())) == 31
+    assert isinstance(state.decide_top(signed(wall=WALL + 599), clock(), wall()), TopCall)
 
 
 def test_business_parameters() -> None:
-    clock = FakeClock()
+    clock, wall = clocks()
     state = new_state(clock, legacy=frozenset({"600000000000"}))
     ids40 = ",".join(str(500_000_000_000 + i) for i in range(40))
     ids41 = ids40 + ",599999999999"
     ids21 = ",".join(str(500_000_000_000 + i) for i in range(21))
     decide = state.decide_top
-    assert code_of(decide(signed(" , "), clock(), clock.wall())) == 40
-    assert isinstance(decide(signed(ids40), clock(), clock.wall()), TopCall)
+    assert code_of(decide(signed(" , "), clock(), wall())) == 40
+    assert isinstance(decide(signed(ids40), clock(), wall()), TopCall)
     clock.advance(1)
-    refused = decide(signed(ids41), clock(), clock.wall())
+    refused = decide(signed(ids41), clock(), wall())
     assert isinstance(refused, TopError)
     assert (refused.code, refused.sub_code) == (41, "isv.invalid-parameter")
-    assert code_of(decide(signed(ids21, method=UPGRADE_GET), clock(), clock.wall())) == 41
+    assert code_of(decide(signed(ids21, method=UPGRADE_GET), clock(), wall())) == 41
     clock.advance(1)
-    old = decide(signed("500000000001,600000000000"), clock(), clock.wall())
+    old = decide(signed("500000000001,600000000000"), clock(), wall())
     assert isinstance(old, TopError)
     assert (old.code, old.sub_code, old.sub_msg) == (15, "-4003", "请使用升级后的新商品ID")
-    call = decide(signed("500000000002, 500000000001,500000000002"), clock(), clock.wall())
+    call = decide(signed("500000000002, 500000000001,500000000002"), clock(), wall())
     assert isinstance(call, TopCall)
     assert call.ids == ["500000000002", "500000000001"]
     assert not call.simplify
 
 
 def test_code_7_then_a_ban_with_the_remaining_seconds() -> None:
-    clock = FakeClock()
+    clock, wall = clocks()
     state = new_state(clock, ban_s=10.0)
     for _ in range(3):
-        assert isinstance(state.decide_top(signed(), clock(), clock.wall()), TopCall)
-    limited = state.decide_top(signed(), clock(), clock.wall())
+        assert isinstance(state.decide_top(signed(), clock(), wall()), TopCall)
+    limited = state.decide_top(signed(), clock(), wall())
     assert isinstance(limited, TopError)
     assert (limited.code, limited.sub_code) == (7, "accesscontrol.limited-by-app-access-count")
     assert limited.sub_msg == "This ban will last for 10 more seconds"
     clock.advance(2.5)
-    during = state.decide_top(signed(), clock(), clock.wall())
+    during = state.decide_top(signed(), clock(), wall())
     assert isinstance(during, TopError)
     assert during.sub_msg == "This ban will last for 8 more seconds"  # ceil(7.5)
     clock.advance(7.5)
-    assert isinstance(state.decide_top(signed(), clock(), clock.wall()), TopCall)
+    assert isinstance(state.decide_top(signed(), clock(), wall()), TopCall)
     row = state.stats.render(clock())["keys"]["12345678"]
     assert (row["calls"], row["code7"], row["calls_during_ban"], row["max_calls_in_1s"]) == (
         6,
@@ -247,23 +237,23 @@ def test_code_7_then_a_ban_with_the_remaining_seconds() -> None:
 
 
 def test_faults_apply_for_their_duration_only() -> None:
-    clock = FakeClock()
+    clock, wall = clocks()
     state = new_state(clock)
     state.add_fault({"kind": "revoke", "duration_s": 5, "app_key": "12345678"}, clock())
-    assert code_of(state.decide_top(signed(), clock(), clock.wall())) == 29
+    assert code_of(state.decide_top(signed(), clock(), wall())) == 29
     clock.advance(5)
-    assert isinstance(state.decide_top(signed(), clock(), clock.wall()), TopCall)
+    assert isinstance(state.decide_top(signed(), clock(), wall()), TopCall)
     state.add_fault({"kind": "outage", "duration_s": 1}, clock())
     clock.advance(0.5)
-    assert state.decide_top(signed(), clock(), clock.wall()) == "outage"
+    assert state.decide_top(signed(), clock(), wall()) == "outage"
     clock.advance(0.5)
     state.add_fault({"kind": "code15", "duration_s": 1}, clock())
-    remote = state.decide_top(signed(), clock(), clock.wall())
+    remote = state.decide_top(signed(), clock(), wall())
     assert isinstance(remote, TopError)
     assert (remote.code, remote.sub_code) == (15, "isp.remote-service-error")
     clock.advance(1)
     state.add_fault({"kind": "malformed", "duration_s": 1}, clock())
-    assert state.decide_top(signed(), clock(), clock.wall()) == "malformed"
+    assert state.decide_top(signed(), clock(), wall()) == "malformed"
     state.add_fault({"kind": "slow", "duration_s": 2, "extra_latency_ms": 250}, clock())
     assert state.faults.extra_latency_s(clock()) == 0.25
     assert [f.kind for f in state.faults.active(clock())] == ["malformed", "slow"]
@@ -273,21 +263,21 @@ def test_faults_apply_for_their_duration_only() -> None:
 
 
 def test_a_fault_of_duration_zero_ends_the_running_faults_of_its_kind() -> None:
-    clock = FakeClock()
+    clock, wall = clocks()
     state = new_state(clock)
     state.add_fault({"kind": "malformed", "duration_s": 60}, clock())
     state.add_fault({"kind": "slow", "duration_s": 60, "extra_latency_ms": 5}, clock())
     state.add_fault({"kind": "malformed", "duration_s": 0}, clock())
     assert [f.kind for f in state.faults.active(clock())] == ["slow"]
-    assert isinstance(state.decide_top(signed(), clock(), clock.wall()), TopCall)
+    assert isinstance(state.decide_top(signed(), clock(), wall()), TopCall)
 
 
 def test_code15_hits_about_its_ratio_of_calls() -> None:
-    clock = FakeClock()
+    clock, wall = clocks()
     state = new_state(clock)
     state.keys["12345678"].key = SimKey(app_key="12345678", secret="helloworld", qps=10**6)
     state.add_fault({"kind": "code15", "duration_s": 60, "ratio": 0.25}, clock())
-    codes = [code_of(state.decide_top(signed(), clock(), clock.wall())) for _ in range(2000)]
+    codes = [code_of(state.decide_top(signed(), clock(), wall())) for _ in range(2000)]
     assert codes.count(15) / 2000 == pytest.approx(0.25, abs=0.04)
 
 
@@ -316,10 +306,10 @@ def test_bad_fault_descriptions_are_refused(doc: object, message: str) -> None:
 # --- whole answers, no network ------------------------------------------------------------
 
 
-def make_sim(clock: FakeClock, **settings: Any) -> Simulator:
+def make_sim(clock: FakeClock, wall: FakeClock, **settings: Any) -> Simulator:
     cfg = SimSettings(latency_ms=(0, 0), price_changes_per_hour=3600, coupon_ratio=0.6, **settings)
     big = SimKey(app_key="12345678", secret="helloworld", qps=10**6)
-    return Simulator([big], settings=cfg, clock=clock, wall_clock=clock.wall, seed=3)
+    return Simulator([big], settings=cfg, clock=clock, wall_clock=wall, seed=3)
 
 
 def body(answer: tuple[Any, float]) -> Any:
@@ -343,12 +333,12 @@ def present_ids(sim: Simulator, n: int) -> list[str]:
 
 
 def test_api_answers_agree_with_the_truth_as_prices_change() -> None:
-    clock = FakeClock()
-    sim = make_sim(clock)
+    clock, wall = clocks()
+    sim = make_sim(clock, wall)
     ids = present_ids(sim, 40)
     for _ in range(3):
         clock.advance(30)
-        doc = body(sim.answer_top(signed(",".join(ids), wall=clock.wall())))
+        doc = body(sim.answer_top(signed(",".join(ids), wall=wall())))
         items = items_only(parse_items(orjson.dumps(doc), INFO_GET, ids))
         truth = rows(sim, ids)
         assert set(items) == set(ids)
@@ -362,8 +352,8 @@ def test_api_answers_agree_with_the_truth_as_prices_change() -> None:
 
 
 def test_upgrade_and_simplify_shapes() -> None:
-    clock = FakeClock()
-    sim = make_sim(clock)
+    clock, wall = clocks()
+    sim = make_sim(clock, wall)
     ids = present_ids(sim, 20)
     normal = body(sim.answer_top(signed(",".join(ids), method=UPGRADE_GET)))
     details = normal["tbk_item_info_upgrade_get_response"]["results"]["tbk_item_detail"]
@@ -387,8 +377,8 @@ def test_upgrade_and_simplify_shapes() -> None:
 
 
 def test_absent_ids_are_left_out_and_counted() -> None:
-    clock = FakeClock()
-    sim = make_sim(clock, absent_ratio=0.5)
+    clock, wall = clocks()
+    sim = make_sim(clock, wall, absent_ratio=0.5)
     absent = next(i for i in sim.catalog.ids() if sim.catalog.kind(i) is ItemKind.ABSENT)
     present = present_ids(sim, 1)[0]
     doc = body(sim.answer_top(signed(f"{absent},{present},599999999999")))
@@ -402,8 +392,8 @@ def test_absent_ids_are_left_out_and_counted() -> None:
 
 
 def test_reseller_answers() -> None:
-    clock = FakeClock()
-    sim = make_sim(clock)
+    clock, wall = clocks()
+    sim = make_sim(clock, wall)
     num_iid = present_ids(sim, 1)[0]
     query: Mapping[str, str] = {"key": "12345678", "secret": "helloworld", "num_iid": num_iid}
     doc = body(sim.answer_reseller({**query, "is_promotion": "1"}))
@@ -420,8 +410,8 @@ def test_reseller_answers() -> None:
 
 
 def test_reset_clears_everything() -> None:
-    clock = FakeClock()
-    sim = make_sim(clock)
+    clock, wall = clocks()
+    sim = make_sim(clock, wall)
     ids = present_ids(sim, 5)
     body(sim.answer_top(signed(",".join(ids))))
     clock.advance(100)

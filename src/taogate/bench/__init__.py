@@ -3,6 +3,7 @@
 Each scenario starts its own simulator process, drives a gateway in this process, judges with
 the simulator's own ``/_sim/stats`` and ``/_sim/truth``, and reports the figures the issues
 name as checks (target, measured, met). Results go to ``bench/results/pipeline.json`` and a PNG.
+The scripts under ``bench/`` build their own scenarios from the same parts, exported here.
 """
 
 from __future__ import annotations
@@ -17,7 +18,19 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-__all__ = ["SCENARIOS", "run_bench"]
+from taogate.bench._harness import Check, GatewayProcess, LatencyLog, SimProcess, SimSpec
+from taogate.bench._zipf import ZipfIds
+
+__all__ = [
+    "SCENARIOS",
+    "Check",
+    "GatewayProcess",
+    "LatencyLog",
+    "SimProcess",
+    "SimSpec",
+    "ZipfIds",
+    "run_bench",
+]
 
 SCENARIOS = ("cold", "zipf", "outage", "dup", "micro")
 

@@ -16,11 +16,9 @@ from typing import Any
 
 from rich.progress import Progress
 
-from taogate._gateway import Gateway
-from taogate._model import Source
+from taogate import Credential, Gateway, Source
 from taogate.bench._harness import Check, LatencyLog, SimProcess, SimSpec, gateway_settings
-from taogate.providers.base import Credential
-from taogate.providers.top import TopProvider
+from taogate.providers import TopProvider
 
 __all__ = ["cold_flood", "duplicate_burst"]
 

@@ -16,11 +16,11 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import aiohttp
 
-from taogate._settings import Settings
+from taogate import Settings
 
 __all__ = [
     "Check",
@@ -266,8 +266,10 @@ class GatewayProcess:
         log_level: str = "warning",
         extra_toml: str = "",
         admin: bool = False,
+        l1_max_entries: int | None = None,
     ) -> None:
         self._extra = extra_toml
+        self._l1 = "" if l1_max_entries is None else f"l1_max_entries = {l1_max_entries}\n"
         self._admin = admin
         self._log = log
         self._log_level = log_level
@@ -282,17 +284,20 @@ class GatewayProcess:
         self._safety = safety_factor
         self._dir = tempfile.TemporaryDirectory(prefix="taogate-gw-")
         self._proc: asyncio.subprocess.Process | None = None
+        self._log_file: IO[bytes] | None = None
 
     async def __aenter__(self) -> GatewayProcess:
         creds = "\n".join(
             f'[[credentials]]\napp_key = "{k}"\nsecret = "{s}"\nqps = {self.sim.spec.qps}\n'
             for k, s in self.sim.spec.app_keys()
         )
+        # the child writes to it; closed with the process
+        self._log_file = self._log.open("ab") if self._log else None
         config = Path(self._dir.name) / "taogate.toml"
         config.write_text(
             f'[upstream]\nurl = "{self.sim.url}"\n\n{creds}\n'
             f"[limits]\nsafety_factor = {self._safety}\n\n"
-            f"[cache]\nmax_age_s = {self._max_age}\n\n{self._redis}"
+            f"[cache]\nmax_age_s = {self._max_age}\n{self._l1}\n{self._redis}"
             f'[server]\nport = {self.port}\nlog_level = "{self._log_level}"\n\n'
             f'[[server.clients]]\nname = "demo"\ntoken = "{self.token}"\nrate = 1000000\n'
             f"admin = {'true' if self._admin else 'false'}\n\n" + self._extra,
@@ -306,7 +311,7 @@ class GatewayProcess:
             "--config",
             str(config),
             stdout=asyncio.subprocess.DEVNULL,
-            stderr=self._log.open("ab") if self._log else asyncio.subprocess.DEVNULL,
+            stderr=self._log_file or asyncio.subprocess.DEVNULL,
         )
         async with aiohttp.ClientSession() as session:
             for _ in range(300):
@@ -322,6 +327,12 @@ class GatewayProcess:
         await self.__aexit__()
         raise RuntimeError("the gateway did not start")
 
+    @property
+    def pid(self) -> int:
+        """The server process (one worker: it serves the requests itself)."""
+        assert self._proc is not None
+        return self._proc.pid
+
     async def __aexit__(self, *exc_info: object) -> None:
         proc, self._proc = self._proc, None
         if proc is not None and proc.returncode is None:
@@ -331,4 +342,7 @@ class GatewayProcess:
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
         self._dir.cleanup()

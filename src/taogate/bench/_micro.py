@@ -10,12 +10,10 @@ from typing import Any
 
 from rich.progress import Progress
 
-from taogate._gateway import Gateway
-from taogate._model import FinalPriceBasis, Item
-from taogate._settings import Settings
+from taogate import FinalPriceBasis, Gateway, Item, Settings
 from taogate.bench._harness import Check
 from taogate.cache.memory import MemoryCache
-from taogate.testing._fakes import FakeProvider
+from taogate.testing import FakeProvider
 
 __all__ = ["l1_micro"]
 

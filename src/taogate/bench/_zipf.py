@@ -19,12 +19,10 @@ from typing import Any
 
 from rich.progress import Progress
 
-from taogate._breaker import BreakerState
-from taogate._gateway import Gateway
-from taogate._model import Lookup, Source
+from taogate import BreakerState, Gateway, Lookup, Source
 from taogate.bench._harness import Check, LatencyLog, SimProcess, SimSpec, gateway_settings
 
-__all__ = ["hot_zipf"]
+__all__ = ["ZipfIds", "hot_zipf"]
 
 
 class ZipfIds:

@@ -163,10 +163,15 @@ class History(TypedDict):
     hit_ratio: list[float | None]
 
 
+class Process(TypedDict):
+    asyncio_tasks: Annotated[int, Field(description="tasks on this worker's event loop")]
+
+
 class State(TypedDict):
     """This replica's view now (what the operator console shows)."""
 
     now: Annotated[float, Field(description="Unix time of the state")]
+    process: Annotated[Process, Field(description="what a leak would grow (the soak watches it)")]
     replica: Replica
     breaker: str
     degraded: Annotated[

@@ -251,6 +251,8 @@ class ConsoleRoutes:
             },
             "window_s": round(last.at - first.at, 2),
             "history": self.sampler.history(),
+            # what a leak would grow: tasks on this worker's event loop (the soak watches it)
+            "process": {"asyncio_tasks": len(asyncio.all_tasks())},
         }
 
     async def lookup(self, request: Request) -> Response:

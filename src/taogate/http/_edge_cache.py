@@ -35,7 +35,9 @@ from taogate._settings import Settings
 
 __all__ = ["ItemCaching", "etag_matches"]
 
-#: Items whose JSON and ETag are kept (each entry holds the item object alive while it is kept).
+#: Items whose JSON and ETag are kept (each entry holds the item object alive while it is kept),
+#: at most as many as L1 holds: an item L1 has dropped is never served again (a new fetch makes
+#: a new object), so a larger memo would only keep dead items alive.
 MEMO_ITEMS = 8192
 _MEMO_VALUES = 4096
 
@@ -90,6 +92,7 @@ class ItemCaching:
             f", stale-while-revalidate={edge.stale_while_revalidate_s}"
             f", stale-if-error={stale_if_error}"
         )
+        self._memo_items = max(1, min(MEMO_ITEMS, settings.cache.l1_max_entries))
         self._items: dict[int, tuple[Item, bytes, bytes]] = {}
         self._cache_control: dict[int, bytes] = {}
         self._dates: dict[int, bytes] = {}
@@ -99,9 +102,11 @@ class ItemCaching:
         memo = self._items.get(id(item))
         if memo is not None and memo[0] is item:  # the id of a dead item may be reused
             return memo[1], memo[2]
-        data = orjson.dumps(item.to_dict())
+        # a compact copy: orjson's bytes keep their whole write buffer (4 KiB at least) however
+        # short the JSON, which a memo of thousands of items would hold for good
+        data = bytes(memoryview(orjson.dumps(item.to_dict())))
         etag = b'W/"' + hashlib.blake2b(data, digest_size=12).hexdigest().encode() + b'"'
-        if len(self._items) >= MEMO_ITEMS:
+        if len(self._items) >= self._memo_items:
             del self._items[next(iter(self._items))]  # the oldest entry
         self._items[id(item)] = (item, data, etag)
         return data, etag

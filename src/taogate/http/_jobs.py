@@ -230,17 +230,12 @@ class JobRoutes:
         cache = gw.cache
         needed = 0
         for i in range(0, len(ids), ESTIMATE_SLICE):  # slices: the loop serves others between
-            view = cache.lookup(
+            view = await cache.lookup(
                 ids[i : i + ESTIMATE_SLICE], max_age_s=cache.max_age_s, max_stale_s=None
             )
-            missing = view.missing
-            if gw.shared is not None and missing:
-                found = await gw.shared.l2_get(missing)
-                now = gw.clock()
-                missing = [k for k in missing if k not in found or now >= found[k].fresh_until]
-            elif i:
+            if i and cache.l2 is None:
                 await asyncio.sleep(0)
-            needed += len(missing)
+            needed += len(view.missing)
         calls = math.ceil(needed / gw.dispatcher.max_batch)
         total = gw.pool.total_rate()
         spare = max(0.0, total - gw.dispatcher.interactive_load())

@@ -36,6 +36,9 @@ __all__ = ["Metrics"]
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 5, 10, 20, 30, 39, 40)
+#: Methods counted by name; any other (a client may send any token) counts as ``other``, so a
+#: caller cannot grow the label set, or the memo of labelled children, request by request.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
 _BREAKER_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 
 
@@ -63,11 +66,14 @@ class Metrics:
             registry=self.registry,
         )
 
-        # labelled children, looked up once: labels() takes a lock and builds a tuple each call
+        # labelled children, looked up once: labels() takes a lock and builds a tuple each call.
+        # Bounded: route templates (a few, plus "unmatched") x METHODS + other x statuses
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answered request and its latency."""
+        if method not in METHODS:
+            method = "other"
         key = (route, method, status)
         pair = self._children.get(key)
         if pair is None:

@@ -28,13 +28,13 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from importlib.resources import files
 from typing import Any
 
 import orjson
 from redis.exceptions import ResponseError
 
+from taogate._beijing import beijing_day, seconds_to_beijing_midnight
 from taogate._errors import JobLimitReached
 
 __all__ = ["JobStatus", "JobStore", "beijing_day", "seconds_to_beijing_midnight"]
@@ -48,20 +48,7 @@ ACTIVE = ("queued", "running")
 ACTIVE_RETRY_S = 30
 #: how long an owner's index outlives its last submission, beyond the results' own TTL
 INDEX_TTL_S = 7 * 86_400
-_BEIJING = timezone(timedelta(hours=8))
 _UNLIMITED = 1 << 50
-
-
-def beijing_day(wall: float) -> str:
-    """The Beijing calendar day of a wall-clock time, ``YYYY-MM-DD`` (day caps count by it)."""
-    return datetime.fromtimestamp(wall, tz=_BEIJING).date().isoformat()
-
-
-def seconds_to_beijing_midnight(wall: float) -> float:
-    """Seconds from ``wall`` to the next midnight in Beijing (when day caps start again)."""
-    now = datetime.fromtimestamp(wall, tz=_BEIJING)
-    midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), _BEIJING)
-    return (midnight - now).total_seconds()
 
 
 #: a job's id as :meth:`JobStore.submit` makes it

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 
 import aiohttp
 
+from taogate._credentials import DEFAULT_EGRESS, Egress
 from taogate._errors import EgressUnreachable, UpstreamTransient
-from taogate.providers.base import DEFAULT_EGRESS, Egress
 
 __all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "PooledSession"]
 

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Protocol, runtime_checkable
 
+from taogate._credentials import DEFAULT_EGRESS, IP_QPS, Credential, Egress
 from taogate._errors import ItemUnreadable
-from taogate._masking import mask_id, mask_secret, mask_url
 from taogate._model import Item
 
 __all__ = [
@@ -37,64 +35,6 @@ def split_answer(
         else:
             unreadable[num_iid] = value
     return items, unreadable
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Credential:
-    """An app key and its secret, with the limits the pool applies to it.
-
-    The secret is held but never shown: ``repr`` and ``masked`` give recognisable, safe forms.
-    """
-
-    app_key: str
-    secret: str = field(repr=False)
-    qps: float = 10.0
-    daily_budget: int | None = None
-    cost_per_call: Decimal = Decimal(0)
-    egress: str | None = None
-
-    @property
-    def masked(self) -> str:
-        """The app key as logs, metrics and errors show it."""
-        return mask_id(self.app_key)
-
-    def __repr__(self) -> str:
-        return (
-            f"Credential(app_key={self.masked!r}, secret={mask_secret(self.secret)!r}, "
-            f"qps={self.qps:g}, daily_budget={self.daily_budget}, "
-            f"cost_per_call={self.cost_per_call}, egress={self.egress!r})"
-        )
-
-
-#: The egress of credentials that name none: the host's own address, no proxy.
-DEFAULT_EGRESS = "default"
-#: Calls per second the platform's risk control is known to watch per calling IP.
-IP_QPS = 100.0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Egress:
-    """A way out to the upstream: an HTTP(S) proxy, or a local address to bind, or neither.
-
-    ``max_qps`` caps the calls of every credential on it together (the platform watches the
-    calling IP as well as the key). The proxy URL may carry a password: ``repr`` masks it.
-    """
-
-    name: str = DEFAULT_EGRESS
-    max_qps: float = IP_QPS * 0.8
-    proxy: str | None = None
-    local_address: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.max_qps <= 0:
-            raise ValueError("max_qps must be above 0")
-
-    def __repr__(self) -> str:
-        proxy = None if self.proxy is None else mask_url(self.proxy)
-        return (
-            f"Egress(name={self.name!r}, max_qps={self.max_qps:g}, proxy={proxy!r}, "
-            f"local_address={self.local_address!r})"
-        )
 
 
 @runtime_checkable

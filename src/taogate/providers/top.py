@@ -12,13 +12,14 @@ import hmac
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final, Literal
 
 import aiohttp
 import orjson
 
+from taogate._beijing import BEIJING
 from taogate._errors import (
     CredentialInvalid,
     ItemUnreadable,
@@ -48,7 +49,6 @@ __all__ = [
 ]
 
 SignMethod = Literal["md5", "hmac", "hmac-sha256"]
-BEIJING: Final = timezone(timedelta(hours=8), "GMT+8")
 INFO_GET: Final = "taobao.tbk.item.info.get"
 UPGRADE_GET: Final = "taobao.tbk.item.info.upgrade.get"
 

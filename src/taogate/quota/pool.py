@@ -29,22 +29,24 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime
+from datetime import date
 from decimal import Decimal
 from enum import StrEnum
 from typing import Protocol
 
+from taogate._beijing import beijing_date
+from taogate._credentials import DEFAULT_EGRESS, IP_QPS, Credential, Egress
 from taogate._errors import NoCredentialAvailable, TaogateError
 from taogate._masking import mask_url
-from taogate.providers.base import DEFAULT_EGRESS, IP_QPS, Credential, Egress
-from taogate.providers.top import BEIJING
 from taogate.quota.gcra import Gcra
 
 __all__ = [
     "CredentialPool",
     "CredentialStatus",
+    "FixedShare",
     "Lease",
     "PoolPolicy",
+    "ReplicaView",
     "SharedLimiter",
     "SharedUnavailable",
     "SharedVerdict",
@@ -88,6 +90,45 @@ class SharedLimiter(Protocol):
         probe: bool,
         retry_after: float = 0.0,
     ) -> object: ...
+
+
+class ReplicaView(Protocol):
+    """The seam to the replicas (``taogate.shared``): whether they decide in the shared limiter
+    now, this replica's share of each quota while it decides alone, and where a failure of the
+    shared limiter is reported. The replicas announce a change of mode to the callbacks given
+    to :meth:`subscribe` (the seconds every credential should pause across it)."""
+
+    @property
+    def sharing(self) -> bool: ...
+
+    @property
+    def local_share(self) -> float: ...
+
+    def lost(self, exc: BaseException) -> None: ...
+
+    def subscribe(self, on_change: Callable[[float], object]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FixedShare:
+    """A :class:`ReplicaView` of a process that always decides alone, for ``share`` of each
+    quota (``taogate serve --workers N`` without Redis: ``1 / N``)."""
+
+    share: float = 1.0
+
+    @property
+    def sharing(self) -> bool:
+        return False
+
+    @property
+    def local_share(self) -> float:
+        return self.share
+
+    def lost(self, exc: BaseException) -> None:
+        """Nothing is shared, so nothing is lost."""
+
+    def subscribe(self, on_change: Callable[[float], object]) -> None:
+        """The mode never changes."""
 
 
 class CredentialStatus(StrEnum):
@@ -223,7 +264,13 @@ class CredentialPool:
         clock: Callable[[], float],
         wall_clock: Callable[[], float] = time.time,
         egresses: Sequence[Egress] = (),
+        shared: SharedLimiter | None = None,
+        replicas: ReplicaView | None = None,
+        shared_timeout_s: float = 0.25,
     ) -> None:
+        """``shared``: the limiter every replica decides in, while ``replicas`` (a
+        :class:`ReplicaView`) says they share; without a view, the limiter is used until it
+        fails. Without either, this process decides alone for ``replicas.local_share``."""
         if not credentials:
             raise ValueError("the pool needs at least one credential")
         self.policy = policy or PoolPolicy()
@@ -241,18 +288,42 @@ class CredentialPool:
                 self._egresses[name] = _EgressState(implicit)
             self._states.append(_State(c, self._egresses[name]))
         self._changed = asyncio.Event()
-        #: limits shared with other replicas; ``None``: this process decides alone
-        self.shared: SharedLimiter | None = None
-        #: this replica's share of each quota while it decides alone (1 / live replicas)
-        self.share = 1.0
-        #: called when the shared limiter fails, so the owner can switch to local mode
-        self.on_shared_failure: Callable[[BaseException], None] | None = None
+        #: limits shared with other replicas, used while ``replicas`` says they share
+        self._limiter = shared
+        self._replicas: ReplicaView = replicas or FixedShare()
+        self._replicas.subscribe(self._on_mode_change)
         #: the longest one question to the shared limiter may take
-        self.shared_timeout_s = 0.25
+        self.shared_timeout_s = shared_timeout_s
         #: called with the app key of a refused credential before it is quarantined, so a newer
         #: secret (a rotation not yet picked up) can be swapped in with :meth:`replace_secret`
         self.recheck_secret: Callable[[str], object] | None = None
         self._background: set[asyncio.Task[None]] = set()
+
+    # --- replicas ----------------------------------------------------------------------
+
+    @property
+    def shared(self) -> SharedLimiter | None:
+        """The shared limiter when the replicas decide in it now; ``None``: this process
+        decides alone."""
+        if self._limiter is None or (not self._replicas.sharing and not self._standalone_limiter):
+            return None
+        return self._limiter
+
+    @property
+    def _standalone_limiter(self) -> bool:
+        # a limiter without a view of the replicas (a library user's, a test's) is used until
+        # it fails
+        return isinstance(self._replicas, FixedShare)
+
+    @property
+    def share(self) -> float:
+        """This replica's share of each quota: all of it while the replicas share limits, else
+        its part (``1 / live replicas``)."""
+        return 1.0 if self.shared is not None else self._replicas.local_share
+
+    def _on_mode_change(self, pause_s: float) -> None:
+        """The replicas changed mode: hold every credential across the change."""
+        self.pause_all(pause_s + self.policy.window_guard_s)
 
     # --- rates -------------------------------------------------------------------------
 
@@ -309,7 +380,7 @@ class CredentialPool:
         budget = s.credential.daily_budget
         if budget is None:
             return True
-        today = datetime.fromtimestamp(self._wall_clock(), tz=UTC).astimezone(BEIJING).date()
+        today = beijing_date(self._wall_clock())
         if s.day != today:
             s.day, s.calls_today = today, 0
         # deciding alone, a replica spends only its share of the day's budget
@@ -519,10 +590,9 @@ class CredentialPool:
 
     def _shared_failed(self, exc: BaseException) -> None:
         log.warning("shared limits unavailable: %s; deciding locally", exc)
-        if self.on_shared_failure is not None:
-            self.on_shared_failure(exc)
-        else:
-            self.shared = None
+        if self._standalone_limiter:
+            self._limiter = None
+        self._replicas.lost(exc)
 
     def _tell_shared(self, lease: Lease, op: str, retry_after: float = 0.0) -> None:
         """Record an outcome in the shared state, in the background (it never blocks a call)."""

@@ -38,6 +38,10 @@ class SharedOverride:
         self.key = f"{prefix}:degrade"
         self.channel = f"{prefix}:degrade:changed"
         self._tasks: set[asyncio.Task[None]] = set()
+        # the read a change message started, and whether messages came while it was under way:
+        # a burst of messages costs one read more, not a task each
+        self._message_read: asyncio.Task[None] | None = None
+        self._read_again = False
         # reads can finish out of order: only the latest one started may apply its answer
         self._started_reads = 0
         self._applied_read = 0
@@ -100,7 +104,18 @@ class SharedOverride:
             ) from None
 
     def _on_message(self, data: Any) -> None:
-        self._spawn(self._read_quietly("message"), "taogate-degrade-read")
+        if self._message_read is not None and not self._message_read.done():
+            self._read_again = True  # the key may have changed after that read's GET
+            return
+        self._message_read = self._spawn(self._read_for_messages(), "taogate-degrade-read")
+
+    async def _read_for_messages(self) -> None:
+        """Read until no message came during the last read (each came before some read)."""
+        while True:
+            self._read_again = False
+            await self._read_quietly("message")
+            if not self._read_again:
+                return
 
     async def _read_quietly(self, cause: str) -> None:
         try:
@@ -114,7 +129,8 @@ class SharedOverride:
             if self._backend.mode == "shared":
                 await self._read_quietly("poll")
 
-    def _spawn(self, coro: Any, name: str) -> None:
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task

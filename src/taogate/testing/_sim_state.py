@@ -16,8 +16,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final, Literal
 
+from taogate._beijing import BEIJING
 from taogate._masking import mask_secret
-from taogate.providers.top import BEIJING, METHODS, sign
+from taogate.providers.top import METHODS, sign
 
 __all__ = [
     "FAULT_KINDS",

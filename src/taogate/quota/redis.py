@@ -17,12 +17,12 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from taogate.providers.base import DEFAULT_EGRESS, Credential, Egress
+from taogate._credentials import DEFAULT_EGRESS, Credential, Egress
 from taogate.quota.pool import PoolPolicy, SharedUnavailable, SharedVerdict
 
 __all__ = ["SharedLimits", "SharedState"]
 
-_LUA = files("taogate.shared").joinpath("lua")
+_LUA = files("taogate.quota").joinpath("lua")
 KEY_TTL_S = 3 * 86_400  # a day's budget counter must outlive the day
 #: The reasons ``acquire.lua`` gives; any other is malformed.
 REASONS = frozenset(
@@ -90,7 +90,10 @@ class SharedLimits:
         policy: PoolPolicy,
         probe_hold_s: float,
         on_malformed: Callable[[str, str], object] | None = None,
+        share: Callable[[], float] = lambda: 1.0,
     ) -> None:
+        """``share``: the share of each key the replicas in shared mode may use now (the
+        replicas' ``shared_share``)."""
         self._client = client
         self._on_malformed = on_malformed
         self._prefix = prefix
@@ -100,9 +103,7 @@ class SharedLimits:
         # slot; elsewhere it keeps its own tag, so it stays put when the key changes egress
         # (a credential removed from the config moves the others' turn-by-turn assignment)
         self._cluster = isinstance(client, RedisCluster)
-        #: the share of each key the replicas in shared mode may use (live / (live + departed)):
-        #: replicas cut off from Redis may be deciding locally for theirs
-        self.share = 1.0
+        self._share = share
         self._acquire = client.register_script(_LUA.joinpath("acquire.lua").read_text())
         self._outcome = client.register_script(_LUA.joinpath("outcome.lua").read_text())
 
@@ -138,7 +139,7 @@ class SharedLimits:
             credential.daily_budget or 0,
             KEY_TTL_S,
             self._probe_hold_s,
-            self.share,
+            self._share(),
             1 if urgent else 0,
             p.claim_s,
             0 if egress is None else egress.max_qps,
