@@ -32,15 +32,18 @@ from taogate._errors import InvalidRequest, TaogateError
 from taogate._gateway import Gateway
 from taogate._logging import request_id_var
 from taogate._settings import Settings
-from taogate.http._auth import Client, Clients
+from taogate.http._answers import Invalidated, Keys
+from taogate.http._auth import Clients
 from taogate.http._body import ClientGone, has_body, receive_body, replay
 from taogate.http._console import ConsoleRoutes
+from taogate.http._context import Context, json_response
 from taogate.http._degrade import DegradeRoutes
 from taogate.http._edge_cache import ItemCaching, etag_matches
 from taogate.http._jobs import JobRoutes, job_body_limit
 from taogate.http._metrics import Metrics
 from taogate.http._openapi import openapi_document
 from taogate.http._problems import Problem, problem_for_error
+from taogate.http._routes import ITEM_ROUTE, route_table
 from taogate.providers.base import Provider
 
 __all__ = ["create_app"]
@@ -48,7 +51,6 @@ __all__ = ["create_app"]
 log = logging.getLogger("taogate.http")
 access_log = logging.getLogger("taogate.access")
 
-_JSON = "application/json"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 #: never shed: probes, scrapes and the operator console (most needed under overload)
 _UNGUARDED = frozenset(
@@ -64,10 +66,6 @@ _UNGUARDED = frozenset(
 )
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
-
-
-def _json(doc: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(doc), status_code=status, media_type=_JSON)
 
 
 def _query_float(query: Mapping[str, str], name: str, low: float, high: float) -> float | None:
@@ -95,25 +93,17 @@ def _query_bool(query: Mapping[str, str], name: str) -> bool | None:
 
 
 class _Api:
-    """The handlers, with the gateway and the clients they share."""
+    """The lookup, admin and probe handlers, with what they share with the other routes."""
 
-    def __init__(self, settings: Settings, gateway: Gateway, clients: Clients, metrics: Metrics):
-        self.settings = settings
-        self.gw = gateway
-        self.clients = clients
+    def __init__(self, ctx: Context, metrics: Metrics):
+        self.ctx = ctx
+        self.settings = ctx.settings
+        self.gw = ctx.gw
+        self.clients = ctx.clients
         self.metrics = metrics
-        self.openapi = orjson.dumps(openapi_document(settings))
-        self.caching = ItemCaching(settings)
+        self.openapi = orjson.dumps(openapi_document(ctx.settings))
+        self.caching = ItemCaching(ctx.settings)
         self.ready = False
-
-    def _client(self, request: Request, *, admin: bool = False) -> Client:
-        client = self.clients.authenticate(
-            request.headers.get("authorization"), request.client.host if request.client else None
-        )
-        if admin and not client.admin:
-            raise Problem("forbidden", f"client {client.name!r} is not an operator (admin)")
-        self.clients.admit(client)
-        return client
 
     async def get_item(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``GET /v1/items/{num_iid}`` as a bare ASGI endpoint: the hit path, kept short.
@@ -180,22 +170,8 @@ class _Api:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    async def _read_body(self, request: Request, limit: int | None = None) -> bytes:
-        """The request body, refused with 413 past ``limit`` (``[server] max_body_bytes``)."""
-        limit = self.settings.server.max_body_bytes if limit is None else limit
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise Problem("payload-too-large", f"the body may hold at most {limit} bytes")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise Problem("payload-too-large", f"the body may hold at most {limit} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
     async def _ids_body(self, request: Request, extra: frozenset[str]) -> dict[str, Any]:
-        body = await self._read_body(request)
+        body = await self.ctx.read_body(request)
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -206,28 +182,11 @@ class _Api:
         if unknown:
             raise Problem("bad-request", f"unknown field(s): {', '.join(sorted(unknown))}")
         limit = self.settings.server.max_batch_ids
-        self.checked_ids(doc.get("ids"), limit, f"at most {limit} per request")
+        self.ctx.checked_ids(doc.get("ids"), limit, f"at most {limit} per request")
         return doc
 
-    def checked_ids(self, ids: object, limit: int, too_many: str) -> list[str]:
-        """``ids`` if it is a non-empty list of at most ``limit`` ids within the id policy;
-        else the 400 problem that says what is wrong (``too_many`` ends that message)."""
-        if not isinstance(ids, list) or not ids:
-            raise Problem("bad-request", '"ids" must be a non-empty array of strings')
-        if len(ids) > limit:
-            raise Problem("batch-too-large", f"{len(ids)} ids; {too_many}")
-        policy = self.settings.upstream.id_policy
-        for num_iid in ids:
-            if not isinstance(num_iid, str):
-                raise Problem("invalid-item-id", "every id must be a string")
-            try:
-                policy.check(num_iid)
-            except InvalidRequest as exc:
-                raise problem_for_error(exc, num_iid) from None
-        return ids
-
     async def batch(self, request: Request) -> Response:
-        self._client(request)
+        self.ctx.client(request)
         doc = await self._ids_body(request, frozenset({"max_age", "allow_stale"}))
         max_age = doc.get("max_age")
         if "max_age" in doc and (
@@ -252,31 +211,31 @@ class _Api:
                 out[num_iid] = {"error": problem.body(request.url.path, request_id_var.get())}
             else:
                 out[num_iid] = lookup.to_dict()
-        return _json({"results": out})
+        return json_response({"results": out})
 
     async def invalidate(self, request: Request) -> Response:
-        self._client(request, admin=True)
+        self.ctx.client(request, admin=True)
         doc = await self._ids_body(request, frozenset())
         count = await self.gw.invalidate(doc["ids"])
         everywhere = self.gw.last_invalidation_everywhere
         log.info(
             "invalidated %d of %d ids", count, len(doc["ids"]), extra={"everywhere": everywhere}
         )
-        return _json({"invalidated": count, "everywhere": everywhere})
+        answer: Invalidated = {"invalidated": count, "everywhere": everywhere}
+        return json_response(answer)
 
     async def keys(self, request: Request) -> Response:
-        self._client(request, admin=True)
+        self.ctx.client(request, admin=True)
         snap = self.gw.snapshot()
-        return _json(
-            {
-                "credentials": snap["credentials"],
-                "egresses": snap["egresses"],
-                "breaker": snap["breaker"],
-            }
-        )
+        answer: Keys = {
+            "credentials": snap["credentials"],
+            "egresses": snap["egresses"],
+            "breaker": snap["breaker"],
+        }
+        return json_response(answer)
 
     async def healthz(self, request: Request) -> Response:
-        return _json({"status": "ok"})
+        return json_response({"status": "ok"})
 
     async def readyz(self, request: Request) -> Response:
         if not self.ready or not self.gw.started:
@@ -289,7 +248,7 @@ class _Api:
         snap = self.gw.snapshot()
         usable = sum(1 for c in snap["credentials"] if c["status"] in ("active", "banned"))
         redis = snap["redis"]
-        return _json(
+        return json_response(
             {
                 "status": "ready",
                 "mode": "single" if redis is None else redis["mode"],
@@ -310,11 +269,10 @@ class _Api:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def openapi_route(self, request: Request) -> Response:
-        return Response(self.openapi, media_type=_JSON)
+        return Response(self.openapi, media_type="application/json")
 
 
-ITEM_ROUTE = "/v1/items/{num_iid}"
-_ITEM_PREFIX = "/v1/items/"
+_ITEM_PREFIX = ITEM_ROUTE.removesuffix("{num_iid}")
 
 
 def _client_host(scope: Scope) -> str | None:
@@ -532,10 +490,11 @@ def create_app(
         clock=clock or time.monotonic,
         failures_per_minute=settings.server.auth_failures_per_minute,
     )
-    api = _Api(settings, gateway, clients, metrics)
-    jobs = JobRoutes(api)
-    console = ConsoleRoutes(api)
-    degrade = DegradeRoutes(api)
+    ctx = Context(settings, gateway, clients)
+    api = _Api(ctx, metrics)
+    jobs = JobRoutes(ctx)
+    console = ConsoleRoutes(ctx)
+    degrade = DegradeRoutes(ctx)
     metrics.watch(gateway)
 
     @contextlib.asynccontextmanager
@@ -583,24 +542,13 @@ def create_app(
             request.url.path, request_id_var.get()
         )
 
-    routes = [
-        Route(ITEM_ROUTE, _AsgiEndpoint(api.get_item), methods=["GET"]),
-        Route("/v1/items:batch", api.batch, methods=["POST"]),
-        Route("/v1/items:invalidate", api.invalidate, methods=["POST"]),
-        Route("/v1/admin/keys", api.keys, methods=["GET"]),
-        Route("/v1/admin/state", console.state, methods=["GET"]),
-        Route("/v1/admin/items/{num_iid}", console.lookup, methods=["GET"]),
-        Route("/console", console.page, methods=["GET"]),
-        Route("/console/{name}", console.asset, methods=["GET"]),
-        Route("/v1/admin/degrade", degrade.route, methods=["GET", "PUT"]),
-        Route("/v1/jobs", jobs.collection, methods=["GET", "POST"]),
-        Route("/v1/jobs/{job}", jobs.one, methods=["GET", "DELETE"]),
-        Route("/v1/jobs/{job}/results", jobs.results, methods=["GET"]),
-        Route("/healthz", api.healthz, methods=["GET"]),
-        Route("/readyz", api.readyz, methods=["GET"]),
-        Route("/metrics", api.metrics_route, methods=["GET"]),
-        Route("/openapi.json", api.openapi_route, methods=["GET"]),
-    ]
+    groups: dict[str, object] = {"api": api, "jobs": jobs, "console": console, "degrade": degrade}
+    routes = []
+    for spec in route_table(settings):
+        group, name = spec.handler.split(".")
+        handler = getattr(groups[group], name)
+        endpoint = _AsgiEndpoint(handler) if spec.asgi else handler
+        routes.append(Route(spec.path, endpoint, methods=spec.methods))
     app = Starlette(
         routes=routes,
         lifespan=lifespan,

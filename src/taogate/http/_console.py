@@ -27,7 +27,8 @@ from taogate.http._problems import Problem, answer_or_problem, problem_for_error
 
 if TYPE_CHECKING:
     from taogate._gateway import Gateway
-    from taogate.http._app import _Api
+    from taogate.http._answers import History, State
+    from taogate.http._context import Context
 
 __all__ = ["ConsoleRoutes", "Sampler"]
 
@@ -123,9 +124,9 @@ class Sampler:
             self._samples[0] if self._samples else current,
         )
 
-    def history(self) -> dict[str, list[float | None]]:
+    def history(self) -> History:
         """Calls/s, the quota and the hit ratio over the last minutes, in steps."""
-        out: dict[str, list[float | None]] = {
+        out: History = {
             "t": [],
             "calls_per_s": [],
             "quota_per_s": [],
@@ -160,9 +161,9 @@ def _per_s(first: _Sample, last: _Sample, before: int, after: int) -> float:
 class ConsoleRoutes:
     """``/console`` (the page and its files) and the admin state and lookup routes."""
 
-    def __init__(self, api: _Api) -> None:
-        self.api = api
-        self.sampler = Sampler(api.gw)
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.sampler = Sampler(ctx.gw)
         self._files = files("taogate.http").joinpath("console")
 
     async def page(self, request: Request) -> Response:
@@ -180,11 +181,11 @@ class ConsoleRoutes:
 
     async def state(self, request: Request) -> Response:
         """``GET /v1/admin/state``: everything the console shows, for scripts too."""
-        self.api._client(request, admin=True)
+        self.ctx.client(request, admin=True)
         return Response(orjson.dumps(self.build_state()), media_type="application/json")
 
-    def build_state(self) -> dict[str, Any]:
-        gw = self.api.gw
+    def build_state(self) -> State:
+        gw = self.ctx.gw
         snap = gw.snapshot()
         last = self.sampler.read(snap)
         first = self.sampler.before(last, RATE_WINDOW_S)
@@ -211,6 +212,7 @@ class ConsoleRoutes:
         stale = last.stale - first.stale
         waits = last.waits - first.waits
         redis = snap["redis"]
+        queued = snap["queued"]
         calls_per_s = _per_s(first, last, first.calls_ok, last.calls_ok)
         quota = gw.pool.total_rate()
         return {
@@ -231,7 +233,9 @@ class ConsoleRoutes:
             "credentials": credentials,
             "egresses": egresses,
             "queue": {
-                **snap["queued"],
+                "interactive": queued["interactive"],
+                "refresh": queued["refresh"],
+                "bulk": queued["bulk"],
                 "in_flight": snap["in_flight"],
                 "wait_ms": round(1000 * (last.wait_sum_s - first.wait_sum_s) / waits, 2)
                 if waits
@@ -254,9 +258,9 @@ class ConsoleRoutes:
     async def lookup(self, request: Request) -> Response:
         """``GET /v1/admin/items/{num_iid}``: an answer, with where it came from and who fetched
         it (the masked credential and the egress, when this replica fetched it lately)."""
-        self.api._client(request, admin=True)
+        self.ctx.client(request, admin=True)
         num_iid: str = request.path_params["num_iid"]
-        gw = self.api.gw
+        gw = self.ctx.gw
         try:
             lookup = await gw.get_one(num_iid)
         except InvalidRequest as exc:

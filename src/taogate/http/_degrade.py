@@ -19,7 +19,7 @@ from taogate._errors import DegradeNotShared
 from taogate.http._problems import Problem
 
 if TYPE_CHECKING:
-    from taogate.http._app import _Api
+    from taogate.http._context import Context
 
 __all__ = ["DegradeRoutes"]
 
@@ -29,11 +29,11 @@ _FIELDS = frozenset({"mode", "until", "reason"})
 class DegradeRoutes:
     """The degraded-mode handlers of one app."""
 
-    def __init__(self, api: _Api) -> None:
-        self.api = api
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
 
     def _state(self) -> dict[str, Any]:
-        gw = self.api.gw
+        gw = self.ctx.gw
         control = gw.degrade
         override = control.override
         return {
@@ -52,12 +52,12 @@ class DegradeRoutes:
         return await self.show(request)
 
     async def show(self, request: Request) -> Response:
-        self.api._client(request, admin=True)
+        self.ctx.client(request, admin=True)
         return Response(orjson.dumps(self._state()), media_type="application/json")
 
     async def switch(self, request: Request) -> Response:
-        client = self.api._client(request, admin=True)
-        body = await self.api._read_body(request)
+        client = self.ctx.client(request, admin=True)
+        body = await self.ctx.read_body(request)
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -86,7 +86,7 @@ class DegradeRoutes:
             except ValueError as exc:
                 raise Problem("bad-request", f'"until": {exc}') from None
         try:
-            await self.api.gw.degrade.set(mode, until=until, reason=reason or None, by=client.name)
+            await self.ctx.gw.degrade.set(mode, until=until, reason=reason or None, by=client.name)
         except ValueError as exc:  # "until" has passed
             raise Problem("until-passed", str(exc)) from None
         except DegradeNotShared as exc:

@@ -29,8 +29,9 @@ from taogate.http._problems import Problem
 
 if TYPE_CHECKING:
     from taogate._settings import Settings
-    from taogate.http._app import _Api
+    from taogate.http._answers import Estimate
     from taogate.http._auth import Client
+    from taogate.http._context import Context
     from taogate.jobs._store import JobStatus
 
 __all__ = ["JobRoutes", "csv_cell", "job_body_limit", "job_body_limits"]
@@ -145,11 +146,11 @@ def job_body_limit(settings: Settings) -> int:
 class JobRoutes:
     """The job handlers of one app."""
 
-    def __init__(self, api: _Api) -> None:
-        self.api = api
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
 
     def _store(self) -> Any:
-        gw = self.api.gw
+        gw = self.ctx.gw
         if gw.jobs is None:
             raise Problem("jobs-disabled", "bulk jobs need [redis] url (and [jobs] enabled)")
         if gw.shared is None or gw.shared.mode != "shared":
@@ -163,7 +164,7 @@ class JobRoutes:
 
     def body_limits(self) -> tuple[int, int]:
         """The largest JSON and text job bodies, in bytes."""
-        return job_body_limits(self.api.settings)
+        return job_body_limits(self.ctx.settings)
 
     @staticmethod
     async def _chunks(request: Request, limit: int, too_large: str) -> AsyncIterator[bytes]:
@@ -181,7 +182,7 @@ class JobRoutes:
 
     async def _ids(self, request: Request) -> list[str]:
         """Distinct ids from a JSON body or a text body of one id a line (400 names the line)."""
-        jobs = self.api.settings.jobs
+        jobs = self.ctx.settings.jobs
         json_limit, text_limit = self.body_limits()
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind == "application/json":
@@ -199,7 +200,7 @@ class JobRoutes:
             if len(body) <= PARSE_SLICE:
                 return self._json_ids(body)
             return await asyncio.to_thread(self._json_ids, body)
-        parser = _TextIds(self.api.settings.upstream.id_policy, jobs.max_ids)
+        parser = _TextIds(self.ctx.settings.upstream.id_policy, jobs.max_ids)
         too_large = (
             f"a job body may hold at most {text_limit} bytes ({jobs.max_ids} ids, one a line)"
         )
@@ -211,21 +212,21 @@ class JobRoutes:
         return parser.close()
 
     def _json_ids(self, body: bytes) -> list[str]:
-        jobs = self.api.settings.jobs
+        jobs = self.ctx.settings.jobs
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
             raise Problem("bad-request", "the body is not valid JSON") from None
-        ids = self.api.checked_ids(
+        ids = self.ctx.checked_ids(
             doc.get("ids") if isinstance(doc, dict) else None,
             jobs.max_json_ids,
             f"a JSON body takes at most {jobs.max_json_ids} (send a text body for more)",
         )
         return list(dict.fromkeys(ids))
 
-    async def _estimate(self, ids: list[str]) -> dict[str, Any]:
+    async def _estimate(self, ids: list[str]) -> Estimate:
         """Upstream calls still needed (what the cache holds fresh is left out), time, cost."""
-        gw = self.api.gw
+        gw = self.ctx.gw
         cache = gw.cache
         needed = 0
         for i in range(0, len(ids), ESTIMATE_SLICE):  # slices: the loop serves others between
@@ -252,7 +253,7 @@ class JobRoutes:
     async def _owned(self, request: Request) -> tuple[Any, JobStatus]:
         """The store and the status of the job the path names, if the client may see it:
         its owner or an admin. Anyone else gets the 404 of a job that does not exist."""
-        client = self.api._client(request)
+        client = self.ctx.client(request)
         store = self._store()
         status = await store.status(request.path_params["job"])
         if status is None or not self._sees(client, status):
@@ -264,9 +265,9 @@ class JobRoutes:
         return client.admin or status.owner == client.name
 
     async def submit(self, request: Request) -> Response:
-        client = self.api._client(request)
+        client = self.ctx.client(request)
         store = self._store()
-        jobs = self.api.settings.jobs
+        jobs = self.ctx.settings.jobs
         ids = await self._ids(request)
         if len(ids) > jobs.max_ids_per_client_per_day:
             raise Problem(
@@ -310,7 +311,7 @@ class JobRoutes:
 
     async def recent(self, request: Request) -> Response:
         """``GET /v1/jobs``: the client's jobs (an admin's: every job), newest first."""
-        client = self.api._client(request)
+        client = self.ctx.client(request)
         store = self._store()
         raw = request.query_params.get("limit", "100")
         if not raw.isdigit() or not 1 <= int(raw) <= 1000:
