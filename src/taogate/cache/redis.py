@@ -27,6 +27,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from taogate._model import Item
+from taogate._tasks import cancel_within
 from taogate.cache.memory import CacheEntry, approx_size
 
 __all__ = ["CorruptEntry", "RedisTier", "decode_l2", "parse_invalidation"]
@@ -350,17 +351,7 @@ class RedisTier:
         """Fail the waiting reads and cancel the work under way, waiting at most ``wait_s``
         (a task stuck inside the Redis client must not hang the shutdown)."""
         self.fail_waiting()
-        tasks = self.tasks
-        for task in tasks:
-            task.cancel()
-        if not tasks:
-            return
-        done, pending = await asyncio.wait(tasks, timeout=wait_s)
-        for task in done:
-            if not task.cancelled():
-                task.exception()  # retrieved: a failure at shutdown says nothing new
-        if pending:
-            log.warning("%d L2 tasks did not stop within %.0f s", len(pending), wait_s)
+        await cancel_within(self.tasks, wait_s, log=log, what="L2 tasks")
 
 
 def parse_invalidation(data: Any) -> list[str] | None:

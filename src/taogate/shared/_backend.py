@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from taogate._settings import Settings
+from taogate._tasks import cancel_within
 from taogate.quota.pool import SharedUnavailable
 from taogate.shared._client import RedisClient, close, connect
 
@@ -170,18 +171,7 @@ class SharedBackend:
             self._tasks.append(loop.create_task(self._subscriber(), name="taogate-pubsub"))
 
     async def aclose(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            # bounded: a task stuck inside the Redis client (a cancelled wait for a pooled
-            # connection has been seen not to end) must not hang the shutdown
-            done, pending = await asyncio.wait(tasks, timeout=CLOSE_WAIT_S)
-            for task in done:
-                if not task.cancelled():
-                    task.exception()  # retrieved: a failure at shutdown says nothing new
-            if pending:
-                log.warning("%d Redis tasks did not stop within %.0f s", len(pending), CLOSE_WAIT_S)
+        await cancel_within(self._tasks, CLOSE_WAIT_S, log=log, what="Redis tasks")
         if self.mode == "shared":
             with contextlib.suppress(*_FAILURES):
                 await self._client.zrem(self._replicas_key, self.replica_id)
