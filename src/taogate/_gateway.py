@@ -472,6 +472,12 @@ class Gateway:
         deadline = self._clock() + self.settings.limits.deadline_s
         dispatcher.submit(ids, priority=Priority.REFRESH, deadline=deadline)
 
+    def shared_lost(self, exc: BaseException) -> None:
+        """Redis failed for a part outside the gateway (the job routes): the replicas decide
+        whether to switch to local mode (a timeout counts only after a few in a row)."""
+        if self.shared is not None:
+            self.shared.lost(exc)
+
     @property
     def l2_hits(self) -> int:
         """Lookups answered fresh from L2."""

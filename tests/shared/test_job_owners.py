@@ -320,3 +320,20 @@ async def test_csv_cells_that_would_start_a_formula_are_escaped(redis_server: Re
         for x in ndjson.splitlines()
     }
     assert titles["1"] == '=HYPERLINK("http://evil.example","x")'
+
+
+async def test_a_job_route_answers_503_when_redis_goes_away(own_redis: RedisServer) -> None:
+    """Redis refusing a job route's read is a 503 with Retry-After for that request, not a 500."""
+    provider = FakeProvider.with_ids(["1"])
+    s = settings(own_redis.url)
+    async for client in service(s, provider):
+        job = (await client.post("/v1/jobs", json={"ids": ["1"]}, headers=auth("alice"))).json()
+        own_redis.stop()
+        answers = [
+            await client.get(f"/v1/jobs/{job['job']}", headers=auth("alice")) for _ in range(3)
+        ]
+        own_redis.start()
+    for answer in answers:
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["retry-after"]
+        assert answer.json()["type"] == "urn:taogate:problem:unavailable"

@@ -12,14 +12,16 @@ holds the event loop for long.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -303,11 +305,32 @@ class JobRoutes:
 
     async def collection(self, request: Request) -> Response:
         """``/v1/jobs``: one route for both methods, so that a 405 names both in ``Allow``."""
-        return await (self.submit(request) if request.method == "POST" else self.recent(request))
+        with self._redis_failures():
+            if request.method == "POST":
+                return await self.submit(request)
+            return await self.recent(request)
 
     async def one(self, request: Request) -> Response:
         """``/v1/jobs/{job}``: a job's status, or its cancellation."""
-        return await (self.cancel(request) if request.method == "DELETE" else self.status(request))
+        with self._redis_failures():
+            if request.method == "DELETE":
+                return await self.cancel(request)
+            return await self.status(request)
+
+    @contextlib.contextmanager
+    def _redis_failures(self) -> Iterator[None]:
+        """Redis slow or away while a job route reads or writes it: a 503 with Retry-After for
+        that request (never a 500), and the replicas told, so they may switch to local mode."""
+        try:
+            yield
+        except (RedisError, OSError, TimeoutError) as exc:
+            self.ctx.gw.shared_lost(exc)
+            raise Problem(
+                "unavailable",
+                "Redis is out of reach; bulk jobs wait for it",
+                headers={"Retry-After": "1"},
+                retry_after=1,
+            ) from None
 
     async def recent(self, request: Request) -> Response:
         """``GET /v1/jobs``: the client's jobs (an admin's: every job), newest first."""
@@ -332,7 +355,8 @@ class JobRoutes:
         return Response(orjson.dumps(cancelled.to_dict()), media_type="application/json")
 
     async def results(self, request: Request) -> Response:
-        store, status = await self._owned(request)
+        with self._redis_failures():
+            store, status = await self._owned(request)
         job = status.job
         want_csv = request.query_params.get("format") == "csv" or "text/csv" in request.headers.get(
             "accept", ""
