@@ -135,7 +135,7 @@ async def test_provenance_keeps_no_more_ids_than_l1_holds() -> None:
     async with Gateway(settings, provider=FakeProvider.with_ids(ids)) as gw:
         for i in range(0, len(ids), 40):
             await gw.get_many(ids[i : i + 40])
-        assert len(gw.dispatcher._provenance) == 50
+        assert len(gw.dispatcher._sender._provenance) == 50
         assert gw.dispatcher.fetched_by(ids[-1]) is not None
         assert gw.dispatcher.fetched_by(ids[0]) is None
 

@@ -502,7 +502,7 @@ async def test_interactive_record_stays_bounded_without_readers(make: GatewayFac
         for num_iid in IDS[:300]:
             await gw.get(num_iid)  # one call each, one second apart; nobody reads the load
             clock.advance(1.0)
-            sizes.append(len(gw.dispatcher._interactive_ids))
+            sizes.append(len(gw.dispatcher._sender._interactive_ids))
         assert len(provider.calls) == 300
         assert max(sizes) <= window + 1
         # the window still counts what it should: the last 10 s hold 9 calls of one id (the

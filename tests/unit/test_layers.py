@@ -145,6 +145,12 @@ RULES = (
         through_faces=True,
     ),
     Rule(
+        name="providers import nothing from settings (build_provider reads a protocol)",
+        importers=("taogate.providers",),
+        forbidden=("taogate._settings",),
+        through_faces=True,
+    ),
+    Rule(
         name="quota imports nothing from providers, cache, gateway, jobs or http",
         importers=("taogate.quota",),
         forbidden=(

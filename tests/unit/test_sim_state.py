@@ -14,14 +14,9 @@ from taogate._errors import ConfigurationError
 from taogate._settings import Settings, SimSettings
 from taogate.providers.top import INFO_GET, UPGRADE_GET, beijing_timestamp, parse_items, sign
 from taogate.testing import FakeClock, ItemKind, SimKey, Simulator, items_only
-from taogate.testing._sim_state import (
-    KeyState,
-    SimState,
-    TopCall,
-    TopError,
-    parse_fault,
-    parse_timestamp,
-)
+from taogate.testing._sim_faults import parse_fault
+from taogate.testing._sim_keys import KeyState
+from taogate.testing._sim_state import SimState, TopCall, TopError, parse_timestamp
 
 WALL = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC, 2023-11-15 06:13:20 in Beijing
 KEY = SimKey(app_key="12345678", secret="helloworld", qps=3)

@@ -13,7 +13,7 @@ from taogate.testing._clock import FakeClock
 from taogate.testing._fakes import FakeCall, FakeProvider, items_only, make_item
 from taogate.testing._redis import RedisServer
 from taogate.testing._sim import Simulator, serve_forever
-from taogate.testing._sim_state import SimKey
+from taogate.testing._sim_keys import SimKey
 
 __all__ = [
     "Catalog",

@@ -9,6 +9,10 @@ partly unconfirmed): "0000" ok; "4005" key or secret invalid (or the key revoked
 limited or banned; "4000" ``num_iid`` missing; "2000" item not found (absent, unknown or an
 old-format id); "5000" remote service error (the ``code15`` fault). A "2000" for an absent item
 is a served call: it counts as ``ok`` (and costs), as a TOP answer that omits the id does.
+
+The parts: ``_sim_state`` decides each answer, with the keys' windows, bans and counters of
+``_sim_keys`` and the faults of ``_sim_faults``; ``_sim_answers`` renders it; this module
+serves it, with the control routes.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
@@ -25,100 +28,17 @@ from aiohttp import web
 
 from taogate._errors import ConfigurationError
 from taogate._settings import Settings, SimSettings
-from taogate.providers.top import METHODS, UPGRADE_GET, response_key
-from taogate.testing._catalog import Catalog, ItemState, yuan
-from taogate.testing._sim_state import (
-    Fault,
-    ResellerCall,
-    SimKey,
-    SimState,
-    TopCall,
-    TopError,
-)
+from taogate.testing._catalog import Catalog, yuan
+from taogate.testing._sim_answers import Answers, bad_request, json_response
+from taogate.testing._sim_faults import Fault
+from taogate.testing._sim_keys import SimKey
+from taogate.testing._sim_state import ResellerCall, SimState, TopCall, TopError
 
 __all__ = ["Simulator", "serve_forever"]
 
-_WIRE_CACHE: Final = 100_000  # rendered items kept per answer shape, oldest dropped first
 _MAX_TRUTH_IDS: Final = 10_000
 _MAX_CATALOG_PAGE: Final = 100_000
-_DAY_MS: Final = 86_400_000
 _LOOPBACK: Final = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104
-_MALFORMED_HTML: Final = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
-_MALFORMED_JSON: Final = b'{"tbk_item_info_get_response":{"results":{"n_tbk_item":[{"num_iid":"5'
-
-
-def _json(doc: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(doc), status=status, content_type="application/json", charset="utf-8"
-    )
-
-
-def _bad_request(message: str) -> web.Response:
-    return _json({"error": message}, status=400)
-
-
-def _info_item(state: ItemState, simplify: bool) -> dict[str, Any]:
-    """One ``n_tbk_item`` of ``taobao.tbk.item.info.get`` (TOP-PROTOCOL.md §5)."""
-    info = state.info
-    item: dict[str, Any] = {
-        "num_iid": info.num_iid,
-        "input_num_iid": info.num_iid,
-        "title": info.title,
-        "pict_url": info.pict_url,
-        "reserve_price": yuan(state.reserve_fen),
-        "zk_final_price": yuan(state.zk_fen),
-        "user_type": info.user_type,
-        "provcity": info.provcity,
-        "item_url": info.item_url,
-        "nick": info.nick,
-        "seller_id": info.seller_id,
-        "volume": info.volume,
-    }
-    if info.small_images:
-        images = list(info.small_images)
-        item["small_images"] = images if simplify else {"string": images}
-    if info.coupon_info is not None:
-        item["coupon_amount"] = str(state.coupon_amount)
-        item["coupon_start_fee"] = str(state.coupon_start_fee)
-        item["coupon_info"] = info.coupon_info
-    return item
-
-
-def _upgrade_item(state: ItemState, simplify: bool, promo: tuple[str, str]) -> dict[str, Any]:
-    """One ``tbk_item_detail`` of ``taobao.tbk.item.info.upgrade.get``."""
-    info = state.info
-    path: list[dict[str, Any]] = []
-    if state.final_price_basis == "coupon":
-        path.append(
-            {
-                "promotion_title": "店铺优惠券",
-                "promotion_desc": info.coupon_info,
-                "promotion_fee": str(state.coupon_amount),
-                "promotion_start_time": promo[0],
-                "promotion_end_time": promo[1],
-                "promotion_id": info.coupon_id,
-            }
-        )
-    return {
-        "item_id": info.num_iid,
-        "item_basic_info": {
-            "title": info.title,
-            "shop_title": info.nick,
-            "pict_url": info.pict_url,
-            "user_type": info.user_type,
-            "volume": info.volume,
-            "seller_id": info.seller_id,
-        },
-        "price_promotion_info": {
-            "reserve_price": yuan(state.reserve_fen),
-            "zk_final_price": yuan(state.zk_fen),
-            "final_promotion_price": yuan(state.final_fen),
-            "final_promotion_path_list": path
-            if simplify
-            else {"final_promotion_path_map_data": path},
-        },
-        "publish_info": {"click_url": info.click_url},
-    }
 
 
 class Simulator:
@@ -170,9 +90,7 @@ class Simulator:
             now=clock(),
         )
         self._latency_s = (cfg.latency_ms[0] / 1000.0, cfg.latency_ms[1] / 1000.0)
-        self._roots = {m: response_key(m) for m in METHODS}
-        self._wire: dict[tuple[str, bool], OrderedDict[str, tuple[int, orjson.Fragment]]] = {}
-        self._promo = self._promo_window()
+        self._answers = Answers(self.catalog, rng=self._rng, wall_clock=wall_clock)
         self._runner: web.AppRunner | None = None
         self._bound_port: int | None = None
 
@@ -302,12 +220,7 @@ class Simulator:
         """Clear stats, windows, bans, faults and price changes (the catalog starts again)."""
         self.catalog.restart()
         self.state.reset(self._clock())
-        self._wire.clear()
-        self._promo = self._promo_window()
-
-    def _promo_window(self) -> tuple[str, str]:
-        now_ms = int(self._wall_clock() * 1000)
-        return str(now_ms - _DAY_MS), str(now_ms + 30 * _DAY_MS)
+        self._answers.reset()
 
     # --- the upstream ---------------------------------------------------------------------
 
@@ -327,20 +240,10 @@ class Simulator:
         app.router.add_get("/_sim/catalog", self._handle_catalog)
         return app
 
-    def _request_id(self) -> str:
-        return f"{self._rng.getrandbits(48):012x}"
-
     def _delay_s(self, now: float) -> float:
         low, high = self._latency_s
         extra = self.state.faults.extra_latency_s(now)
         return (self._rng.uniform(low, high) if high > 0 else 0.0) + extra
-
-    def _fault_answer(self, kind: str) -> web.Response:
-        if kind == "outage":
-            return web.Response(status=503, text="503 Service Unavailable (simulated outage)")
-        if self._rng.random() < 0.5:  # half an HTML error page, half a truncated JSON body
-            return web.Response(body=_MALFORMED_HTML, content_type="text/html")
-        return web.Response(body=_MALFORMED_JSON, content_type="application/json")
 
     async def _handle_top(self, request: web.Request) -> web.StreamResponse:
         self.state.stats.seen_from(request.remote or "?", self._clock())
@@ -362,46 +265,14 @@ class Simulator:
         now = self._clock()
         outcome = self.state.decide_top(params, now, self._wall_clock())
         if isinstance(outcome, TopCall):
-            response = _json(self._render_top(outcome, now))
+            doc, returned = self._answers.top(outcome, now)
+            self.state.record_ok(outcome.key, len(outcome.ids), returned)
+            response = json_response(doc)
         elif isinstance(outcome, TopError):
-            error: dict[str, Any] = {"code": outcome.code, "msg": outcome.msg}
-            if outcome.sub_code is not None:
-                error["sub_code"] = outcome.sub_code
-            if outcome.sub_msg is not None:
-                error["sub_msg"] = outcome.sub_msg
-            error["request_id"] = self._request_id()
-            response = _json({"error_response": error})
+            response = json_response(self._answers.top_error(outcome))
         else:
-            response = self._fault_answer(outcome)
+            response = self._answers.fault(outcome)
         return response, self._delay_s(now)
-
-    def _render_top(self, call: TopCall, now: float) -> dict[str, Any]:
-        upgrade = call.method == UPGRADE_GET
-        cache = self._wire.setdefault((call.method, call.simplify), OrderedDict())
-        version = self.catalog.version
-        items: list[orjson.Fragment] = []
-        for num_iid in call.ids:
-            changes = version(num_iid, now)
-            if changes is None:
-                continue  # absent: simply left out, as the platform does
-            hit = cache.get(num_iid)
-            if hit is None or hit[0] != changes:
-                state = self.catalog.current(num_iid, now)
-                assert state is not None
-                doc = (
-                    _upgrade_item(state, call.simplify, self._promo)
-                    if upgrade
-                    else _info_item(state, call.simplify)
-                )
-                if len(cache) >= _WIRE_CACHE:
-                    cache.popitem(last=False)
-                cache[num_iid] = hit = (changes, orjson.Fragment(orjson.dumps(doc)))
-            items.append(hit[1])
-        self.state.record_ok(call.key, len(call.ids), len(items))
-        if call.simplify:
-            return {"results": items, "request_id": self._request_id()}
-        wrapped = {("tbk_item_detail" if upgrade else "n_tbk_item"): items}
-        return {self._roots[call.method]: {"results": wrapped, "request_id": self._request_id()}}
 
     async def _handle_reseller(self, request: web.Request) -> web.StreamResponse:
         self.state.stats.seen_from(request.remote or "?", self._clock())
@@ -416,101 +287,75 @@ class Simulator:
         outcome = self.state.decide_reseller(query, now)
         delay = self._delay_s(now)
         if isinstance(outcome, str):
-            return self._fault_answer(outcome), delay
-        doc: dict[str, Any]
+            return self._answers.fault(outcome), delay
         if isinstance(outcome, ResellerCall):
-            doc = self._render_reseller(outcome, now)
+            doc, found = self._answers.reseller(outcome, now)
+            self.state.record_ok(outcome.key, 1, 1 if found else 0)
         else:
-            doc = {"error_code": outcome.error_code, "reason": outcome.reason}
-            doc["error"] = outcome.error
-        doc["request_id"] = f"gw-{self._request_id()}"
+            doc = self._answers.reseller_error(outcome)
+        doc["request_id"] = f"gw-{self._answers.request_id()}"
         doc["execution_time"] = f"{delay:.3f}"
-        return _json(doc), delay
-
-    def _render_reseller(self, call: ResellerCall, now: float) -> dict[str, Any]:
-        state = self.catalog.current(call.num_iid, now)
-        self.state.record_ok(call.key, 1, 0 if state is None else 1)
-        if state is None:
-            return {"error_code": "2000", "reason": "item not found", "error": "item_not_found"}
-        info = state.info
-        item: dict[str, Any] = {
-            "num_iid": info.num_iid,
-            "title": info.title,
-            "price": orjson.Fragment(yuan(state.zk_fen).encode()),  # an exact JSON number
-            "orginal_price": yuan(state.reserve_fen),
-            "nick": info.nick,
-            "detail_url": info.item_url,
-            "pic_url": info.pict_url,
-        }
-        if call.promotion:
-            item["promotion_price"] = yuan(state.final_fen)
-        return {
-            "item": item,
-            "error_code": "0000",
-            "reason": "ok",
-            "error": "",
-            "api_info": f"today:{call.key.calls} max:10000",
-        }
+        return json_response(doc), delay
 
     # --- control routes -------------------------------------------------------------------
 
     async def _handle_truth(self, request: web.Request) -> web.StreamResponse:
         ids = [i.strip() for i in request.query.get("ids", "").split(",") if i.strip()]
         if len(ids) > _MAX_TRUTH_IDS:
-            return _bad_request(f"at most {_MAX_TRUTH_IDS} ids per call")
-        return _json({"items": self.truth(ids), "now": self._wall_clock()})
+            return bad_request(f"at most {_MAX_TRUTH_IDS} ids per call")
+        return json_response({"items": self.truth(ids), "now": self._wall_clock()})
 
     async def _handle_stats(self, request: web.Request) -> web.StreamResponse:
-        return _json(self.stats())
+        return json_response(self.stats())
 
     async def _handle_faults(self, request: web.Request) -> web.StreamResponse:
         if request.method == "DELETE":
             cleared = len(self.faults())
             self.state.faults.clear()
-            return _json({"cleared": cleared})
+            return json_response({"cleared": cleared})
         if request.method == "POST":
             try:
                 doc = orjson.loads(await request.read())
                 fault: Fault = self.state.add_fault(doc, self._clock())
             except orjson.JSONDecodeError:
-                return _bad_request("the body must be JSON")
+                return bad_request("the body must be JSON")
             except ValueError as exc:
-                return _bad_request(str(exc))
-            return _json({"fault": fault.render(self._clock())})
-        return _json({"faults": self.faults()})
+                return bad_request(str(exc))
+            return json_response({"fault": fault.render(self._clock())})
+        return json_response({"faults": self.faults()})
 
     async def _handle_secret(self, request: web.Request) -> web.StreamResponse:
         try:
             doc = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
-            return _bad_request("the body must be JSON")
+            return bad_request("the body must be JSON")
         if not isinstance(doc, dict) or not isinstance(doc.get("secret"), str):
-            return _bad_request('the body must be {"app_key": …, "secret": …, "keep_old_s": 0}')
+            return bad_request('the body must be {"app_key": …, "secret": …, "keep_old_s": 0}')
         keep = doc.get("keep_old_s", 0)
         if isinstance(keep, bool) or not isinstance(keep, int | float):
-            return _bad_request("keep_old_s must be a number of seconds")
+            return bad_request("keep_old_s must be a number of seconds")
         app_key = str(doc.get("app_key", ""))
         try:
             self.set_secret(app_key, doc["secret"], keep_old_s=float(keep))
         except ValueError as exc:
-            return _bad_request(str(exc))
-        return _json({"app_key": app_key, "keep_old_s": float(keep)})  # never the secret
+            return bad_request(str(exc))
+        return json_response({"app_key": app_key, "keep_old_s": float(keep)})  # never the secret
 
     async def _handle_reset(self, request: web.Request) -> web.StreamResponse:
         self.reset()
-        return _json({"reset": True})
+        return json_response({"reset": True})
 
     async def _handle_catalog(self, request: web.Request) -> web.StreamResponse:
         try:
             offset = int(request.query.get("offset", "0"))
             limit = int(request.query.get("limit", "1000"))
         except ValueError:
-            return _bad_request("offset and limit must be integers")
+            return bad_request("offset and limit must be integers")
         if offset < 0 or not 0 <= limit <= _MAX_CATALOG_PAGE:
-            return _bad_request(f"offset >= 0 and 0 <= limit <= {_MAX_CATALOG_PAGE}")
+            return bad_request(f"offset >= 0 and 0 <= limit <= {_MAX_CATALOG_PAGE}")
         size = self.catalog.size
         ids = [self.catalog.id_at(i) for i in range(min(offset, size), min(offset + limit, size))]
-        return _json({"ids": ids, "size": size})
+        return json_response({"ids": ids, "size": size})
 
 
 async def serve_forever(sim: Simulator) -> None:

@@ -1,336 +1,34 @@
-"""The simulator's decisions and bookkeeping: checks, windows and bans, stats and faults.
+"""The simulator's decisions: what the upstream answers a call, in the platform's order of checks.
 
 Pure state driven by clock readings passed in, so unit tests move a fake clock and never sleep.
-The HTTP layer (``_sim.py``) asks :class:`SimState` what to answer and renders the answer.
+The HTTP layer (``_sim.py``) asks :class:`SimState` what to answer and renders the answer; the
+keys' windows and counters are in ``_sim_keys.py``, the faults in ``_sim_faults.py``.
 """
 
 from __future__ import annotations
 
 import hmac
-import math
 import random
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 from taogate._beijing import BEIJING
-from taogate._masking import mask_secret
 from taogate.providers.top import METHODS, sign
+from taogate.testing._sim_faults import Fault, Faults, parse_fault
+from taogate.testing._sim_keys import KeyState, SimKey, Stats, ban_seconds
 
 __all__ = [
-    "FAULT_KINDS",
-    "Fault",
-    "Faults",
-    "KeyState",
+    "FaultAnswer",
     "ResellerCall",
     "ResellerError",
-    "SimKey",
     "SimState",
-    "Stats",
     "TopCall",
     "TopError",
     "parse_timestamp",
 ]
-
-FAULT_KINDS: Final = ("outage", "slow", "code15", "malformed", "revoke")
-_FAULT_FIELDS: Final = frozenset({"kind", "duration_s", "app_key", "extra_latency_ms", "ratio"})
-DEFAULT_EXTRA_LATENCY_MS: Final = 1000.0
-_SUMMED: Final = (
-    "calls", "ok", "code7", "calls_during_ban", "errors", "faulted", "items_requested",
-    "items_returned",
-)  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SimKey:
-    """An app key the simulator accepts, its secret and its calls-per-second limit."""
-
-    app_key: str
-    secret: str = field(repr=False)
-    qps: float = 10.0
-
-    def __post_init__(self) -> None:
-        if not self.app_key or not self.secret:
-            raise ValueError("a SimKey needs a non-empty app_key and secret")
-        if not self.qps > 0:
-            raise ValueError("qps must be > 0")
-
-    def __repr__(self) -> str:
-        secret = mask_secret(self.secret)
-        return f"SimKey(app_key={self.app_key!r}, secret={secret!r}, qps={self.qps:g})"
-
-
-class _PeakWindow:
-    """The most events seen in any one-second window (t-1, t], exactly, with a deque."""
-
-    __slots__ = ("peak", "times")
-
-    def __init__(self) -> None:
-        self.times: deque[float] = deque()
-        self.peak = 0
-
-    def add(self, now: float) -> None:
-        times = self.times
-        while times and times[0] <= now - 1.0:
-            times.popleft()
-        times.append(now)
-        if len(times) > self.peak:
-            self.peak = len(times)
-
-
-class KeyState:
-    """One app key's limit window, ban and counters.
-
-    ``window`` holds the accepted calls of the last second; a call that would make it hold more
-    than ``qps`` is refused and bans the key for ``ban_s``. Refused calls never enter the window.
-    """
-
-    def __init__(self, key: SimKey) -> None:
-        self.key = key
-        #: the secret replaced by :meth:`set_secret`, still accepted until ``previous_until``
-        self.previous_secret: str | None = None
-        self.previous_until = -math.inf
-        self.reset()
-
-    def set_secret(self, secret: str, now: float, keep_old_s: float = 0.0) -> None:
-        """Rotate the secret; the old one stays valid ``keep_old_s`` longer (0: not at all)."""
-        if not secret:
-            raise ValueError("the new secret is empty")
-        if not keep_old_s >= 0:
-            raise ValueError("keep_old_s must be >= 0")
-        self.previous_secret, self.previous_until = self.key.secret, now + keep_old_s
-        self.key = replace(self.key, secret=secret)
-
-    def accepted_secrets(self, now: float) -> tuple[str, ...]:
-        """The secrets calls may be signed with now: the current one, then the previous one."""
-        if self.previous_secret is not None and now < self.previous_until:
-            return (self.key.secret, self.previous_secret)
-        return (self.key.secret,)
-
-    def reset(self) -> None:
-        """Forget the window, the ban and every counter."""
-        self.window: deque[float] = deque()
-        self.seen = _PeakWindow()  # every call that reached rate limiting
-        self.banned_until = -math.inf
-        self.calls = self.ok = self.code7 = self.calls_during_ban = 0
-        self.errors = self.faulted = self.items_requested = self.items_returned = 0
-
-    def admit(self, now: float, ban_s: float) -> float | None:
-        """``None`` if a call at ``now`` is accepted, else the ban's remaining seconds."""
-        self.seen.add(now)
-        if now < self.banned_until:
-            self.code7 += 1
-            self.calls_during_ban += 1
-            return self.banned_until - now
-        window = self.window
-        while window and window[0] <= now - 1.0:
-            window.popleft()
-        if len(window) + 1 > self.key.qps:
-            self.code7 += 1
-            self.banned_until = now + ban_s
-            return ban_s
-        window.append(now)
-        return None
-
-    def banned_for(self, now: float) -> float:
-        return max(0.0, self.banned_until - now)
-
-
-def ban_seconds(remaining: float) -> int:
-    """The whole seconds a ban message announces (rounded up, as the platform does)."""
-    return math.ceil(remaining)
-
-
-class Stats:
-    """The per-key counters and the all-keys peak, rendered as ``GET /_sim/stats``.
-
-    ``calls`` counts every call naming a known key; each ends as one of ``ok``, ``code7``
-    (``calls_during_ban`` included), ``errors`` (every other error answer, injected code 15
-    too) or ``faulted`` (an outage or malformed answer). Errors naming no known key count in
-    the totals only. ``cost`` is ``ok`` × the cost per call.
-    """
-
-    def __init__(self, keys: Iterable[SimKey], cost_per_call: Decimal) -> None:
-        self.keys: dict[str, KeyState] = {k.app_key: KeyState(k) for k in keys}
-        self.cost_per_call = cost_per_call
-        self.all_seen = _PeakWindow()
-        self.unattributed = 0  # error answers naming no known app key
-        self.started = 0.0
-        #: every call by the address it came from (the platform's risk control watches the IP)
-        self.ips: dict[str, tuple[list[int], _PeakWindow]] = {}
-
-    def reset(self, now: float) -> None:
-        for key in self.keys.values():
-            key.reset()
-        self.all_seen = _PeakWindow()
-        self.unattributed = 0
-        self.started = now
-        self.ips = {}
-
-    def seen_from(self, ip: str, now: float) -> None:
-        """Count a call from ``ip`` (any call, whatever its answer)."""
-        count, window = self.ips.setdefault(ip, ([0], _PeakWindow()))
-        count[0] += 1
-        window.add(now)
-
-    def admit(self, key: KeyState, now: float, ban_s: float) -> float | None:
-        """Rate-limit one call for ``key`` and count it in the all-keys peak."""
-        self.all_seen.add(now)
-        return key.admit(now, ban_s)
-
-    def render(self, now: float) -> dict[str, Any]:
-        """The stats document; ``items_per_ok_call`` is ids requested per successful call."""
-        keys = {name: self._row(k, now) for name, k in self.keys.items()}
-        ok = sum(k.ok for k in self.keys.values())
-        requested = sum(k.items_requested for k in self.keys.values())
-        totals: dict[str, Any] = {name: sum(row[name] for row in keys.values()) for name in _SUMMED}
-        totals["calls"] += self.unattributed
-        totals["errors"] += self.unattributed
-        totals["max_calls_in_1s"] = self.all_seen.peak  # over all keys together
-        totals["items_per_ok_call"] = requested / ok if ok else 0.0
-        totals["cost"] = str(ok * self.cost_per_call)
-        totals["banned_for_s"] = max((row["banned_for_s"] for row in keys.values()), default=0.0)
-        ips = {
-            ip: {"calls": count[0], "max_calls_in_1s": window.peak}
-            for ip, (count, window) in sorted(self.ips.items())
-        }
-        return {"keys": keys, "totals": totals, "ips": ips, "uptime_s": now - self.started}
-
-    def _row(self, k: KeyState, now: float) -> dict[str, Any]:
-        return {
-            "calls": k.calls,
-            "ok": k.ok,
-            "code7": k.code7,
-            "calls_during_ban": k.calls_during_ban,
-            "errors": k.errors,
-            "faulted": k.faulted,
-            "max_calls_in_1s": k.seen.peak,
-            "items_requested": k.items_requested,
-            "items_returned": k.items_returned,
-            "items_per_ok_call": k.items_requested / k.ok if k.ok else 0.0,
-            "cost": str(k.ok * self.cost_per_call),
-            "banned_for_s": k.banned_for(now),
-        }
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Fault:
-    """One injected fault, active from ``started`` until ``until`` (clock times)."""
-
-    kind: str
-    started: float
-    until: float
-    app_key: str | None = None
-    extra_latency_ms: float = 0.0
-    ratio: float = 1.0
-
-    def render(self, now: float) -> dict[str, Any]:
-        out: dict[str, Any] = {"kind": self.kind, "remaining_s": max(0.0, self.until - now)}
-        if self.kind == "revoke":
-            out["app_key"] = self.app_key
-        elif self.kind == "slow":
-            out["extra_latency_ms"] = self.extra_latency_ms
-        elif self.kind == "code15":
-            out["ratio"] = self.ratio
-        return out
-
-
-def _number(doc: Mapping[str, Any], name: str, default: float | None) -> float:
-    value = doc.get(name, default)
-    if value is None:
-        raise ValueError(f"{name} is required")
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number")
-    return float(value)
-
-
-def parse_fault(doc: object, now: float, known_keys: Iterable[str]) -> Fault:
-    """The fault a ``POST /_sim/faults`` body asks for; ``ValueError`` names what is wrong."""
-    if not isinstance(doc, dict):
-        raise ValueError("the body must be a JSON object")
-    unknown = sorted(set(doc) - _FAULT_FIELDS)
-    if unknown:
-        raise ValueError(f"unknown field(s): {', '.join(map(str, unknown))}")
-    kind = doc.get("kind")
-    if kind not in FAULT_KINDS:
-        raise ValueError(f"kind must be one of {', '.join(FAULT_KINDS)}")
-    duration = _number(doc, "duration_s", None)
-    if duration < 0:
-        raise ValueError("duration_s must be >= 0 (0 ends the faults of that kind)")
-    app_key = doc.get("app_key")
-    if kind == "revoke":
-        if not isinstance(app_key, str) or app_key not in set(known_keys):
-            raise ValueError("revoke needs app_key, one of the simulator's keys")
-    elif app_key is not None:
-        raise ValueError("app_key applies to revoke only")
-    extra = _number(doc, "extra_latency_ms", DEFAULT_EXTRA_LATENCY_MS)
-    ratio = _number(doc, "ratio", 1.0)
-    if extra < 0:
-        raise ValueError("extra_latency_ms must be >= 0")
-    if not 0 <= ratio <= 1:
-        raise ValueError("ratio must be in [0, 1]")
-    return Fault(
-        kind=kind,
-        started=now,
-        until=now + duration,
-        app_key=app_key,
-        extra_latency_ms=extra if kind == "slow" else 0.0,
-        ratio=ratio if kind == "code15" else 1.0,
-    )
-
-
-class Faults:
-    """The active faults; each ends by itself when the clock passes its ``until``."""
-
-    def __init__(self) -> None:
-        self._faults: list[Fault] = []
-
-    def add(self, fault: Fault) -> None:
-        """Start ``fault``; one of duration 0 ends the running faults of its kind (and key)."""
-        if fault.until > fault.started:
-            self._faults.append(fault)
-        else:
-            self._faults = [
-                f for f in self._faults if (f.kind, f.app_key) != (fault.kind, fault.app_key)
-            ]
-
-    def clear(self) -> None:
-        self._faults.clear()
-
-    def active(self, now: float) -> list[Fault]:
-        """The faults still running at ``now``; ended ones are dropped."""
-        if self._faults:
-            self._faults = [f for f in self._faults if f.until > now]
-        return list(self._faults)
-
-    def __bool__(self) -> bool:
-        return bool(self._faults)
-
-    def has(self, kind: str, now: float) -> bool:
-        return bool(self._faults) and any(f.kind == kind for f in self.active(now))
-
-    def revoked(self, app_key: str, now: float) -> bool:
-        return bool(self._faults) and any(
-            f.kind == "revoke" and f.app_key == app_key for f in self.active(now)
-        )
-
-    def code15_ratio(self, now: float) -> float:
-        """The share of calls refused with code 15 (the largest of overlapping faults)."""
-        if not self._faults:
-            return 0.0
-        return max((f.ratio for f in self.active(now) if f.kind == "code15"), default=0.0)
-
-    def extra_latency_s(self, now: float) -> float:
-        """The added latency of every ``slow`` fault running (they add up)."""
-        if not self._faults:
-            return 0.0
-        return sum(f.extra_latency_ms for f in self.active(now) if f.kind == "slow") / 1000.0
-
-
-# --- decisions ------------------------------------------------------------------------------
 
 SIGN_METHODS: Final = frozenset({"md5", "hmac", "hmac-sha256"})
 FaultAnswer = Literal["outage", "malformed"]
