@@ -51,7 +51,7 @@ from taogate._model import Item
 from taogate.providers.base import Provider, split_answer
 from taogate.quota.pool import CredentialPool, Lease
 
-__all__ = ["WAIT_BUCKETS", "Dispatcher", "DispatcherStats", "Priority"]
+__all__ = ["WAIT_BUCKETS", "DispatchCounters", "Dispatcher", "DispatcherStats", "Priority"]
 
 log = logging.getLogger("taogate.dispatch")
 
@@ -99,8 +99,8 @@ WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 
 
 
 @dataclass(slots=True)
-class DispatcherStats:
-    """Counters for metrics and benchmarks."""
+class DispatchCounters:
+    """What the dispatcher counts as it works (:meth:`Dispatcher.snapshot` freezes a copy)."""
 
     calls: int = 0
     calls_ok: int = 0
@@ -133,6 +133,43 @@ class DispatcherStats:
     def observe_wait(self, seconds: float) -> None:
         self.wait_counts[bisect.bisect_left(WAIT_BUCKETS, seconds)] += 1
         self.wait_sum_s += seconds
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DispatcherStats:
+    """The dispatcher at one moment: its counters (see :class:`DispatchCounters`, whose fields
+    these are, copied) and its queue. Maps by priority are keyed by the priority's name in
+    lower case (``interactive``, ``refresh``, ``bulk``)."""
+
+    calls: int
+    calls_ok: int
+    ids_sent: int
+    items_found: int
+    joined: int
+    rate_limited: int
+    credential_invalid: int
+    transient: int
+    retries: int
+    bisections: int
+    overloaded: int
+    expired: int
+    unavailable: int
+    late_leases: int
+    egress_unreachable: int
+    items_unreadable: int
+    #: calls by the ids they carried, in ascending order of size
+    batch_sizes: Mapping[int, int]
+    #: calls by the most urgent priority they carried (a priority never counted is absent)
+    calls_by_priority: Mapping[str, int]
+    #: ids sent, by their own priority (a priority never counted is absent)
+    ids_by_priority: Mapping[str, int]
+    #: ids sent, by their wait in the queue (bucket i: <= WAIT_BUCKETS[i]; last: more)
+    wait_counts: tuple[int, ...]
+    wait_sum_s: float
+    #: ids waiting now, by priority (every priority)
+    queued: Mapping[str, int]
+    #: ids in calls on the wire now
+    in_flight: int
 
 
 def _consume(future: Flight) -> None:
@@ -184,7 +221,7 @@ class Dispatcher:
         self._interactive_ids: deque[tuple[float, int]] = deque()
         #: which credential and egress last fetched an id (the most recent ids only)
         self._provenance: OrderedDict[str, tuple[str, str]] = OrderedDict()
-        self.stats = DispatcherStats()
+        self.stats = DispatchCounters()
 
     @property
     def max_batch(self) -> int:
@@ -204,6 +241,35 @@ class Dispatcher:
     @property
     def in_flight(self) -> int:
         return len(self._index) - self.queued()
+
+    def snapshot(self) -> DispatcherStats:
+        """A frozen copy of :attr:`stats`, with the queue as it is now."""
+        c = self.stats
+        return DispatcherStats(
+            calls=c.calls,
+            calls_ok=c.calls_ok,
+            ids_sent=c.ids_sent,
+            items_found=c.items_found,
+            joined=c.joined,
+            rate_limited=c.rate_limited,
+            credential_invalid=c.credential_invalid,
+            transient=c.transient,
+            retries=c.retries,
+            bisections=c.bisections,
+            overloaded=c.overloaded,
+            expired=c.expired,
+            unavailable=c.unavailable,
+            late_leases=c.late_leases,
+            egress_unreachable=c.egress_unreachable,
+            items_unreadable=c.items_unreadable,
+            batch_sizes=dict(sorted(c.batch_sizes.items())),
+            calls_by_priority=dict(c.calls_by_priority),
+            ids_by_priority=dict(c.ids_by_priority),
+            wait_counts=tuple(c.wait_counts),
+            wait_sum_s=c.wait_sum_s,
+            queued={p.name.lower(): self.queued(p) for p in Priority},
+            in_flight=self.in_flight,
+        )
 
     # --- submitting ----------------------------------------------------------------------
 
