@@ -509,5 +509,5 @@ class Gateway:
         )
 
     def snapshot(self) -> dict[str, Any]:
-        """:meth:`stats` in its JSON form (``GET /v1/stats``), for tools and benchmarks."""
+        """:meth:`stats` in its JSON form, for tools and benchmarks."""
         return self.stats().to_dict()

@@ -2,8 +2,8 @@
 
 It holds the gateway's own lookup counters and each part's own frozen stats (the cache's, the
 dispatcher's, the breaker's, degraded mode's, the secret files'). The metrics
-(:mod:`taogate.metrics`), the operator console and ``GET /v1/stats`` all read it;
-:meth:`GatewayStats.to_dict` is the JSON form the last one shows.
+(:mod:`taogate.metrics`), the operator console and ``/readyz`` read it;
+:meth:`GatewayStats.to_dict` is its JSON form (:meth:`Gateway.snapshot`, ``/v1/admin/keys``).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class GatewayStats:
     replicas: Mapping[str, Any] | None
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form (``GET /v1/stats``, :meth:`Gateway.snapshot`)."""
+        """The JSON form (:meth:`Gateway.snapshot`): for tools, benchmarks, ``/v1/admin/keys``."""
         cache, d = self.cache, self.dispatcher
         return {
             "lookups": self.lookups,
