@@ -31,6 +31,7 @@ from taogate._errors import (
     UpstreamUnavailable,
 )
 from taogate._gateway import Gateway
+from taogate._gateway_stats import GatewayStats
 from taogate._ids import IdPolicy
 from taogate._lookup import LookupPolicy
 from taogate._masking import mask_id, mask_secret
@@ -56,6 +57,7 @@ __all__ = [
     "EgressUnreachable",
     "FinalPriceBasis",
     "Gateway",
+    "GatewayStats",
     "IdPolicy",
     "InvalidItemId",
     "InvalidRequest",

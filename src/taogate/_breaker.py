@@ -20,7 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-__all__ = ["BreakerPolicy", "BreakerState", "CircuitBreaker", "RetryBudget", "backoff"]
+__all__ = [
+    "BreakerPolicy",
+    "BreakerState",
+    "BreakerStats",
+    "CircuitBreaker",
+    "RetryBudget",
+    "backoff",
+]
 
 Clock = Callable[[], float]
 log = logging.getLogger("taogate.breaker")
@@ -55,6 +62,14 @@ class BreakerPolicy:
             raise ValueError("open_s must be positive and half_open_probes at least 1")
 
 
+@dataclass(frozen=True, slots=True)
+class BreakerStats:
+    """The breaker at one moment: its state and how often it has opened."""
+
+    state: BreakerState
+    opened: int
+
+
 class CircuitBreaker:
     """The breaker of one provider. Call :meth:`allow` before a call, :meth:`record` after."""
 
@@ -83,6 +98,10 @@ class CircuitBreaker:
             self._probes_ok = 0
             self._generation += 1
         return self._state
+
+    def stats(self) -> BreakerStats:
+        """The state now and the times the breaker opened."""
+        return BreakerStats(state=self.state, opened=self.opened_count)
 
     @property
     def generation(self) -> int:

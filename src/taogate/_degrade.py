@@ -38,6 +38,7 @@ from taogate._settings import DegradeWindow, Settings
 
 __all__ = [
     "DegradeControl",
+    "DegradeStats",
     "DegradeStatus",
     "Override",
     "OverrideStore",
@@ -217,6 +218,18 @@ class DegradeStatus:
         return doc
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DegradeStats:
+    """Degraded mode at one moment: its status, the changes seen, and the reserve's work."""
+
+    status: DegradeStatus
+    #: changes of the effective state this gateway saw
+    changes: int
+    #: non-interactive ids the reserve held back (they waited), and refused
+    held_ids: int
+    refused_ids: int
+
+
 def evaluate(
     override: Override | None, windows: Sequence[Window], now: float
 ) -> tuple[DegradeStatus, float]:
@@ -309,6 +322,15 @@ class DegradeControl:
         if now >= self._next:
             self._status, self._next = evaluate(self.override, self.windows, now)
         return self._status
+
+    def stats(self) -> DegradeStats:
+        """The status now and the counters (what the metrics show)."""
+        return DegradeStats(
+            status=self.status(),
+            changes=self.changes,
+            held_ids=self.held_ids,
+            refused_ids=self.refused_ids,
+        )
 
     def apply(self, override: Override | None, *, cause: str) -> None:
         """Take ``override`` as the current one (set here, or read from the store)."""

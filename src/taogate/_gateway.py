@@ -15,13 +15,13 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Self, Unpack
 
 from taogate._breaker import BreakerPolicy, BreakerState, CircuitBreaker, RetryBudget
 from taogate._degrade import DegradeControl
 from taogate._dispatch import PROVENANCE_IDS, Dispatcher, Priority
 from taogate._errors import DeadlineExceeded, InvalidRequest, Overloaded, UpstreamUnavailable
+from taogate._gateway_stats import GatewayStats
 from taogate._lookup import LookupOptions, LookupPolicy
 from taogate._masking import mask_id
 from taogate._model import Item, Lookup, Source
@@ -478,11 +478,6 @@ class Gateway:
         if self.shared is not None:
             self.shared.lost(exc)
 
-    @property
-    def l2_hits(self) -> int:
-        """Lookups answered fresh from L2."""
-        return self.cache.l2_hits
-
     async def invalidate(self, ids: Iterable[str]) -> int:
         """Forget ``ids`` here, in L2 and in every replica's L1; returns how many L1 held here.
 
@@ -495,33 +490,24 @@ class Gateway:
 
     # --- state ---------------------------------------------------------------------------
 
+    def stats(self) -> GatewayStats:
+        """Counters and state of the gateway and its parts now, typed and frozen."""
+        dispatcher = self.dispatcher  # raises before start
+        return GatewayStats(
+            lookups=self.lookups,
+            l1_hits=self.hits,
+            stale_served=self.stale_served,
+            refresh_ahead=self.refreshes,
+            cache=self.cache.stats(),
+            dispatcher=dispatcher.snapshot(),
+            breaker=self.breaker.stats(),
+            degrade=self.degrade.stats(),
+            secret_files=() if self.secret_files is None else self.secret_files.stats(),
+            credentials=self.pool.snapshot(),  # typed by i14-pool
+            egresses=self.pool.egress_snapshot(),  # typed by i14-pool
+            replicas=None if self.shared is None else self.shared.describe(),  # i14-service
+        )
+
     def snapshot(self) -> dict[str, Any]:
-        """Counters and pool state for tools, metrics and benchmarks."""
-        d = self.dispatcher
-        return {
-            "lookups": self.lookups,
-            "l1_hits": self.hits,
-            "stale_served": self.stale_served,
-            "refresh_ahead": self.refreshes,
-            "l2_hits": self.cache.l2_hits,
-            "redis": None
-            if self.shared is None
-            else self.shared.describe()
-            | {"l2_corrupt": 0 if self.cache.l2 is None else self.cache.l2.corrupt},
-            "l1_entries": len(self.cache.l1),
-            "l1_bytes": self.cache.l1.bytes,
-            "breaker": str(self.breaker.state),
-            "queued": {p.name.lower(): d.queued(p) for p in Priority},
-            "in_flight": d.in_flight,
-            "dispatcher": asdict(d.stats)
-            | {"batch_sizes": dict(sorted(d.stats.batch_sizes.items()))},
-            "credentials": self.pool.snapshot(),
-            "egresses": self.pool.egress_snapshot(),
-            "degraded": self.degrade.status().to_dict(),
-            "degrade": {
-                "changes": self.degrade.changes,
-                "held_ids": self.degrade.held_ids,
-                "refused_ids": self.degrade.refused_ids,
-            },
-            "secret_files": [] if self.secret_files is None else self.secret_files.snapshot(),
-        }
+        """:meth:`stats` in its JSON form, for tools and benchmarks."""
+        return self.stats().to_dict()

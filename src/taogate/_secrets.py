@@ -30,7 +30,7 @@ from taogate._errors import ConfigurationError
 from taogate._logging import redact_secret
 from taogate._masking import mask_id
 
-__all__ = ["MAX_SECRET_BYTES", "SecretFiles", "read_secret_file"]
+__all__ = ["MAX_SECRET_BYTES", "SecretFileStats", "SecretFiles", "read_secret_file"]
 
 log = logging.getLogger("taogate.secrets")
 
@@ -86,6 +86,20 @@ class _Watched:
     rotations: int = 0
     failures: int = 0
     failing: bool = False  # a read failure was logged; the next ones are quiet until it reads
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SecretFileStats:
+    """One credential's secret file at one moment (the key masked, never the secret)."""
+
+    credential: str
+    path: str
+    #: new secrets read and swapped in
+    rotations: int
+    #: checks that could not read the file (the secret in use was kept)
+    failures: int
+    #: whether the last check failed
+    failing: bool
 
 
 class SecretFiles:
@@ -186,15 +200,15 @@ class SecretFiles:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    def snapshot(self) -> list[dict[str, object]]:
+    def stats(self) -> tuple[SecretFileStats, ...]:
         """One row per file for tools and metrics: masked key, path, rotations, failures."""
-        return [
-            {
-                "credential": mask_id(w.app_key),
-                "path": str(w.path),
-                "rotations": w.rotations,
-                "failures": w.failures,
-                "failing": w.failing,
-            }
+        return tuple(
+            SecretFileStats(
+                credential=mask_id(w.app_key),
+                path=str(w.path),
+                rotations=w.rotations,
+                failures=w.failures,
+                failing=w.failing,
+            )
             for w in self._watched.values()
-        ]
+        )

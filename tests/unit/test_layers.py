@@ -189,6 +189,12 @@ RULES = (
         through_faces=True,
     ),
     Rule(
+        name="the metrics library imports nothing from http (metrics without the HTTP service)",
+        importers=("taogate.metrics",),
+        forbidden=("taogate.http",),
+        through_faces=True,
+    ),
+    Rule(
         name="benchmarks import no private module of taogate (private code only through a face)",
         importers=("bench", "taogate.bench"),
         no_private=True,

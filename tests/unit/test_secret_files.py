@@ -205,7 +205,7 @@ def test_atomic_rename_is_picked_up(tmp_path: Path) -> None:
     assert files.check() == ["12345678"]
     assert got.seen == [("12345678", NEW)]
     assert files.check() == []  # handed over once
-    assert files.snapshot()[0]["rotations"] == 1
+    assert files.stats()[0].rotations == 1
 
 
 def test_kubernetes_data_symlink_swap_is_picked_up(tmp_path: Path) -> None:
@@ -244,16 +244,16 @@ def test_a_failed_read_keeps_the_secret_counts_and_logs_once(
     path.unlink()
     assert files.check() == []
     assert got.seen == []
-    row = files.snapshot()[0]
-    assert row["failures"] == 2
-    assert row["failing"] is True
+    row = files.stats()[0]
+    assert row.failures == 2
+    assert row.failing is True
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "123…678" in warnings[0].getMessage()
     assert "12345678" not in warnings[0].getMessage()
     write_atomically(path, NEW)
     assert files.check() == ["12345678"]
-    assert files.snapshot()[0]["failing"] is False
+    assert files.stats()[0].failing is False
     messages = " ".join(r.getMessage() for r in caplog.records)
     assert "credential 123…678 secret rotated" in messages
     for secret in (OLD, NEW):
@@ -291,7 +291,7 @@ def test_poll_interval_is_validated() -> None:
 def test_an_unknown_key_is_no_rotation(tmp_path: Path) -> None:
     files = SecretFiles({}, {}, on_rotate=Rotations())
     assert files.check_one("12345678") is False
-    assert files.snapshot() == []
+    assert files.stats() == ()
 
 
 async def test_the_poll_survives_a_failed_rotation(

@@ -27,12 +27,13 @@ between them) and ``_stats`` (the counters).
 from taogate._dispatch._dispatcher import Dispatcher
 from taogate._dispatch._queue import Priority
 from taogate._dispatch._sender import INTERACTIVE_LOAD_WINDOW_S, PROVENANCE_IDS
-from taogate._dispatch._stats import WAIT_BUCKETS, DispatcherStats
+from taogate._dispatch._stats import WAIT_BUCKETS, DispatchCounters, DispatcherStats
 
 __all__ = [
     "INTERACTIVE_LOAD_WINDOW_S",
     "PROVENANCE_IDS",
     "WAIT_BUCKETS",
+    "DispatchCounters",
     "Dispatcher",
     "DispatcherStats",
     "Priority",

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from taogate._breaker import CircuitBreaker, RetryBudget
 from taogate._dispatch._queue import DispatchQueue, Flight, Priority, failed_flight
 from taogate._dispatch._sender import PROVENANCE_IDS, ResultSink, Sender
-from taogate._dispatch._stats import DispatcherStats
+from taogate._dispatch._stats import DispatchCounters, DispatcherStats
 from taogate._errors import NoCredentialAvailable, Overloaded, UpstreamUnavailable
 from taogate.providers.base import Provider
 from taogate.quota.pool import CredentialPool
@@ -47,7 +47,7 @@ class Dispatcher:
         self._breaker = breaker
         self._clock = clock
         self._window = batch_window_s
-        self.stats = DispatcherStats()
+        self.stats = DispatchCounters()
         self._queue = DispatchQueue(self.stats)
         self._sender = Sender(
             provider,
@@ -82,6 +82,14 @@ class Dispatcher:
     @property
     def in_flight(self) -> int:
         return self._queue.in_flight
+
+    def snapshot(self) -> DispatcherStats:
+        """A frozen copy of :attr:`stats`, with the queue as it is now."""
+        return DispatcherStats(
+            counts=self.stats.copy(),
+            queued={p.name.lower(): self.queued(p) for p in Priority},
+            in_flight=self.in_flight,
+        )
 
     def fetched_by(self, num_iid: str) -> tuple[str, str] | None:
         """``(masked credential, egress)`` of this replica's last upstream answer for

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
-from taogate._dispatch._stats import DispatcherStats
+from taogate._dispatch._stats import DispatchCounters
 from taogate._errors import DeadlineExceeded, TaogateError
 from taogate._model import Item
 
@@ -69,7 +69,7 @@ def failed_flight(error: BaseException) -> Flight:
 class DispatchQueue:
     """The ids pending or in flight, by priority; it counts waits and expiries in ``stats``."""
 
-    def __init__(self, stats: DispatcherStats) -> None:
+    def __init__(self, stats: DispatchCounters) -> None:
         self._stats = stats
         self._queues: tuple[OrderedDict[str, Pending], ...] = tuple(OrderedDict() for _ in Priority)
         self._groups: deque[list[Pending]] = deque()  # bisected batches, sent as they are

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from taogate._breaker import CircuitBreaker, RetryBudget, backoff
 from taogate._dispatch._queue import DispatchQueue, Lineage, Pending, Priority
-from taogate._dispatch._stats import DispatcherStats
+from taogate._dispatch._stats import DispatchCounters
 from taogate._errors import (
     CredentialInvalid,
     EgressUnreachable,
@@ -53,7 +53,7 @@ class Sender:
         provider: Provider,
         pool: CredentialPool,
         queue: DispatchQueue,
-        stats: DispatcherStats,
+        stats: DispatchCounters,
         *,
         breaker: CircuitBreaker,
         retry_budget: RetryBudget,

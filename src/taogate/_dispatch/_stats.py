@@ -1,19 +1,22 @@
-"""The dispatcher's counters, for metrics and benchmarks."""
+"""What the dispatcher counts as it works (:class:`DispatchCounters`) and the frozen copy
+that readers get (:class:`DispatcherStats`, from :meth:`Dispatcher.snapshot`)."""
 
 from __future__ import annotations
 
 import bisect
+import copy
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["WAIT_BUCKETS", "DispatcherStats"]
+__all__ = ["WAIT_BUCKETS", "DispatchCounters", "DispatcherStats"]
 
 #: Upper bounds (seconds) of the queue-wait histogram's buckets.
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 @dataclass(slots=True)
-class DispatcherStats:
-    """Counters for metrics and benchmarks."""
+class DispatchCounters:
+    """What the dispatcher counts as it works (only the dispatcher writes them)."""
 
     calls: int = 0
     calls_ok: int = 0
@@ -46,3 +49,18 @@ class DispatcherStats:
     def observe_wait(self, seconds: float) -> None:
         self.wait_counts[bisect.bisect_left(WAIT_BUCKETS, seconds)] += 1
         self.wait_sum_s += seconds
+
+    def copy(self) -> DispatchCounters:
+        """A copy that later counting does not change."""
+        return copy.deepcopy(self)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DispatcherStats:
+    """The dispatcher at one moment: a copy of its counters and its queue."""
+
+    counts: DispatchCounters
+    #: ids waiting now, by priority name in lower case (every priority)
+    queued: Mapping[str, int]
+    #: ids in calls on the wire now
+    in_flight: int

@@ -26,7 +26,7 @@ from taogate.cache.memory import CacheEntry, MemoryCache
 if TYPE_CHECKING:  # Redis is an integration: imported only where it is configured
     from taogate.cache.redis import RedisTier
 
-__all__ = ["CacheView", "TieredCache", "is_fresh"]
+__all__ = ["CacheStats", "CacheView", "TieredCache", "is_fresh"]
 
 
 def is_fresh(entry: CacheEntry, now: float, *, max_age_s: float, widened: bool = False) -> bool:
@@ -48,6 +48,21 @@ class CacheView:
     from_l2: dict[str, CacheEntry] = field(default_factory=dict)
     stale: dict[str, CacheEntry] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CacheStats:
+    """The tiers at one moment: what L1 holds and has evicted, what L2 answered and dropped."""
+
+    l1_entries: int
+    #: approximate bytes L1 holds
+    l1_bytes: int
+    #: entries L1 evicted by its bounds
+    l1_evictions: int
+    #: lookups answered fresh from L2
+    l2_hits: int
+    #: L2 entries that could not be decoded (each a miss, deleted); 0 without L2
+    l2_corrupt: int
 
 
 class TieredCache:
@@ -77,6 +92,16 @@ class TieredCache:
         self.l2_hits = 0
         if l2 is not None:
             l2.on_invalidate = l1.invalidate  # another replica's invalidation reaches this L1
+
+    def stats(self) -> CacheStats:
+        """The tiers' counters and sizes now."""
+        return CacheStats(
+            l1_entries=len(self.l1),
+            l1_bytes=self.l1.bytes,
+            l1_evictions=self.l1.evictions,
+            l2_hits=self.l2_hits,
+            l2_corrupt=0 if self.l2 is None else self.l2.corrupt,
+        )
 
     def lookup_l1(
         self,

@@ -245,18 +245,18 @@ class _Api:
                 headers={"Retry-After": "1"},
                 retry_after=1,
             )
-        snap = self.gw.snapshot()
-        usable = sum(1 for c in snap["credentials"] if c["status"] in ("active", "banned"))
-        redis = snap["redis"]
+        stats = self.gw.stats()
+        usable = sum(1 for c in stats.credentials if c["status"] in ("active", "banned"))
+        redis = stats.replicas
         return json_response(
             {
                 "status": "ready",
                 "mode": "single" if redis is None else redis["mode"],
                 "live_replicas": 1 if redis is None else redis["live_replicas"],
-                "breaker": snap["breaker"],
-                "credentials": len(snap["credentials"]),
+                "breaker": str(stats.breaker.state),
+                "credentials": len(stats.credentials),
                 "credentials_usable": usable,
-                "degraded": snap["degraded"],  # degraded is still ready
+                "degraded": stats.degrade.status.to_dict(),  # degraded is still ready
             }
         )
 

@@ -27,6 +27,7 @@ from taogate.http._problems import Problem, answer_or_problem, problem_for_error
 
 if TYPE_CHECKING:
     from taogate._gateway import Gateway
+    from taogate._gateway_stats import GatewayStats
     from taogate.http._answers import History, State
     from taogate.http._context import Context
 
@@ -94,26 +95,26 @@ class Sampler:
 
     def sample(self) -> _Sample:
         """Take and keep one sample now (the loop does this every period; tests may too)."""
-        sample = self.read(self._gw.snapshot())
+        sample = self.read(self._gw.stats())
         self._samples.append(sample)
         return sample
 
-    def read(self, snap: dict[str, Any]) -> _Sample:
-        """The counters of ``snap`` as a sample, not kept: a reader (a console's poll) does
+    def read(self, stats: GatewayStats) -> _Sample:
+        """The counters of ``stats`` as a sample, not kept: a reader (a console's poll) does
         not add to the history, however many read it."""
-        d = snap["dispatcher"]
+        d = stats.dispatcher.counts
         return _Sample(
             at=time.monotonic(),
-            calls_ok=d["calls_ok"],
-            lookups=snap["lookups"],
-            l1_hits=snap["l1_hits"],
-            l2_hits=snap["l2_hits"],
-            stale=snap["stale_served"],
-            waits=sum(d["wait_counts"]),
-            wait_sum_s=d["wait_sum_s"],
+            calls_ok=d.calls_ok,
+            lookups=stats.lookups,
+            l1_hits=stats.l1_hits,
+            l2_hits=stats.cache.l2_hits,
+            stale=stats.stale_served,
+            waits=sum(d.wait_counts),
+            wait_sum_s=d.wait_sum_s,
             quota=self._gw.pool.total_rate(),
-            by_credential={str(r["credential"]): int(r["calls"]) for r in snap["credentials"]},
-            by_egress={str(r["egress"]): int(r["calls"]) for r in snap["egresses"]},
+            by_credential={str(r["credential"]): int(r["calls"]) for r in stats.credentials},
+            by_egress={str(r["egress"]): int(r["calls"]) for r in stats.egresses},
         )
 
     def before(self, current: _Sample, seconds: float) -> _Sample:
@@ -186,12 +187,12 @@ class ConsoleRoutes:
 
     def build_state(self) -> State:
         gw = self.ctx.gw
-        snap = gw.snapshot()
-        last = self.sampler.read(snap)
+        stats = gw.stats()
+        last = self.sampler.read(stats)
         first = self.sampler.before(last, RATE_WINDOW_S)
-        d = snap["dispatcher"]
-        credentials = []
-        for row in snap["credentials"]:
+        d = stats.dispatcher
+        credentials: list[Any] = []  # the pool's rows, loose (typed by i14-pool)
+        for row in stats.credentials:
             key = str(row["credential"])
             per_s = _per_s(first, last, first.by_credential.get(key, 0), last.by_credential[key])
             rate = float(row["rate"]) if row["rate"] else 0.0
@@ -199,7 +200,7 @@ class ConsoleRoutes:
                 row | {"calls_per_s": per_s, "use": round(per_s / rate, 4) if rate else None}
             )
         egresses = []
-        for row in snap["egresses"]:
+        for row in stats.egresses:
             name = str(row["egress"])
             per_s = _per_s(first, last, first.by_egress.get(name, 0), last.by_egress[name])
             rate = float(row["rate"])
@@ -211,8 +212,8 @@ class ConsoleRoutes:
         l2 = last.l2_hits - first.l2_hits
         stale = last.stale - first.stale
         waits = last.waits - first.waits
-        redis = snap["redis"]
-        queued = snap["queued"]
+        redis = stats.replicas
+        queued = d.queued
         calls_per_s = _per_s(first, last, first.calls_ok, last.calls_ok)
         quota = gw.pool.total_rate()
         return {
@@ -222,9 +223,9 @@ class ConsoleRoutes:
                 "live_replicas": None if redis is None else redis["live_replicas"],
                 "id": None if redis is None else redis["replica"],
             },
-            "breaker": snap["breaker"],
-            "degraded": snap["degraded"],
-            "code7": d["rate_limited"],
+            "breaker": str(stats.breaker.state),
+            "degraded": stats.degrade.status.to_dict(),
+            "code7": d.counts.rate_limited,
             "quota": {
                 "calls_per_s": calls_per_s,
                 "rate": round(quota, 3),
@@ -236,7 +237,7 @@ class ConsoleRoutes:
                 "interactive": queued["interactive"],
                 "refresh": queued["refresh"],
                 "bulk": queued["bulk"],
-                "in_flight": snap["in_flight"],
+                "in_flight": d.in_flight,
                 "wait_ms": round(1000 * (last.wait_sum_s - first.wait_sum_s) / waits, 2)
                 if waits
                 else None,
@@ -246,8 +247,8 @@ class ConsoleRoutes:
                 "l1_hit_ratio": round(l1 / lookups, 4) if lookups else None,
                 "l2_hit_ratio": round(l2 / lookups, 4) if lookups else None,
                 "stale_ratio": round(stale / lookups, 4) if lookups else None,
-                "l1_entries": snap["l1_entries"],
-                "l1_bytes": snap["l1_bytes"],
+                "l1_entries": stats.cache.l1_entries,
+                "l1_bytes": stats.cache.l1_bytes,
             },
             "window_s": round(last.at - first.at, 2),
             "history": self.sampler.history(),
