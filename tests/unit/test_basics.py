@@ -166,7 +166,7 @@ def test_import_opens_nothing_and_leaves_integrations_out() -> None:
     code = (
         "import sys, taogate; "
         "print(sorted(m for m in sys.modules if m in ('redis', 'prometheus_client', "
-        "'taogate.shared', 'taogate.http', 'starlette')))"
+        "'taogate.replicas', 'taogate._redis', 'taogate.jobs', 'taogate.http', 'starlette')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

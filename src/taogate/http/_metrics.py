@@ -25,7 +25,7 @@ from prometheus_client.registry import Collector
 from taogate._breaker import BreakerState
 from taogate._dispatch import WAIT_BUCKETS, Priority
 
-#: where a malformed Redis value can be found (taogate.shared._backend.MALFORMED_SOURCES; not
+#: where a malformed Redis value can be found (taogate.replicas.MALFORMED_SOURCES; not
 #: imported from there, which would load redis-py for a gateway without it)
 MALFORMED_SOURCES = ("degrade", "heartbeat", "invalidation", "jobs", "limits")
 
