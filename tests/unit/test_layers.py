@@ -126,9 +126,15 @@ def _under(module: str, prefixes: Iterable[str]) -> bool:
 
 RULES = (
     Rule(
-        name="taogate.testing imports nothing from the gateway, dispatch or http",
+        name="taogate.testing imports nothing from the gateway, dispatch, the service or http",
         importers=("taogate.testing",),
-        forbidden=("taogate._gateway", "taogate._dispatch", "taogate.http"),
+        forbidden=(
+            "taogate._gateway",
+            "taogate._dispatch",
+            "taogate._assembly",
+            "taogate._service",
+            "taogate.http",
+        ),
         through_faces=True,
     ),
     Rule(
