@@ -27,7 +27,7 @@ def test_exported_members_are_sorted_and_real() -> None:
     for name in taogate.__all__:
         assert hasattr(taogate, name), name
     public = {n for n in dir(taogate) if not n.startswith("_")}
-    modules = {"bench", "cache", "cli", "http", "jobs", "providers", "quota", "shared", "testing"}
+    modules = {"bench", "cache", "cli", "http", "jobs", "providers", "quota", "replicas", "testing"}
     assert public - modules <= set(taogate.__all__)
 
 
