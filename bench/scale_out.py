@@ -78,7 +78,7 @@ async def ops_per_s(redis_url: str, seconds: float = 3.0, tasks: int = 64) -> di
 def report_modes(tmp: Path) -> None:
     """Print each replica's mode changes from its log (JSON lines)."""
     for log in sorted(tmp.glob("replica-*.log")):
-        lines = [x for x in log.read_text().splitlines() if '"taogate.shared"' in x]
+        lines = [x for x in log.read_text().splitlines() if '"taogate.replicas"' in x]
         print(f"{log.name}: {len(lines)} mode changes logged; first: {lines[:2]}")
 
 

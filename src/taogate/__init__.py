@@ -36,6 +36,7 @@ from taogate._ids import IdPolicy
 from taogate._lookup import LookupPolicy
 from taogate._masking import mask_id, mask_secret
 from taogate._model import FinalPriceBasis, Item, Lookup, Source
+from taogate._service import Service
 from taogate._settings import Settings, load_settings
 from taogate.providers.base import Provider
 
@@ -73,6 +74,7 @@ __all__ = [
     "ProtocolMismatch",
     "Provider",
     "RateLimited",
+    "Service",
     "Settings",
     "Source",
     "TaogateError",

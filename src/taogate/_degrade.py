@@ -13,8 +13,9 @@ For a peak the quota cannot carry (a sale such as 双11), a gateway can degrade 
 What decides it: an operator's **override** (``on`` or ``off``, optionally ``until`` a time)
 if one holds, else the **schedule** (``[[degrade.windows]]``). With Redis the override is one
 key that every replica reads at start, polls with its heartbeat and re-reads on a pub/sub
-message (``taogate.shared._degrade``); without Redis it belongs to this process. Every time is
-wall-clock (the schedule names dates); the reserve's pacing reads the gateway's clock.
+message (``taogate.replicas.SharedOverride``, the control's ``store``); without Redis it
+belongs to this process. Every time is wall-clock (the schedule names dates); the reserve's
+pacing reads the gateway's clock.
 """
 
 from __future__ import annotations
@@ -263,11 +264,14 @@ def evaluate(
 
 
 class OverrideStore(Protocol):
-    """Where an override is kept for every replica (``taogate.shared._degrade``)."""
+    """Where an override is kept for every replica (``taogate.replicas.SharedOverride``)."""
 
     async def write(self, override: Override | None) -> None:
         """Store ``override`` (``None``: back to the schedule) and tell the other replicas;
         raise :class:`~taogate._errors.DegradeNotShared` when that cannot be done."""
+
+    def subscribe(self, on_read: Callable[[Override | None, str], object]) -> None:
+        """Call ``on_read(override, cause)`` with every override read from the store."""
 
 
 class DegradeControl:
@@ -284,14 +288,16 @@ class DegradeControl:
         *,
         clock: Callable[[], float],
         wall_clock: Callable[[], float] = time.time,
+        store: OverrideStore | None = None,
     ) -> None:
+        """``store``: where the override is shared with the other replicas (this control
+        follows what is read from it); ``None``: overrides belong to this process."""
         self.max_age_s = settings.degraded_max_age_s
         self.reserve_share = settings.degrade.reserve_share
         self.windows = [Window.from_settings(w) for w in settings.degrade.windows]
         #: the override as last known here (set here, or read from the store)
         self.override: Override | None = None
-        #: set by the shared backend; ``None``: overrides belong to this process
-        self.store: OverrideStore | None = None
+        self.store = store
         self._clock = clock
         self._wall = wall_clock
         self._status, self._next = evaluate(None, self.windows, wall_clock())
@@ -305,6 +311,8 @@ class DegradeControl:
         #: non-interactive ids held back by the reserve, and refused by it
         self.held_ids = 0
         self.refused_ids = 0
+        if store is not None:
+            store.subscribe(lambda override, cause: self.apply(override, cause=cause))
 
     # --- state -----------------------------------------------------------------------------
 

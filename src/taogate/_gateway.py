@@ -1,4 +1,9 @@
-"""The gateway: cache, dispatcher, pool, breaker and provider wired into one object.
+"""The gateway: the lookup pipeline over its parts, and the dispatcher it runs.
+
+Its parts (cache, credential pool, breaker, degraded mode, provider, and with Redis the
+replicas) are built from the settings by ``taogate._assembly`` when it starts, and stopped
+after it; the gateway itself knows nothing of Redis, bulk jobs or HTTP (``taogate.Service``
+adds the job worker, ``taogate.http`` the edge).
 
 ``async with Gateway(settings) as gw:`` then ``await gw.get(id)`` / ``await gw.get_many(ids)``.
 A lookup is answered from L1 when fresh; misses go to the dispatcher at the lookup's priority
@@ -15,31 +20,18 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Self, Unpack
+from typing import Any, Self, Unpack
 
-from taogate._breaker import BreakerPolicy, BreakerState, CircuitBreaker, RetryBudget
-from taogate._degrade import DegradeControl
+from taogate._assembly import Parts, build_parts
+from taogate._breaker import BreakerPolicy, BreakerState, RetryBudget
 from taogate._dispatch import PROVENANCE_IDS, Dispatcher, Priority
 from taogate._errors import DeadlineExceeded, InvalidRequest, Overloaded, UpstreamUnavailable
 from taogate._gateway_stats import GatewayStats
 from taogate._lookup import LookupOptions, LookupPolicy
 from taogate._masking import mask_id
 from taogate._model import Item, Lookup, Source
-from taogate._secrets import SecretFiles
 from taogate._settings import Settings
-from taogate.cache.memory import MemoryCache
-from taogate.cache.tiered import TieredCache
-from taogate.providers import build_provider
 from taogate.providers.base import Provider
-from taogate.quota.pool import CredentialPool, PoolPolicy
-
-if TYPE_CHECKING:
-    from taogate.cache.redis import RedisTier
-    from taogate.jobs._store import JobStore
-    from taogate.jobs._worker import JobWorker
-    from taogate.quota.redis import SharedLimits
-    from taogate.shared._backend import SharedBackend
-    from taogate.shared._degrade import SharedOverride
 
 __all__ = ["Gateway"]
 
@@ -64,8 +56,7 @@ class Gateway:
         if not settings.credentials:
             raise InvalidRequest("the gateway needs at least one [[credentials]] entry")
         self.settings = settings
-        self._provider = provider
-        self._owns_provider = provider is None
+        self._provider_arg = provider
         self._breaker_policy = breaker_policy
         self._clock_arg = clock
         self._rng = rng or random.Random()
@@ -73,11 +64,7 @@ class Gateway:
         #: makes upstream text safe to show (job rows, HTTP answers): secrets out, cut short
         self.redact = settings.redactor()
         self._dispatcher: Dispatcher | None = None
-        self._worker_task: asyncio.Task[None] | None = None
-        self._worker: JobWorker | None = None
-        self._jobs_reader: Any = None
         self._degrade_task: asyncio.Task[None] | None = None
-        self._shared_override: SharedOverride | None = None
         self._started = False
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -90,78 +77,33 @@ class Gateway:
         await self.aclose()
 
     async def start(self) -> None:
-        """Build the parts on the running loop and start the dispatcher."""
+        """Build the parts on the running loop (``taogate._assembly``), start them, then the
+        degraded-mode watcher and the dispatcher."""
         if self._started:
             return
         loop = asyncio.get_running_loop()
         clock = self._clock_arg or loop.time
         self._clock = clock
         s = self.settings
-        egresses = s.build_egresses()
-        if self._provider is None:
-            self._provider = build_provider(s.upstream, egresses)
-        self.breaker = CircuitBreaker(self._breaker_policy, clock=clock)
-        #: degraded mode (process-local without Redis, shared by every replica with it)
-        self.degrade = DegradeControl(s, clock=clock)
-        self.shared: SharedBackend | None = None
-        policy = PoolPolicy(safety_factor=s.limits.safety_factor)
-        limits: SharedLimits | None = None
-        l2: RedisTier | None = None
-        if s.redis.url:
-            from taogate.cache.redis import RedisTier  # only with Redis configured
-            from taogate.quota.redis import SharedLimits
-            from taogate.shared._backend import SharedBackend
-            from taogate.shared._degrade import SharedOverride
-
-            shared = self.shared = SharedBackend(s, clock=clock)
-            limits = SharedLimits(
-                shared.client,
-                prefix=s.redis.prefix,
-                policy=policy,
-                probe_hold_s=max(10.0, 2 * s.upstream.timeout_s),
-                on_malformed=shared.note_malformed,
-                share=lambda: shared.shared_share,
-            )
-            l2 = RedisTier(
-                shared.client,
-                prefix=s.redis.prefix,
-                max_fresh_s=max(s.cache.max_age_s, s.cache.negative_ttl_s),
-                max_keep_s=s.cache.max_age_s + s.cache.max_stale_s,
-                enabled=s.redis.l2,
-                is_shared=lambda: shared.sharing,
-                on_failure=shared.lost,
-                on_malformed=shared.note_malformed,
-                clock=clock,
-            )
-            shared.listen(l2.channel, l2.on_message)
-            self._shared_override = SharedOverride(
-                self.shared, self.degrade, poll_s=s.redis.heartbeat_s
-            )
-        self.pool = CredentialPool(
-            s.build_credentials(),
-            policy,
-            clock=clock,
-            egresses=egresses,
-            shared=limits,
-            replicas=self.shared,
-            shared_timeout_s=s.redis.timeout_s,
-        )
-        self.cache = TieredCache(
-            MemoryCache(
-                max_entries=s.cache.l1_max_entries, max_bytes=s.cache.l1_max_bytes, clock=clock
-            ),
-            l2,
-            max_age_s=s.cache.max_age_s,
-            max_stale_s=s.cache.max_stale_s,
-            negative_ttl_s=s.cache.negative_ttl_s,
-            jitter=s.cache.ttl_jitter,
+        self.parts: Parts = build_parts(
+            s,
             clock=clock,
             rng=self._rng,
+            redact=self.redact,
+            provider=self._provider_arg,
+            breaker_policy=self._breaker_policy,
         )
-        if self.shared is not None:
-            await self.shared.start()
-        if self._shared_override is not None:
-            await self._shared_override.start()
+        parts = self.parts
+        self._provider = parts.provider
+        self.breaker = parts.breaker
+        #: degraded mode (process-local without Redis, shared by every replica with it)
+        self.degrade = parts.degrade
+        self.pool = parts.pool
+        self.cache = parts.cache
+        self.secret_files = parts.secret_files
+        #: the replicas on Redis (``None`` without Redis)
+        self.replicas = parts.replicas
+        await parts.start()
         self._degrade_task = loop.create_task(self.degrade.run(), name="taogate-degrade")
         self._dispatcher = Dispatcher(
             self._provider,
@@ -175,35 +117,6 @@ class Gateway:
             provenance_ids=min(PROVENANCE_IDS, s.cache.l1_max_entries),
         )
         self._dispatcher.start()
-        self.jobs: JobStore | None = None
-        if self.shared is not None and s.jobs.enabled:
-            from taogate.jobs._store import JobStore
-            from taogate.jobs._worker import JobWorker
-            from taogate.shared._client import connect
-
-            self.jobs = JobStore(
-                self.shared.client,
-                prefix=s.redis.prefix,
-                result_ttl_s=s.jobs.result_ttl_s,
-                on_malformed=self.shared.note_malformed,
-            )
-            block_s = 1.0
-            self._jobs_reader = connect(
-                s.redis.model_copy(update={"timeout_s": block_s + max(1.0, s.redis.timeout_s)})
-            )
-            self._worker = JobWorker(
-                self,
-                self.jobs,
-                self.shared.client,
-                concurrency=s.jobs.concurrency,
-                claim_idle_s=s.jobs.claim_idle_s,
-                deadline_s=s.jobs.deadline_s,
-                max_attempts=s.jobs.max_attempts,
-                reader=self._jobs_reader,
-                block_s=block_s,
-            )
-            self._worker_task = loop.create_task(self._worker.run(), name="taogate-jobs")
-        self.secret_files = self._watch_secret_files()
         self.lookups = 0
         self.hits = 0
         self.stale_served = 0
@@ -212,59 +125,17 @@ class Gateway:
         self._started = True
 
     async def aclose(self) -> None:
-        """Stop the dispatcher (waiting lookups fail) and close the provider if ours."""
+        """Stop the dispatcher (waiting lookups fail), then the parts in reverse order."""
         if not self._started:
             return
         self._started = False
-        if self._worker_task is not None:
-            self._worker_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(self._worker_task, timeout=5.0)
-        if self._worker is not None:
-            await self._worker.aclose()  # its chunks in progress stay pending for others
-        if self._jobs_reader is not None:
-            from taogate.shared._client import close as close_client
-
-            await close_client(self._jobs_reader)
-            self._jobs_reader = None
         if self._dispatcher is not None:
             await self._dispatcher.aclose()
         if self._degrade_task is not None:
             self._degrade_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._degrade_task
-        if self._shared_override is not None:
-            await self._shared_override.aclose()
-        if self.secret_files is not None:
-            await self.secret_files.aclose()
-        await self.cache.aclose()
-        if self.shared is not None:
-            await self.shared.aclose()
-        await self.pool.aclose()
-        if self._owns_provider and self._provider is not None:
-            await self._provider.aclose()
-
-    def _watch_secret_files(self) -> SecretFiles | None:
-        """Keep every ``secret_file`` secret current (poll, SIGHUP, a refused credential)."""
-        files = {c.app_key: c.secret_file for c in self.settings.credentials if c.secret_file}
-        if not files:
-            return None
-        pool = self.pool
-
-        def rotate(app_key: str, secret: str) -> None:
-            self.redact.add(secret)
-            pool.replace_secret(app_key, secret)
-
-        watcher = SecretFiles(
-            files,
-            {c.app_key: c.secret for c in pool.credentials},
-            on_rotate=rotate,
-            poll_s=self.settings.secrets.poll_s,
-        )
-        watcher.check("start")  # the file may have changed since the settings were read
-        pool.recheck_secret = lambda app_key: watcher.check_one(app_key, "credential refused")
-        watcher.start()
-        return watcher
+        await self.parts.aclose()
 
     def reload_secrets(self) -> list[str]:
         """Re-read every ``secret_file`` now (what SIGHUP does); the masked keys rotated."""
@@ -440,8 +311,8 @@ class Gateway:
     def _replica_rate(self) -> float:
         """Calls per second this replica may count as its own (shared limits: a live share)."""
         rate = self.pool.total_rate()
-        if self.shared is not None and self.shared.mode == "shared":
-            rate /= max(1, self.shared.live_replicas)
+        if self.replicas is not None and self.replicas.sharing:
+            rate /= max(1, self.replicas.live_replicas)
         return rate
 
     def _fallback(self, num_iid: str, stale: Mapping[str, Any], error: BaseException) -> Lookup:
@@ -472,12 +343,6 @@ class Gateway:
         deadline = self._clock() + self.settings.limits.deadline_s
         dispatcher.submit(ids, priority=Priority.REFRESH, deadline=deadline)
 
-    def shared_lost(self, exc: BaseException) -> None:
-        """Redis failed for a part outside the gateway (the job routes): the replicas decide
-        whether to switch to local mode (a timeout counts only after a few in a row)."""
-        if self.shared is not None:
-            self.shared.lost(exc)
-
     async def invalidate(self, ids: Iterable[str]) -> int:
         """Forget ``ids`` here, in L2 and in every replica's L1; returns how many L1 held here.
 
@@ -505,7 +370,7 @@ class Gateway:
             secret_files=() if self.secret_files is None else self.secret_files.stats(),
             credentials=self.pool.snapshot(),  # typed by i14-pool
             egresses=self.pool.egress_snapshot(),  # typed by i14-pool
-            replicas=None if self.shared is None else self.shared.describe(),  # i14-service
+            replicas=None if self.replicas is None else self.replicas.stats(),
         )
 
     def snapshot(self) -> dict[str, Any]:

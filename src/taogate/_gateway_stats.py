@@ -8,15 +8,18 @@ dispatcher's, the breaker's, degraded mode's, the secret files'). The metrics
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taogate._breaker import BreakerStats
 from taogate._degrade import DegradeStats
 from taogate._dispatch import DispatcherStats
 from taogate._secrets import SecretFileStats
 from taogate.cache.tiered import CacheStats
+
+if TYPE_CHECKING:  # the replicas need redis-py; a gateway without Redis never loads it
+    from taogate.replicas import ReplicasStats
 
 __all__ = ["GatewayStats"]
 
@@ -38,11 +41,11 @@ class GatewayStats:
     breaker: BreakerStats
     degrade: DegradeStats
     secret_files: tuple[SecretFileStats, ...]
-    # typed by i14-pool / i14-service: the pool's rows (``pool.snapshot()``,
-    # ``pool.egress_snapshot()``) and the replicas' (``describe()``; ``None`` without Redis)
+    # typed by i14-pool: the pool's rows (``pool.snapshot()``, ``pool.egress_snapshot()``)
     credentials: Sequence[dict[str, Any]]
     egresses: Sequence[dict[str, Any]]
-    replicas: Mapping[str, Any] | None
+    #: membership and mode (``None`` without Redis)
+    replicas: ReplicasStats | None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (:meth:`Gateway.snapshot`): for tools, benchmarks, ``/v1/admin/keys``."""
@@ -55,7 +58,7 @@ class GatewayStats:
             "l2_hits": cache.l2_hits,
             "redis": None
             if self.replicas is None
-            else {**self.replicas, "l2_corrupt": cache.l2_corrupt},
+            else asdict(self.replicas) | {"l2_corrupt": cache.l2_corrupt},
             "l1_entries": cache.l1_entries,
             "l1_bytes": cache.l1_bytes,
             "breaker": str(self.breaker.state),

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = ["GatewayCollector"]
 
-#: where a malformed Redis value can be found (taogate.shared._backend.MALFORMED_SOURCES; not
+#: where a malformed Redis value can be found (taogate.replicas.MALFORMED_SOURCES; not
 #: imported from there, which would load redis-py for a gateway without it)
 MALFORMED_SOURCES = ("degrade", "heartbeat", "invalidation", "jobs", "limits")
 #: upper bounds of the ids-per-call histogram's buckets
@@ -98,19 +98,19 @@ def _replicas(stats: GatewayStats) -> Iterator[Metric]:
         "1 for the replica's mode: single (no Redis), shared, local.",
         labels=("mode",),
     )
-    current = "single" if redis is None else redis["mode"]
+    current = "single" if redis is None else redis.mode
     for m in ("single", "shared", "local"):
         mode.add_metric((m,), 1.0 if m == current else 0.0)
     yield mode
     yield GaugeMetricFamily(
         "taogate_replicas_live",
         "Live replicas as the heartbeat last counted them.",
-        value=1 if redis is None else redis["live_replicas"],
+        value=1 if redis is None else redis.live_replicas,
     )
     yield CounterMetricFamily(
         "taogate_mode_changes",
         "Switches between shared and local mode.",
-        value=0 if redis is None else redis["mode_changes"],
+        value=0 if redis is None else redis.mode_changes,
     )
     yield CounterMetricFamily(
         "taogate_l2_corrupt",
@@ -123,7 +123,7 @@ def _replicas(stats: GatewayStats) -> Iterator[Metric]:
         labels=("source",),
     )
     for name in MALFORMED_SOURCES:
-        malformed.add_metric((name,), 0 if redis is None else redis["malformed"][name])
+        malformed.add_metric((name,), 0 if redis is None else redis.malformed[name])
     yield malformed
 
 

@@ -185,7 +185,7 @@ async def test_a_switch_without_redis_is_503_and_changes_nothing(
         gw = a.app.state.gateway
         loop = asyncio.get_running_loop()
         end = loop.time() + 2.0
-        while gw.shared.mode != "local":
+        while gw.replicas.mode != "local":
             assert loop.time() < end
             await asyncio.sleep(0.02)
         resp = await a.client.put("/v1/admin/degrade", json={"mode": "on"}, headers=a.auth("ops"))

@@ -8,8 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from taogate import Settings, Source
-from taogate._gateway import Gateway
+from taogate import Service, Settings, Source
 from taogate._settings import SimSettings
 from taogate.testing import SimKey, Simulator
 from tests.conftest import RedisCluster
@@ -37,14 +36,15 @@ async def test_gateways_share_limits_l2_and_invalidation_on_a_cluster(
         redis={"url": redis_cluster.url, "cluster": True, "prefix": prefix, "heartbeat_s": 0.2},
     )
     ids = sim.catalog.ids()[:600]
-    async with Gateway(settings) as a, Gateway(settings) as b:
-        assert a.shared is not None
-        assert a.shared.mode == "shared"
+    async with Service(settings) as sa, Service(settings) as sb:
+        a, b = sa.gateway, sb.gateway
+        assert a.replicas is not None
+        assert a.replicas.mode == "shared"
         await asyncio.gather(
             *(g.get_many(ids[i::20]) for i, g in zip(range(20), [a, b] * 10, strict=True))
         )
         await asyncio.sleep(0.3)
-        assert a.shared.live_replicas == 2
+        assert a.replicas.live_replicas == 2
         only_a = sim.catalog.ids()[1000]
         await a.get(only_a)
         await asyncio.sleep(0.2)  # written behind to L2
@@ -53,21 +53,21 @@ async def test_gateways_share_limits_l2_and_invalidation_on_a_cluster(
         await a.invalidate([only_a])
         await asyncio.sleep(0.2)
         assert b.cache.l1.peek(only_a) is None  # the invalidation crossed the cluster
-        assert a.shared.mode == "shared"
-        assert b.shared is not None
-        assert b.shared.mode == "shared"
+        assert a.replicas.mode == "shared"
+        assert b.replicas is not None
+        assert b.replicas.mode == "shared"
         # a bulk job: its stream and each job's keys live in one slot apiece; both workers
         # consume through the group
-        assert a.jobs is not None
-        job = await a.jobs.submit(sim.catalog.ids()[2000:2400])
+        assert sa.jobs is not None
+        job = await sa.jobs.submit(sim.catalog.ids()[2000:2400])
         loop = asyncio.get_running_loop()
         end = loop.time() + 30
-        while (status := await b.jobs.status(job)) is not None and status.state != "done":  # type: ignore[union-attr]
+        while (status := await sb.jobs.status(job)) is not None and status.state != "done":  # type: ignore[union-attr]
             assert loop.time() < end, status
             await asyncio.sleep(0.1)
         assert status is not None
         assert status.done == 400
-        rows = [row async for row in a.jobs.rows(job)]
+        rows = [row async for row in sa.jobs.rows(job)]
         assert len(rows) == 400
     stats = sim.stats()
     for key in KEYS:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from taogate import Settings, Source
+from taogate import Service, Settings, Source
 from taogate._degrade import format_time
 from taogate._errors import DegradeNotShared
 from taogate._gateway import Gateway
@@ -138,7 +138,7 @@ async def test_redis_down_keeps_the_last_override_and_the_schedule(
         await a.degrade.set("off", by="ops")  # the schedule is overruled...
         await within(1.0, lambda: b.degrade.override is not None)
         own_redis.stop()
-        await within(2.0, lambda: b.shared is not None and b.shared.mode == "local")
+        await within(2.0, lambda: b.replicas is not None and b.replicas.mode == "local")
         await asyncio.sleep(max(0.0, now + 1.2 - time.time()))
         assert not b.degrade.active  # ...and stays overruled with Redis gone
         with pytest.raises(DegradeNotShared):
@@ -164,8 +164,9 @@ async def test_degraded_replicas_serve_older_answers_without_calls_and_pause_job
         degrade={"max_age_s": 30.0},
     )
     ids = [i for i in sim.catalog.ids()[:400] if sim.truth([i])[i] is not None][:120]
-    async with Gateway(s) as a, Gateway(s) as b:
-        assert a.jobs is not None
+    async with Service(s) as sa, Service(s) as sb:
+        a, b = sa.gateway, sb.gateway
+        assert sa.jobs is not None
         await a.get_many(ids[:80])
         await asyncio.sleep(0.2)  # the L2 writes are in the background
         await asyncio.sleep(1.2)  # now older than max_age_s (1 s)
@@ -186,9 +187,9 @@ async def test_degraded_replicas_serve_older_answers_without_calls_and_pause_job
         # a job submitted while degraded waits (once the workers' blocking reads, up to 1 s,
         # have returned: a chunk they take is in progress and finishes)
         await asyncio.sleep(1.1)
-        job = await a.jobs.submit(ids[80:120])
+        job = await sa.jobs.submit(ids[80:120])
         await asyncio.sleep(1.5)
-        status = await a.jobs.status(job)
+        status = await sa.jobs.status(job)
         assert status is not None
         assert (status.state, status.done) == ("queued", 0)
         assert sim.stats()["totals"]["items_requested"] == requested
@@ -198,7 +199,7 @@ async def test_degraded_replicas_serve_older_answers_without_calls_and_pause_job
         loop = asyncio.get_running_loop()
         end = loop.time() + 30
         while loop.time() < end:
-            status = await a.jobs.status(job)
+            status = await sa.jobs.status(job)
             assert status is not None
             if status.state == "done":
                 break
@@ -249,14 +250,14 @@ async def test_a_burst_of_change_messages_costs_one_read_more_not_a_task_each(
 ) -> None:
     p = prefix()
     async with Gateway(settings(sim, redis_server.url, p)) as gw:
-        override = gw._shared_override
+        override = gw.parts.override
         assert override is not None
         await gw.degrade.set("on", reason="burst", by="ops")
         await asyncio.sleep(0.1)  # the switch's own message has been read
         reads = override._started_reads
         tasks = len(override._tasks)
         for _ in range(500):  # what a flood on the change channel does
-            override._on_message(b"changed")
+            override.on_message(b"changed")
         assert len(override._tasks) <= tasks + 1
         await within(
             2.0, lambda: override._message_read is not None and override._message_read.done()

@@ -39,8 +39,8 @@ async def test_two_replicas_keep_one_egress_under_its_cap(
     )
     ids = sim.catalog.ids()[:1600]  # 40 calls: 5 s at 8 calls/s, from both replicas at once
     async with Gateway(settings) as a, Gateway(settings) as b:
-        assert a.shared is not None
-        assert a.shared.mode == "shared"
+        assert a.replicas is not None
+        assert a.replicas.mode == "shared"
 
         async def caller(gw: Gateway, chunk: list[str]) -> None:
             for i in range(0, len(chunk), 10):

@@ -16,7 +16,7 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from taogate import Settings
+from taogate import Service, Settings
 from taogate._settings import SimSettings
 from taogate.http import create_app
 from taogate.testing import SimKey, Simulator
@@ -172,12 +172,10 @@ async def test_a_slow_chunk_stays_with_its_worker(
 ) -> None:
     """Lookups that outlast claim_idle_s: the owner keeps the chunk, so no other replica
     claims it and fetches its ids a second time."""
-    from taogate._gateway import Gateway
-
     sim.set_fault("slow", 60.0, extra_latency_ms=1500)
     s = settings(sim, redis_server.url, "j" + os.urandom(3).hex(), claim_idle_s=0.5)
     ids = sim.catalog.ids()[7000:7080]  # two chunks
-    async with Gateway(s) as a, Gateway(s) as b:
+    async with Service(s) as a, Service(s) as b:
         assert a.jobs is not None
         assert b.jobs is not None
         job = await a.jobs.submit(ids)

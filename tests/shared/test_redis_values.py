@@ -16,7 +16,7 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from taogate import Settings
+from taogate import Service, Settings
 from taogate._degrade import Override
 from taogate._gateway import Gateway
 from taogate._settings import SimSettings
@@ -26,7 +26,7 @@ from taogate.jobs._store import GROUP, JobStore
 from taogate.metrics import MALFORMED_SOURCES as METRIC_SOURCES
 from taogate.quota.pool import PoolPolicy, SharedUnavailable
 from taogate.quota.redis import KEY_TTL_S, SharedLimits
-from taogate.shared._backend import MALFORMED_SOURCES
+from taogate.replicas import MALFORMED_SOURCES
 from taogate.testing import SimKey, Simulator
 from tests.conftest import RedisServer
 
@@ -143,7 +143,7 @@ async def test_a_corrupt_l2_entry_is_a_miss_deleted_and_counted(
     kinds = list(bad_l2_entries("0"))
     ids = present(sim, len(kinds))
     async for client, gw in service(settings(sim, redis_server.url, p)):
-        assert gw.shared is not None
+        assert gw.replicas is not None
         async with Redis.from_url(redis_server.url) as r:
             for num_iid, kind in zip(ids, kinds, strict=True):
                 await r.set(l2_of(gw).item_key(num_iid), bad_l2_entries(num_iid)[kind])
@@ -179,7 +179,7 @@ async def test_a_batch_of_40_with_one_corrupt_entry_answers_all(
     p = prefix()
     ids = present(sim, 40)
     async for client, gw in service(settings(sim, redis_server.url, p)):
-        assert gw.shared is not None
+        assert gw.replicas is not None
         async with Redis.from_url(redis_server.url) as r:
             for num_iid in ids[1:]:  # 39 good answers in L2
                 await r.set(l2_of(gw).item_key(num_iid), orjson.dumps(good_l2(num_iid)))
@@ -205,7 +205,7 @@ async def test_l2_times_from_the_future_are_clamped(
     p = prefix()
     (num_iid,) = present(sim, 1)
     async for _, gw in service(settings(sim, redis_server.url, p, cache={"max_age_s": 60})):
-        assert gw.shared is not None
+        assert gw.replicas is not None
         doc = {**good_l2(num_iid), "f": time.time() + 1e9, "u": 1e300, "k": 1e300}
         async with Redis.from_url(redis_server.url) as r:
             await r.set(l2_of(gw).item_key(num_iid), orjson.dumps(doc))
@@ -250,16 +250,16 @@ async def test_a_chunk_that_keeps_failing_ends_as_failed_rows(
         ]
         await r.xclaim(store.stream, GROUP, "dead-2", 0, entries)
         s = settings(sim, redis_server.url, p, jobs={"max_attempts": 2, "claim_idle_s": 0.2})
-        async with Gateway(s) as gw:
-            assert gw.jobs is not None
+        async with Service(s) as svc:
+            assert svc.jobs is not None
             loop = asyncio.get_running_loop()
             end = loop.time() + 10
-            while (status := await gw.jobs.status(job)) is not None and status.state != "failed":
+            while (status := await svc.jobs.status(job)) is not None and status.state != "failed":
                 assert loop.time() < end, status
                 await asyncio.sleep(0.05)
-            rows = [orjson.loads(row) async for row in gw.jobs.rows(job)]
-            assert gw.shared is not None
-            malformed = gw.shared.malformed["jobs"]
+            rows = [orjson.loads(row) async for row in svc.jobs.rows(job)]
+            assert svc.replicas is not None
+            malformed = svc.replicas.malformed["jobs"]
         assert await r.xlen(store.stream) == 0  # the chunk and the junk entry are both gone
         assert await r.xrange(store.stream, junk, junk) == []
     assert status is not None
@@ -280,16 +280,16 @@ async def test_late_lookups_fail_their_chunk_after_max_attempts(
     p = prefix()
     ids = present(sim, 3)
     jobs = {"max_attempts": 2, "claim_idle_s": 0.5, "deadline_s": 0.001}
-    async with Gateway(settings(sim, redis_server.url, p, jobs=jobs)) as gw:
-        assert gw.jobs is not None
+    async with Service(settings(sim, redis_server.url, p, jobs=jobs)) as svc:
+        assert svc.jobs is not None
         loop = asyncio.get_running_loop()
         started = loop.time()
-        job = await gw.jobs.submit(ids)
-        while (status := await gw.jobs.status(job)) is not None and status.state != "failed":
+        job = await svc.jobs.submit(ids)
+        while (status := await svc.jobs.status(job)) is not None and status.state != "failed":
             assert loop.time() < started + 15, status
             await asyncio.sleep(0.02)
         took = loop.time() - started
-        rows = [orjson.loads(row) async for row in gw.jobs.rows(job)]
+        rows = [orjson.loads(row) async for row in svc.jobs.rows(job)]
     assert {row["status"] for row in rows} == {"failed"}
     assert all(row["error"].startswith(("Overloaded", "DeadlineExceeded")) for row in rows), rows
     assert took >= 0.5  # a second try, after the chunk was idle claim_idle_s
@@ -304,14 +304,14 @@ async def test_an_id_the_policy_refuses_fails_alone(
     (good,) = present(sim, 1)
     async with Redis.from_url(redis_server.url) as r:
         job = await JobStore(r, prefix=p, result_ttl_s=600).submit(["not an id!", good])
-        async with Gateway(settings(sim, redis_server.url, p)) as gw:
-            assert gw.jobs is not None
+        async with Service(settings(sim, redis_server.url, p)) as svc:
+            assert svc.jobs is not None
             loop = asyncio.get_running_loop()
             end = loop.time() + 10
-            while (status := await gw.jobs.status(job)) is not None and status.state != "done":
+            while (status := await svc.jobs.status(job)) is not None and status.state != "done":
                 assert loop.time() < end, status
                 await asyncio.sleep(0.05)
-            rows = {row["num_iid"]: row async for row in _rows(gw.jobs, job)}
+            rows = {row["num_iid"]: row async for row in _rows(svc.jobs, job)}
     assert rows[good]["status"] == "found"
     assert rows["not an id!"]["status"] == "failed"
     assert rows["not an id!"]["error"].startswith("InvalidItemId")
@@ -411,7 +411,7 @@ async def test_absurd_override_times_are_clamped(
 async def test_malformed_overrides_are_ignored_and_counted(
     sim: Simulator, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="taogate.shared")
+    caplog.set_level(logging.WARNING, logger="taogate.replicas")
     p = prefix()
     bad = [
         b'{"mode": "on", "until": "tomorrow"}',
@@ -424,7 +424,7 @@ async def test_malformed_overrides_are_ignored_and_counted(
         Redis.from_url(redis_server.url) as r,
         Gateway(settings(sim, redis_server.url, p)) as gw,
     ):
-        assert gw.shared is not None
+        assert gw.replicas is not None
         await r.set(f"{p}:degrade", b'{"mode": "on", "reason": "good"}')
         await within(2.0, lambda: gw.degrade.active)
         for raw in bad:
@@ -435,9 +435,9 @@ async def test_malformed_overrides_are_ignored_and_counted(
         await r.delete(f"{p}:degrade")
         await r.rpush(f"{p}:degrade", b"a list")  # a key of another type
         await r.publish(f"{p}:degrade:changed", b"changed")
-        await within(2.0, lambda: gw.shared is not None and gw.shared.malformed["degrade"] > 5)
+        await within(2.0, lambda: gw.replicas is not None and gw.replicas.malformed["degrade"] > 5)
         assert gw.degrade.active
-        assert gw.shared.mode == "shared"
+        assert gw.replicas.mode == "shared"
     assert any("malformed value in Redis (degrade)" in m for m in caplog.messages)
 
 
@@ -467,14 +467,14 @@ async def test_malformed_invalidations_are_ignored_and_the_subscriber_goes_on(
         Redis.from_url(redis_server.url) as r,
         Gateway(settings(sim, redis_server.url, p)) as gw,
     ):
-        assert gw.shared is not None
+        assert gw.replicas is not None
         await gw.get(num_iid)
         await asyncio.sleep(0.3)  # the subscriber is listening
         channel = f"{p}:invalidate"
         for raw in (b"not json", b'"12345"', b'{"ids": [1]}', b"[true]", b"[[1]]", b"[null]"):
             await r.publish(channel, raw)
         await within(
-            2.0, lambda: gw.shared is not None and gw.shared.malformed["invalidation"] == 6
+            2.0, lambda: gw.replicas is not None and gw.replicas.malformed["invalidation"] == 6
         )
         assert gw.cache.l1.peek(num_iid) is not None
         await r.publish(channel, orjson.dumps([int(num_iid)]))
@@ -489,19 +489,21 @@ async def test_wrong_typed_membership_keys_keep_the_replica_shared(
         Redis.from_url(redis_server.url) as r,
         Gateway(settings(sim, redis_server.url, p)) as gw,
     ):
-        assert gw.shared is not None
+        assert gw.replicas is not None
         await r.delete(f"{{{p}:m}}:replicas", f"{{{p}:m}}:departed")
         await r.set(f"{{{p}:m}}:replicas", b"garbage")
         await r.rpush(f"{{{p}:m}}:departed", b"garbage")
         await asyncio.sleep(0.6)  # three heartbeats
-        assert gw.shared.mode == "shared"
-        assert gw.shared.live_replicas == 1
+        assert gw.replicas.mode == "shared"
+        assert gw.replicas.live_replicas == 1
         assert await r.type(f"{{{p}:m}}:replicas") == b"zset"
         # a heartbeat answer that is not two counts: the last counts hold, and it is counted
-        gw.shared._heartbeat = r.register_script("return {'many', -1}")
-        await within(2.0, lambda: gw.shared is not None and gw.shared.malformed["heartbeat"] > 0)
-        assert gw.shared.live_replicas == 1
-        assert gw.shared.mode == "shared"
+        gw.replicas._heartbeat = r.register_script("return {'many', -1}")
+        await within(
+            2.0, lambda: gw.replicas is not None and gw.replicas.malformed["heartbeat"] > 0
+        )
+        assert gw.replicas.live_replicas == 1
+        assert gw.replicas.mode == "shared"
 
 
 async def test_garbage_limit_state_neither_stalls_nor_breaks_a_key(
@@ -537,16 +539,16 @@ async def test_garbage_limit_state_neither_stalls_nor_breaks_a_key(
                 assert resp.status_code == 200, resp.text
                 assert resp.json()["source"] == "upstream"
             took = time.monotonic() - started
-            assert gw.shared is not None
-            assert gw.shared.mode == "shared"
+            assert gw.replicas is not None
+            assert gw.replicas.mode == "shared"
         # a state key of another type is replaced, not an error every call
         await r.delete(f"{base}:state")
         await r.set(f"{base}:state", b"garbage")
         async for client, gw in service(s):
             resp = await client.get(f"/v1/items/{present(sim, 1, skip=100)[0]}", headers=AUTH)
             assert resp.status_code == 200, resp.text
-            assert gw.shared is not None
-            assert gw.shared.mode == "shared"
+            assert gw.replicas is not None
+            assert gw.replicas.mode == "shared"
     assert took < 5.0  # one fresh window (1 s + guard), not an endless wait
 
 

@@ -58,7 +58,7 @@ async def test_replicas_together_never_exceed_a_key(
     # is tested with one gateway (test_gateway_sim) and over processes (bench/scale_out.py)
     s = settings(sim, redis_server.url, p, safety_factor=0.9)
     async with Gateway(s) as a, Gateway(s) as b, Gateway(s) as c:
-        assert {g.shared.mode for g in (a, b, c) if g.shared} == {"shared"}
+        assert {g.replicas.mode for g in (a, b, c) if g.replicas} == {"shared"}
 
         async def caller(gw: Gateway, chunk: list[str]) -> None:
             for num_iid in chunk:
@@ -127,10 +127,10 @@ async def test_membership_counts_replicas(sim: Simulator, redis_server: RedisSer
         Gateway(settings(sim, redis_server.url, p)) as b,
     ):
         await asyncio.sleep(0.5)
-        assert a.shared is not None
-        assert b.shared is not None
-        assert a.shared.live_replicas == 2
-        assert b.shared.live_replicas == 2
+        assert a.replicas is not None
+        assert b.replicas is not None
+        assert a.replicas.live_replicas == 2
+        assert b.replicas.live_replicas == 2
 
 
 async def test_redis_down_local_mode_then_back(sim: Simulator, own_redis: RedisServer) -> None:
@@ -141,8 +141,8 @@ async def test_redis_down_local_mode_then_back(sim: Simulator, own_redis: RedisS
         Gateway(settings(sim, own_redis.url, p)),
     ):
         await asyncio.sleep(0.5)
-        assert a.shared is not None
-        assert a.shared.live_replicas == 2
+        assert a.replicas is not None
+        assert a.replicas.live_replicas == 2
         await a.get_many(ids)
         own_redis.stop()
         loop = asyncio.get_running_loop()
@@ -154,13 +154,13 @@ async def test_redis_down_local_mode_then_back(sim: Simulator, own_redis: RedisS
         fresh = await a.get(sim.catalog.ids()[100])  # a miss still works, on the local share
         assert fresh.error is None
         await asyncio.sleep(0.5)
-        assert a.shared.mode == "local"
+        assert a.replicas.mode == "local"
         assert a.pool.share == pytest.approx(0.5)  # quota ÷ the two replicas it last saw
         own_redis.start()
         back = loop.time()
-        while a.shared.mode != "shared" and loop.time() - back < 10:
+        while a.replicas.stats().mode != "shared" and loop.time() - back < 10:
             await asyncio.sleep(0.05)
-        assert a.shared.mode == "shared"
+        assert a.replicas.stats().mode == "shared"
         assert loop.time() - back <= 5.0
         assert a.pool.share == 1.0
         assert a.pool.shared is not None
@@ -172,7 +172,7 @@ async def test_an_answer_fetched_before_an_invalidation_is_not_written_back(
     p = prefix()
     num_iid = sim.catalog.ids()[5]
     async with Gateway(settings(sim, redis_server.url, p)) as a:
-        assert a.shared is not None
+        assert a.replicas is not None
         await a.get(num_iid)
         entry = a.cache.l1.peek(num_iid)
         assert entry is not None
@@ -190,7 +190,7 @@ async def test_a_malformed_invalidation_message_is_ignored(
     p = prefix()
     num_iid = sim.catalog.ids()[6]
     async with Gateway(settings(sim, redis_server.url, p)) as a:
-        assert a.shared is not None
+        assert a.replicas is not None
         await a.get(num_iid)
         await asyncio.sleep(0.3)
         client = Redis.from_url(redis_server.url)

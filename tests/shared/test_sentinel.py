@@ -35,8 +35,8 @@ async def test_gateways_share_through_sentinel(
     )
     num_iid = sim.catalog.ids()[0]
     async with Gateway(settings) as a, Gateway(settings) as b:
-        assert a.shared is not None
-        assert a.shared.mode == "shared"
+        assert a.replicas is not None
+        assert a.replicas.mode == "shared"
         await a.get(num_iid)
         import asyncio
 

@@ -36,7 +36,7 @@ def test_exported_members_are_sorted_and_real() -> None:
         "metrics",
         "providers",
         "quota",
-        "shared",
+        "replicas",
         "testing",
     }
     assert public - modules <= set(taogate.__all__)
@@ -177,7 +177,7 @@ def test_import_opens_nothing_and_leaves_integrations_out() -> None:
     code = (
         "import sys, taogate; "
         "print(sorted(m for m in sys.modules if m in ('redis', 'prometheus_client', "
-        "'taogate.shared', 'taogate.http', 'starlette')))"
+        "'taogate.replicas', 'taogate._redis', 'taogate.jobs', 'taogate.http', 'starlette')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -284,8 +284,11 @@ async def test_a_store_that_fails_changes_nothing() -> None:
         async def write(self, override: Override | None) -> None:
             raise DegradeNotShared("Redis is out of reach")
 
-    c = control(FakeClock(T0))
-    c.store = Broken()
+        def subscribe(self, on_read: Callable[[Override | None, str], object]) -> None:
+            """Nothing is ever read."""
+
+    settings = Settings(credentials=[{"app_key": "1", "secret": "x"}])
+    c = DegradeControl(settings, clock=FakeClock(), wall_clock=FakeClock(T0), store=Broken())
     with pytest.raises(DegradeNotShared):
         await c.set("on", by="ops")
     assert not c.active

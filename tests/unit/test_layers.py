@@ -126,9 +126,15 @@ def _under(module: str, prefixes: Iterable[str]) -> bool:
 
 RULES = (
     Rule(
-        name="taogate.testing imports nothing from the gateway, dispatch or http",
+        name="taogate.testing imports nothing from the gateway, dispatch, the service or http",
         importers=("taogate.testing",),
-        forbidden=("taogate._gateway", "taogate._dispatch", "taogate.http"),
+        forbidden=(
+            "taogate._gateway",
+            "taogate._dispatch",
+            "taogate._assembly",
+            "taogate._service",
+            "taogate.http",
+        ),
         through_faces=True,
     ),
     Rule(
@@ -171,6 +177,42 @@ RULES = (
             "taogate.quota",
             "taogate.jobs",
             "taogate.http",
+        ),
+        through_faces=True,
+    ),
+    Rule(
+        name="the library imports nothing from http, jobs, testing or the service",
+        importers=(
+            "taogate._gateway",
+            "taogate._dispatch",
+            "taogate._assembly",
+            "taogate.cache",
+            "taogate.quota",
+        ),
+        forbidden=("taogate.http", "taogate.jobs", "taogate.testing", "taogate._service"),
+        through_faces=True,
+    ),
+    Rule(
+        name="the gateway imports nothing of Redis (its parts are built by taogate._assembly)",
+        importers=("taogate._gateway",),
+        forbidden=(
+            "taogate.replicas",
+            "taogate.cache.redis",
+            "taogate.quota.redis",
+            "taogate._redis",
+        ),
+        through_faces=True,
+    ),
+    Rule(
+        name="replicas import nothing from the gateway, dispatch, the service, jobs or http",
+        importers=("taogate.replicas",),
+        forbidden=(
+            "taogate._gateway",
+            "taogate._dispatch",
+            "taogate._service",
+            "taogate.jobs",
+            "taogate.http",
+            "taogate.testing",
         ),
         through_faces=True,
     ),

@@ -365,9 +365,14 @@ def test_a_refusal_rechecks_the_secret_store_first(tmp_path: Path) -> None:
     path = tmp_path / "key1"
     path.write_text(OLD, encoding="utf-8")
     clock = FakeClock(1000.0)
-    pool = CredentialPool([Credential(app_key="12345678", secret=OLD, qps=10)], clock=clock)
-    files = SecretFiles({"12345678": path}, {"12345678": OLD}, on_rotate=pool.replace_secret)
-    pool.recheck_secret = lambda key: files.check_one(key, "credential refused")
+    files = SecretFiles(
+        {"12345678": path}, {"12345678": OLD}, on_rotate=lambda k, s: pool.replace_secret(k, s)
+    )
+    pool = CredentialPool(
+        [Credential(app_key="12345678", secret=OLD, qps=10)],
+        clock=clock,
+        recheck_secret=lambda key: files.check_one(key, "credential refused"),
+    )
     lease = pool.try_acquire()
     assert lease is not None
     write_atomically(path, NEW)  # the store has the new secret; no poll has seen it yet

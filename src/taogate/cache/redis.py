@@ -130,9 +130,12 @@ class RedisTier:
         is_shared: Callable[[], bool] = lambda: True,
         on_failure: Callable[[BaseException], object] = lambda exc: None,
         on_malformed: Callable[[str, str], object] = lambda source, what: None,
+        on_invalidate: Callable[[list[str]], object] = lambda ids: None,
         clock: Callable[[], float],
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        """``on_invalidate``: what an invalidation from any replica is handed to (the L1
+        tier's ``invalidate``)."""
         self._client = client
         self._prefix = prefix
         self._max_fresh_s = max_fresh_s
@@ -144,8 +147,7 @@ class RedisTier:
         self._on_malformed = on_malformed
         self._clock = clock
         self._wall = wall_clock
-        #: what an invalidation from another replica is handed to (the L1 tier's invalidate)
-        self.on_invalidate: Callable[[list[str]], object] = lambda ids: None
+        self._on_invalidate = on_invalidate
         #: L2 values that could not be decoded (each was treated as a miss and deleted)
         self.corrupt = 0
         self._set = client.register_script(_LUA.joinpath("l2_set.lua").read_text())
@@ -326,7 +328,7 @@ class RedisTier:
         if ids is None:
             self._on_malformed("invalidation", "not a list of ids")
             return
-        self.on_invalidate(ids)
+        self._on_invalidate(ids)
 
     # --- lifecycle -----------------------------------------------------------------------
 

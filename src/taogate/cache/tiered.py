@@ -10,7 +10,8 @@ the cache keeps it ("not found" answers keep their own short freshness). One rul
 :func:`is_fresh`, decides this for both tiers.
 
 :meth:`TieredCache.lookup` reads L1, then L2 for what L1 missed (filling L1 with what it
-finds); :meth:`TieredCache.store` writes an upstream answer through both.
+finds); :meth:`TieredCache.store` writes an upstream answer through both. Invalidations from
+other replicas reach L1 through the L2 tier, built with ``on_invalidate=l1.invalidate``.
 """
 
 from __future__ import annotations
@@ -90,8 +91,6 @@ class TieredCache:
         self._rng = rng or random.Random()
         #: lookups answered fresh from L2
         self.l2_hits = 0
-        if l2 is not None:
-            l2.on_invalidate = l1.invalidate  # another replica's invalidation reaches this L1
 
     def stats(self) -> CacheStats:
         """The tiers' counters and sizes now."""

@@ -1,4 +1,4 @@
-"""The ASGI app: routes, the edge middleware, problem answers and the gateway's lifespan.
+"""The ASGI app: routes, the edge middleware, problem answers and the service's lifespan.
 
 Starlette routes behind one pure ASGI middleware (request id, admission control, metrics,
 access log) — no ``BaseHTTPMiddleware``, no response models: the L1 hit path is a dict lookup,
@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from taogate._errors import InvalidRequest, TaogateError
 from taogate._gateway import Gateway
 from taogate._logging import request_id_var
+from taogate._service import Service
 from taogate._settings import Settings
 from taogate.http._answers import Invalidated, Keys
 from taogate.http._auth import Clients
@@ -251,8 +252,8 @@ class _Api:
         return json_response(
             {
                 "status": "ready",
-                "mode": "single" if redis is None else redis["mode"],
-                "live_replicas": 1 if redis is None else redis["live_replicas"],
+                "mode": "single" if redis is None else redis.mode,
+                "live_replicas": 1 if redis is None else redis.live_replicas,
                 "breaker": str(stats.breaker.state),
                 "credentials": len(stats.credentials),
                 "credentials_usable": usable,
@@ -478,19 +479,21 @@ def create_app(
     clock: Callable[[], float] | None = None,
     reload_on_sighup: bool = False,
 ) -> Starlette:
-    """The ASGI app for ``settings``; the gateway starts and stops with the app's lifespan.
+    """The ASGI app for ``settings``; the service (the gateway, its replicas and job worker)
+    starts and stops with the app's lifespan.
 
     ``reload_on_sighup`` (``taogate serve``): while the app runs, SIGHUP re-reads every
     ``secret_file`` instead of ending the process.
     """
     metrics = Metrics()
-    gateway = Gateway(settings, provider=provider, clock=clock)
+    service = Service(settings, provider=provider, clock=clock)
+    gateway = service.gateway
     clients = Clients(
         settings.server.clients,
         clock=clock or time.monotonic,
         failures_per_minute=settings.server.auth_failures_per_minute,
     )
-    ctx = Context(settings, gateway, clients)
+    ctx = Context(settings, service, clients)
     api = _Api(ctx, metrics)
     jobs = JobRoutes(ctx)
     console = ConsoleRoutes(ctx)
@@ -499,7 +502,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await gateway.start()
+        await service.start()
         console.sampler.start()
         api.ready = True
         if clients.open:
@@ -517,7 +520,7 @@ def create_app(
             finally:
                 api.ready = False
                 await console.sampler.aclose()
-                await gateway.aclose()
+                await service.aclose()
                 log.info("taogate stopped")
 
     async def on_problem(request: Request, exc: Exception) -> Response:
@@ -557,6 +560,7 @@ def create_app(
     app.add_middleware(
         _Edge, settings=settings, metrics=metrics, clients=clients, item_endpoint=api.get_item
     )
+    app.state.service = service
     app.state.gateway = gateway
     app.state.metrics = metrics
     return app

@@ -219,9 +219,9 @@ class ConsoleRoutes:
         return {
             "now": time.time(),
             "replica": {
-                "mode": "single" if redis is None else redis["mode"],
-                "live_replicas": None if redis is None else redis["live_replicas"],
-                "id": None if redis is None else redis["replica"],
+                "mode": "single" if redis is None else redis.mode,
+                "live_replicas": None if redis is None else redis.live_replicas,
+                "id": None if redis is None else redis.replica,
             },
             "breaker": str(stats.breaker.state),
             "degraded": stats.degrade.status.to_dict(),

@@ -1,4 +1,5 @@
-"""What every route module shares: the gateway and the clients, and how a handler
+"""What every route module shares: the service (its gateway, replicas and jobs) and the clients,
+and how a handler
 authenticates its caller, reads a body, checks ids and answers JSON."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from taogate._errors import InvalidRequest
 from taogate.http._problems import Problem, problem_for_error
 
 if TYPE_CHECKING:
-    from taogate._gateway import Gateway
+    from taogate._service import Service
     from taogate._settings import Settings
     from taogate.http._auth import Client, Clients
 
@@ -26,11 +27,12 @@ def json_response(doc: Any, status: int = 200) -> Response:
 
 
 class Context:
-    """The settings, gateway and clients of one app, as its route handlers use them."""
+    """The settings, service and clients of one app, as its route handlers use them."""
 
-    def __init__(self, settings: Settings, gateway: Gateway, clients: Clients) -> None:
+    def __init__(self, settings: Settings, service: Service, clients: Clients) -> None:
         self.settings = settings
-        self.gw = gateway
+        self.service = service
+        self.gw = service.gateway
         self.clients = clients
 
     def client(self, request: Request, *, admin: bool = False) -> Client:

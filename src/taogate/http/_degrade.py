@@ -42,7 +42,7 @@ class DegradeRoutes:
             "windows": [w.to_dict() for w in control.windows],
             "max_age_s": control.max_age_s,
             "reserve_share": control.reserve_share,
-            "scope": "process" if gw.shared is None else "replicas",
+            "scope": "process" if gw.replicas is None else "replicas",
         }
 
     async def route(self, request: Request) -> Response:

@@ -152,17 +152,17 @@ class JobRoutes:
         self.ctx = ctx
 
     def _store(self) -> Any:
-        gw = self.ctx.gw
-        if gw.jobs is None:
+        service = self.ctx.service
+        if service.jobs is None:
             raise Problem("jobs-disabled", "bulk jobs need [redis] url (and [jobs] enabled)")
-        if gw.shared is None or gw.shared.mode != "shared":
+        if service.replicas is None or not service.replicas.sharing:
             raise Problem(
                 "unavailable",
                 "Redis is out of reach; bulk jobs wait for it",
                 headers={"Retry-After": "5"},
                 retry_after=5,
             )
-        return gw.jobs
+        return service.jobs
 
     def body_limits(self) -> tuple[int, int]:
         """The largest JSON and text job bodies, in bytes."""
@@ -324,7 +324,9 @@ class JobRoutes:
         try:
             yield
         except (RedisError, OSError, TimeoutError) as exc:
-            self.ctx.gw.shared_lost(exc)
+            if self.ctx.service.replicas is not None:
+                # a timeout counts only after a few in a row
+                self.ctx.service.replicas.lost(exc)
             raise Problem(
                 "unavailable",
                 "Redis is out of reach; bulk jobs wait for it",

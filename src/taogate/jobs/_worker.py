@@ -27,6 +27,7 @@ from taogate.jobs._store import CHUNK, GROUP, JOB_ID, JobStore
 
 if TYPE_CHECKING:
     from taogate._gateway import Gateway
+    from taogate.replicas import Replicas
 
 __all__ = ["JobWorker"]
 
@@ -42,7 +43,8 @@ def _failed(num_iid: str, error: str) -> tuple[str, dict[str, Any], str]:
 
 
 class JobWorker:
-    """Consumes the job stream for one gateway until cancelled."""
+    """Consumes the job stream for one gateway until cancelled (while ``replicas`` share
+    Redis)."""
 
     def __init__(
         self,
@@ -50,6 +52,7 @@ class JobWorker:
         store: JobStore,
         client: Any,
         *,
+        replicas: Replicas,
         concurrency: int,
         claim_idle_s: float,
         deadline_s: float,
@@ -59,6 +62,7 @@ class JobWorker:
     ) -> None:
         self.gw = gateway
         self.store = store
+        self._replicas = replicas
         self._client = client
         # XREADGROUP blocks up to block_s: it needs a client whose socket timeout is longer
         # than that (the shared client's is a fraction of a second)
@@ -79,12 +83,11 @@ class JobWorker:
             try:
                 await self.store.ensure_group()
                 break
-            except Exception as exc:  # Redis not there yet: the shared backend reports it
+            except Exception as exc:  # Redis not there yet: the replicas report it
                 log.debug("job stream not ready: %s", exc)
                 await asyncio.sleep(1.0)
         while True:
-            shared = self.gw.shared
-            if shared is None or shared.mode != "shared":
+            if not self._replicas.sharing:
                 await asyncio.sleep(0.5)
                 continue
             if self.gw.degrade.active:  # degraded: no new chunks; those in progress finish

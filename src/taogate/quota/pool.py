@@ -75,7 +75,7 @@ class SharedVerdict:
 
 
 class SharedLimiter(Protocol):
-    """The seam to limits shared by every replica (``taogate.shared``): one call per decision."""
+    """The seam to limits shared by every replica (``taogate.replicas``): one call per decision."""
 
     async def acquire(
         self, credential: Credential, *, urgent: bool = True, egress: Egress | None = None
@@ -93,7 +93,7 @@ class SharedLimiter(Protocol):
 
 
 class ReplicaView(Protocol):
-    """The seam to the replicas (``taogate.shared``): whether they decide in the shared limiter
+    """The seam to the replicas (``taogate.replicas``): whether they decide in the shared limiter
     now, this replica's share of each quota while it decides alone, and where a failure of the
     shared limiter is reported. The replicas announce a change of mode to the callbacks given
     to :meth:`subscribe` (the seconds every credential should pause across it)."""
@@ -267,10 +267,15 @@ class CredentialPool:
         shared: SharedLimiter | None = None,
         replicas: ReplicaView | None = None,
         shared_timeout_s: float = 0.25,
+        recheck_secret: Callable[[str], object] | None = None,
     ) -> None:
         """``shared``: the limiter every replica decides in, while ``replicas`` (a
         :class:`ReplicaView`) says they share; without a view, the limiter is used until it
-        fails. Without either, this process decides alone for ``replicas.local_share``."""
+        fails. Without either, this process decides alone for ``replicas.local_share``.
+
+        ``recheck_secret`` is called with the app key of a refused credential before it is
+        quarantined, so a newer secret (a rotation not yet picked up) can be swapped in with
+        :meth:`replace_secret`."""
         if not credentials:
             raise ValueError("the pool needs at least one credential")
         self.policy = policy or PoolPolicy()
@@ -294,9 +299,7 @@ class CredentialPool:
         self._replicas.subscribe(self._on_mode_change)
         #: the longest one question to the shared limiter may take
         self.shared_timeout_s = shared_timeout_s
-        #: called with the app key of a refused credential before it is quarantined, so a newer
-        #: secret (a rotation not yet picked up) can be swapped in with :meth:`replace_secret`
-        self.recheck_secret: Callable[[str], object] | None = None
+        self._recheck_secret = recheck_secret
         self._background: set[asyncio.Task[None]] = set()
 
     # --- replicas ----------------------------------------------------------------------
@@ -749,8 +752,8 @@ class CredentialPool:
         quarantined.
         """
         s = lease.state
-        if self.recheck_secret is not None:
-            self.recheck_secret(s.credential.app_key)
+        if self._recheck_secret is not None:
+            self._recheck_secret(s.credential.app_key)
         if lease.credential.secret != s.credential.secret:
             self.on_done(lease)
             return False

@@ -2,10 +2,13 @@
 
 ``<prefix>:degrade`` holds the override as JSON (no key: the schedule decides), with the
 override's ``until`` as its expiry (``PXAT``). A switch writes the key and publishes on
-``<prefix>:degrade:changed``; every replica re-reads the key on that message, at start, and
-with each heartbeat (so a missed message costs at most one heartbeat). While Redis is out of
-reach a replica keeps the override it last read (its ``until`` still ends it) and the schedule
-still applies; a switch then fails with :class:`DegradeNotShared` and changes nothing.
+``<prefix>:degrade:changed``; every replica re-reads the key on that message (the pub/sub
+listener hands it to :meth:`SharedOverride.on_message`), at start, and with each heartbeat (so
+a missed message costs at most one heartbeat). Each override read is handed to the callbacks
+given to :meth:`SharedOverride.subscribe` (the :class:`DegradeControl`, which subscribes
+itself). While Redis is out of reach a replica keeps the override it last read (its ``until``
+still ends it) and the schedule still applies; a switch then fails with
+:class:`DegradeNotShared` and changes nothing.
 """
 
 from __future__ import annotations
@@ -13,28 +16,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
-from taogate._degrade import DegradeControl, Override
+from taogate._degrade import Override
 from taogate._errors import DegradeNotShared
-from taogate.shared._backend import SharedBackend
+from taogate._redis import FAILURES, RedisClient
+from taogate.replicas._replicas import Replicas
 
 __all__ = ["SharedOverride"]
 
 log = logging.getLogger("taogate.degrade")
-_FAILURES = (RedisError, OSError, TimeoutError)
 
 
 class SharedOverride:
-    """Keeps a :class:`DegradeControl`'s override in step with Redis; the gateway owns it."""
+    """Keeps the override in step with Redis (an :class:`~taogate._degrade.OverrideStore`);
+    started and closed by its owner."""
 
-    def __init__(self, backend: SharedBackend, control: DegradeControl, *, poll_s: float) -> None:
-        self._backend = backend
-        self._control = control
+    def __init__(self, client: RedisClient, replicas: Replicas, *, poll_s: float) -> None:
+        self._client = client
+        self._replicas = replicas
         self._poll_s = poll_s
-        prefix = backend.settings.prefix
+        self._subscribers: list[Callable[[Override | None, str], object]] = []
+        prefix = replicas.settings.prefix
         self.key = f"{prefix}:degrade"
         self.channel = f"{prefix}:degrade:changed"
         self._tasks: set[asyncio.Task[None]] = set()
@@ -45,13 +51,15 @@ class SharedOverride:
         # reads can finish out of order: only the latest one started may apply its answer
         self._started_reads = 0
         self._applied_read = 0
-        backend.listen(self.channel, self._on_message)
-        control.store = self
+
+    def subscribe(self, on_read: Callable[[Override | None, str], object]) -> None:
+        """Call ``on_read(override, cause)`` with every override read (``None``: none set)."""
+        self._subscribers.append(on_read)
 
     async def start(self) -> None:
         """Read the override (a replica that joins late follows it at once) and start polling."""
-        if self._backend.mode == "shared":
-            with contextlib.suppress(*_FAILURES):
+        if self._replicas.sharing:
+            with contextlib.suppress(*FAILURES):
                 await self.read("start")
         self._spawn(self._poll(), "taogate-degrade-poll")
 
@@ -59,7 +67,7 @@ class SharedOverride:
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, *_FAILURES):
+            with contextlib.suppress(asyncio.CancelledError, *FAILURES):
                 await task
 
     async def read(self, cause: str) -> None:
@@ -67,11 +75,11 @@ class SharedOverride:
         self._started_reads += 1
         number = self._started_reads
         try:
-            raw = await self._backend.client.get(self.key)
+            raw = await self._client.get(self.key)
         except ResponseError as exc:
             if "WRONGTYPE" not in str(exc):
                 raise
-            self._backend.note_malformed("degrade", "the override key is not a string")
+            self._replicas.note_malformed("degrade", "the override key is not a string")
             return
         if number < self._applied_read:
             return  # a read started later has applied a newer answer
@@ -81,15 +89,16 @@ class SharedOverride:
             try:
                 override = Override.from_json(raw)
             except ValueError as exc:  # the last good one holds
-                self._backend.note_malformed("degrade", f"override {exc}")
+                self._replicas.note_malformed("degrade", f"override {exc}")
                 return
-        self._control.apply(override, cause=cause)
+        for on_read in self._subscribers:
+            on_read(override, cause)
 
     async def write(self, override: Override | None) -> None:
         """Store ``override`` (``None``: delete it) and tell every replica."""
-        if self._backend.mode != "shared":
+        if not self._replicas.sharing:
             raise DegradeNotShared("Redis is out of reach; the replicas cannot be told")
-        client = self._backend.client
+        client = self._client
         try:
             if override is None:
                 await client.delete(self.key)
@@ -98,12 +107,13 @@ class SharedOverride:
             else:
                 await client.set(self.key, override.to_json(), pxat=int(override.until * 1000))
             await client.publish(self.channel, b"changed")
-        except _FAILURES as exc:
+        except FAILURES as exc:
             raise DegradeNotShared(
                 f"Redis failed ({type(exc).__name__}); the replicas cannot be told"
             ) from None
 
-    def _on_message(self, data: Any) -> None:
+    def on_message(self, data: Any) -> None:
+        """A change was published: read the key again."""
         if self._message_read is not None and not self._message_read.done():
             self._read_again = True  # the key may have changed after that read's GET
             return
@@ -120,13 +130,13 @@ class SharedOverride:
     async def _read_quietly(self, cause: str) -> None:
         try:
             await self.read(cause)
-        except _FAILURES as exc:  # the heartbeat notices Redis failing; the poll tries again
+        except FAILURES as exc:  # the heartbeat notices Redis failing; the poll tries again
             log.debug("degrade override not read: %s", type(exc).__name__)
 
     async def _poll(self) -> None:
         while True:
             await asyncio.sleep(self._poll_s)
-            if self._backend.mode == "shared":
+            if self._replicas.sharing:
                 await self._read_quietly("poll")
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[None]:

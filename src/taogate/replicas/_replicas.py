@@ -1,11 +1,16 @@
-"""This replica's link to the shared engine: limits, L2, invalidations, membership, failover.
+"""This replica among the others on one Redis: membership, and the shared or local mode.
 
-In ``shared`` mode the credential pool asks Redis for every slot, answers are written to and
-read from the L2 tier, invalidations reach every replica through pub/sub, and a heartbeat keeps
-the count of live replicas. When Redis fails (any call past ``[redis] timeout_s``), the replica
-switches to ``local`` mode at once: it keeps serving from L1, and limits each credential to its
-share of the quota — ``qps ÷ live replicas`` as last known — so the replicas together still
-stay under the quota. A reconnect loop with back-off returns it to ``shared`` mode.
+In ``shared`` mode the replicas decide their limits in Redis, read and write the L2 tier and
+hear invalidations, and a heartbeat keeps the count of live replicas. When Redis fails (any
+call past ``[redis] timeout_s``), the replica switches to ``local`` mode at once: it keeps
+serving from L1, and limits each credential to its share of the quota — ``qps ÷ live
+replicas`` as last known — so the replicas together still stay under the quota. A reconnect
+loop with back-off returns it to ``shared`` mode.
+
+:class:`Replicas` announces every change of mode to the callbacks given to
+:meth:`Replicas.subscribe` (the credential pool holds its credentials across it); the other
+parts ask it (:attr:`Replicas.sharing`) and report Redis failures to it
+(:meth:`Replicas.lost`). It never assigns into them.
 """
 
 from __future__ import annotations
@@ -15,23 +20,21 @@ import contextlib
 import logging
 import os
 import random
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from importlib.resources import files
-from typing import Any
+from typing import Any, Literal
 
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from taogate._settings import Settings
+from taogate._redis import FAILURES, RedisClient
+from taogate._settings import RedisSettings
 from taogate._tasks import cancel_within
 from taogate.quota.pool import SharedUnavailable
-from taogate.shared._client import RedisClient, close, connect
 
-__all__ = ["MALFORMED_SOURCES", "SharedBackend"]
+__all__ = ["MALFORMED_SOURCES", "Replicas", "ReplicasStats"]
 
-log = logging.getLogger("taogate.shared")
-_FAILURES = (RedisError, OSError, TimeoutError)
+log = logging.getLogger("taogate.replicas")
 #: Timeouts in a row that switch a replica to local mode (a refusal switches at once).
 _TIMEOUTS_TO_SWITCH = 3
 
@@ -68,43 +71,48 @@ def _count(value: Any) -> int:
     return number
 
 
-class SharedBackend:
-    """Owns the Redis client and the replica's mode; the gateway starts and closes it."""
+#: ``shared``: limits and L2 in Redis, with every replica; ``local``: Redis is away, this
+#: replica counts alone at its share
+Mode = Literal["shared", "local"]
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        clock: Callable[[], float],
-        wall_clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.settings = settings.redis
+
+@dataclass(frozen=True, slots=True)
+class ReplicasStats:
+    """What :meth:`Replicas.stats` reports: this replica's id and mode, the replicas the
+    heartbeat last counted (live, and departed recently), the switches of mode, and the
+    malformed values read from Redis by where they were found (:data:`MALFORMED_SOURCES`)."""
+
+    replica: str
+    mode: Mode
+    live_replicas: int
+    departed: int
+    mode_changes: int
+    malformed: Mapping[str, int]
+
+
+class Replicas:
+    """This replica's membership and mode; started and closed by its owner (the assembly),
+    which also owns ``client``."""
+
+    def __init__(self, client: RedisClient, settings: RedisSettings) -> None:
+        self.settings = settings
         self.replica_id = f"{os.uname().nodename}-{os.getpid()}-{os.urandom(3).hex()}"
-        self.mode = "local"
+        self.mode: Mode = "local"
         # until a heartbeat has counted them, assume the configured number of replicas
-        self.live_replicas = max(1, self.settings.expected_replicas)
+        self.live_replicas = max(1, settings.expected_replicas)
         self.departed = 0
         self._decided_locally = False
         self.mode_changes = 0
         self._timeouts = 0
         #: other malformed values read from Redis, by where they were found
         self.malformed = dict.fromkeys(MALFORMED_SOURCES, 0)
-        self._clock = clock
-        self._wall = wall_clock
-        self._prefix = self.settings.prefix
-        self._client: RedisClient = connect(self.settings)
+        self._client = client
         self._subscribers: list[Callable[[float], object]] = []
-        lua = files("taogate.shared").joinpath("lua")
-        self._heartbeat = self._client.register_script(lua.joinpath("heartbeat.lua").read_text())
+        lua = files("taogate.replicas").joinpath("lua")
+        self._heartbeat = client.register_script(lua.joinpath("heartbeat.lua").read_text())
         self._tasks: list[asyncio.Task[None]] = []
         self._recovered = asyncio.Event()
         self._lost = asyncio.Event()
-        self._listeners: dict[str, Callable[[Any], object]] = {}
-
-    @property
-    def client(self) -> RedisClient:
-        """The Redis client (for the job store, which shares it)."""
-        return self._client
 
     # --- what the credential pool and the shared limits see -----------------------------
 
@@ -133,11 +141,9 @@ class SharedBackend:
         for on_change in self._subscribers:
             on_change(pause_s)
 
-    # --- pub/sub -------------------------------------------------------------------------
-
-    def listen(self, channel: str, handler: Callable[[Any], object]) -> None:
-        """Call ``handler`` with the data of every message on ``channel`` (before :meth:`start`)."""
-        self._listeners[channel] = handler
+    async def wait_shared(self) -> None:
+        """Return once the replicas share Redis (at once if they do)."""
+        await self._recovered.wait()
 
     def note_malformed(self, source: str, what: str) -> None:
         """Count a malformed value read from Redis (it was ignored) and log it, sparingly.
@@ -153,6 +159,17 @@ class SharedBackend:
                 "ignored a malformed value in Redis (%s): %s [%d so far]", source, what, count
             )
 
+    def stats(self) -> ReplicasStats:
+        """The replica's state and counters now."""
+        return ReplicasStats(
+            replica=self.replica_id,
+            mode=self.mode,
+            live_replicas=self.live_replicas,
+            departed=self.departed,
+            mode_changes=self.mode_changes,
+            malformed=dict(self.malformed),
+        )
+
     # --- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -160,33 +177,30 @@ class SharedBackend:
         try:
             await self._beat()
             self._shared()
-        except _FAILURES as exc:
+        except FAILURES as exc:
             self.lost(exc)
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._heartbeats(), name="taogate-heartbeat"),
             loop.create_task(self._reconnects(), name="taogate-reconnect"),
         ]
-        if self._listeners:
-            self._tasks.append(loop.create_task(self._subscriber(), name="taogate-pubsub"))
 
     async def aclose(self) -> None:
-        await cancel_within(self._tasks, CLOSE_WAIT_S, log=log, what="Redis tasks")
+        """Stop the loops and leave the count of live replicas (the client stays open)."""
+        await cancel_within(self._tasks, CLOSE_WAIT_S, log=log, what="replica tasks")
         if self.mode == "shared":
-            with contextlib.suppress(*_FAILURES):
+            with contextlib.suppress(*FAILURES):
                 await self._client.zrem(self._replicas_key, self.replica_id)
-        with contextlib.suppress(*_FAILURES):
-            await close(self._client)
 
     # --- mode ----------------------------------------------------------------------------
 
     @property
     def _replicas_key(self) -> str:
-        return f"{{{self._prefix}:m}}:replicas"
+        return f"{{{self.settings.prefix}:m}}:replicas"
 
     @property
     def _departed_key(self) -> str:
-        return f"{{{self._prefix}:m}}:departed"
+        return f"{{{self.settings.prefix}:m}}:departed"
 
     def _shared(self) -> None:
         if self.mode != "shared":
@@ -255,7 +269,7 @@ class SharedBackend:
                 continue
             try:
                 await self._beat()
-            except _FAILURES as exc:
+            except FAILURES as exc:
                 self.lost(exc)
 
     async def _reconnects(self) -> None:
@@ -266,51 +280,8 @@ class SharedBackend:
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # never past the cap
             try:
                 await self._beat()
-            except _FAILURES:
+            except FAILURES:
                 delay = min(_RECONNECT_CAP_S, delay * 2)
                 continue
             delay = 0.1
             self._shared()
-
-    async def _subscriber(self) -> None:
-        """Hand every message on a listened channel (invalidations, degraded-mode changes) to
-        its handler, while the replicas share Redis."""
-        while True:
-            await self._recovered.wait()
-            pubsub = self._client.pubsub()
-            try:
-                await pubsub.subscribe(*self._listeners)
-                while self.mode == "shared":
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if message is not None and message.get("type") == "message":
-                        self._on_message(message)
-            except _FAILURES as exc:
-                self.lost(exc)
-            finally:
-                with contextlib.suppress(*_FAILURES):
-                    # typed through a Callable: untyped in older redis-py stubs, typed in newer
-                    close_pubsub: Callable[[], Awaitable[None]] = pubsub.aclose
-                    await close_pubsub()
-
-    def _on_message(self, message: dict[str, Any]) -> None:
-        """One pub/sub message to its channel's handler (whose failure is logged, and the
-        subscriber goes on)."""
-        channel = message.get("channel")
-        if isinstance(channel, bytes):
-            channel = channel.decode(errors="replace")
-        handler = self._listeners.get(channel) if isinstance(channel, str) else None
-        if handler is None:
-            return
-        try:
-            handler(message.get("data"))
-        except Exception:
-            log.exception("a pub/sub message on %r could not be handled", channel)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "mode": self.mode,
-            "live_replicas": self.live_replicas,
-            "replica": self.replica_id,
-            "mode_changes": self.mode_changes,
-            "malformed": dict(self.malformed),
-        }

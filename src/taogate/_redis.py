@@ -1,4 +1,6 @@
-"""One pooled redis-py asyncio client for a node, a Sentinel master or a Cluster."""
+"""The Redis client: one pooled redis-py asyncio client for a node, a Sentinel master or a
+Cluster, shared by the replicas, the shared limits, the L2 tier and the job store (``connect``,
+``close``). Imported only when ``[redis] url`` is set."""
 
 from __future__ import annotations
 
@@ -12,13 +14,16 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 
 from taogate._errors import ConfigurationError
 from taogate._settings import RedisSettings
 
-__all__ = ["RedisClient", "close", "connect"]
+__all__ = ["FAILURES", "RedisClient", "close", "connect"]
 
 RedisClient = Redis | RedisCluster
+#: What a failed Redis call raises.
+FAILURES = (RedisError, OSError, TimeoutError)
 MAX_CONNECTIONS = 32
 _SENTINELS: dict[int, Sentinel] = {}
 
