@@ -33,7 +33,7 @@ from tests.conftest import RedisServer
 
 def l2_of(gw: Gateway) -> RedisTier:
     """The gateway's L2 tier (these tests configure Redis)."""
-    assert gw.cache.l2 is not None
+    assert isinstance(gw.cache.l2, RedisTier)
     return gw.cache.l2
 
 

@@ -12,6 +12,7 @@ the cache keeps it ("not found" answers keep their own short freshness). One rul
 :meth:`TieredCache.lookup` reads L1, then L2 for what L1 missed (filling L1 with what it
 finds); :meth:`TieredCache.store` writes an upstream answer through both. Invalidations from
 other replicas reach L1 through the L2 tier, built with ``on_invalidate=l1.invalidate``.
+L2 is any :class:`SharedTier` (the Redis one is ``taogate.cache.redis.RedisTier``).
 """
 
 from __future__ import annotations
@@ -19,15 +20,36 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from taogate._model import Item
 from taogate.cache.memory import CacheEntry, MemoryCache
 
-if TYPE_CHECKING:  # Redis is an integration: imported only where it is configured
-    from taogate.cache.redis import RedisTier
+__all__ = ["CacheStats", "CacheView", "SharedTier", "TieredCache", "is_fresh"]
 
-__all__ = ["CacheStats", "CacheView", "TieredCache", "is_fresh"]
+
+class SharedTier(Protocol):
+    """The second tier: entries every replica sees. Its reads may fail (then they miss), its
+    writes happen in the background, and it counts the entries it could not decode."""
+
+    #: entries that could not be decoded (each was a miss)
+    corrupt: int
+
+    async def get(self, ids: Sequence[str]) -> dict[str, CacheEntry]:
+        """The entries it holds among ``ids``; what it cannot read now is missing."""
+        ...
+
+    def put_later(self, entries: Mapping[str, CacheEntry]) -> None:
+        """Write ``entries`` soon, without waiting."""
+        ...
+
+    async def invalidate(self, ids: Iterable[str]) -> bool:
+        """Forget ``ids`` here and in every replica's L1; whether every replica was told."""
+        ...
+
+    async def aclose(self) -> None:
+        """End the background writes (within a bound)."""
+        ...
 
 
 def is_fresh(entry: CacheEntry, now: float, *, max_age_s: float, widened: bool = False) -> bool:
@@ -72,7 +94,7 @@ class TieredCache:
     def __init__(
         self,
         l1: MemoryCache,
-        l2: RedisTier | None = None,
+        l2: SharedTier | None = None,
         *,
         max_age_s: float,
         max_stale_s: float,
