@@ -237,6 +237,19 @@ RULES = (
         through_faces=True,
     ),
     Rule(
+        name="the HTTP route modules import nothing from the app that builds them",
+        importers=(
+            "taogate.http._context",
+            "taogate.http._edge",
+            "taogate.http._items",
+            "taogate.http._ops",
+            "taogate.http._jobs",
+            "taogate.http._console",
+            "taogate.http._degrade",
+        ),
+        forbidden=("taogate.http._app", "taogate.http._serve"),
+    ),
+    Rule(
         name="benchmarks import no private module of taogate (private code only through a face)",
         importers=("bench", "taogate.bench"),
         no_private=True,
@@ -267,6 +280,40 @@ def test_layer_rule_holds(rule: Rule) -> None:
     modules = all_modules()
     assert any(rule.applies_to(m) for m in modules), "the rule names no module that exists"
     assert violations(rule, modules) == []
+
+
+def private_reaches(path: Path, src: Path = SRC) -> list[str]:
+    """``"line: code"`` for each private name the file at ``path`` takes from another module
+    (``from m import _Name``; a private *module* is fine) or reads off an object other than
+    ``self`` or ``cls`` (``gw._clock``)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names = [a.name for a in node.names if is_private(a.name)]
+            found += [
+                f"{node.lineno}: from {node.module} import {name}"
+                for name in names
+                if not is_module(f"{node.module}.{name}", src)
+            ]
+        elif isinstance(node, ast.Attribute) and is_private(node.attr):
+            owner = node.value
+            if not (isinstance(owner, ast.Name) and owner.id in ("self", "cls")):
+                found.append(f"{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+@pytest.mark.parametrize("package", ["taogate.http", "taogate.cli", "taogate.jobs"])
+def test_the_edges_use_no_private_name_of_another_module(package: str) -> None:
+    """The HTTP service, the command line and the job worker reach the library, and each
+    other's modules, through public names only (no ``_Api`` taken back from the app, no
+    ``gw._clock()``)."""
+    reaches = {
+        module: found
+        for module, path in all_modules().items()
+        if _under(module, [package])
+        if (found := private_reaches(path))
+    }
+    assert reaches == {}
 
 
 # --- the helper itself, on a tree of its own ---------------------------------------------
@@ -329,6 +376,24 @@ def test_names_from_a_face_lead_to_their_module_when_asked(tree: Path) -> None:
         "taogate._gateway",
         "taogate._model",  # through a relative import in the face
     }
+
+
+def test_private_reaches_are_found(tmp_path: Path) -> None:
+    (tmp_path / "taogate/http").mkdir(parents=True)
+    (tmp_path / "taogate/http/_answers.py").write_text("", encoding="utf-8")
+    edge = tmp_path / "taogate/http/_edge.py"
+    edge.write_text(
+        "from taogate.http import _answers\n"  # a private module: fine
+        "from taogate.http._app import _Api, create_app\n"
+        "class Edge:\n"
+        "    def now(self, gw):\n"
+        "        return self._clock(), gw._clock(), _answers.Keys\n",
+        encoding="utf-8",
+    )
+    assert private_reaches(edge, src=tmp_path) == [
+        "2: from taogate.http._app import _Api",
+        "5: gw._clock",
+    ]
 
 
 def test_the_rules_catch_what_they_forbid(tree: Path) -> None:

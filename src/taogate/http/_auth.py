@@ -16,6 +16,7 @@ import hmac
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from taogate._masking import mask_secret
 from taogate._settings import ClientSettings
@@ -23,7 +24,10 @@ from taogate.http._auth_failures import FailedAuthLimit
 from taogate.http._problems import Problem
 from taogate.quota.gcra import Gcra
 
-__all__ = ["Client", "Clients"]
+if TYPE_CHECKING:
+    from starlette.types import Scope
+
+__all__ = ["Client", "Clients", "client_host"]
 
 
 @dataclass(slots=True, eq=False)
@@ -122,6 +126,12 @@ class Clients:
     def describe(self) -> list[str]:
         """Configured client names with masked tokens, for start-up logs."""
         return [f"{c.name} ({masked})" for _, masked, c in self._tokens]
+
+
+def client_host(scope: Scope) -> str | None:
+    """The caller's address in an ASGI ``scope`` (what failed attempts are limited by)."""
+    client = scope.get("client")
+    return str(client[0]) if client else None
 
 
 def _digest(token: str) -> bytes:

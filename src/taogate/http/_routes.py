@@ -162,7 +162,7 @@ def route_table(settings: Settings) -> list[RouteSpec]:
     return [
         RouteSpec(
             path=ITEM_ROUTE,
-            handler="api.get_item",
+            handler="items.get_item",
             asgi=True,
             operations={
                 "get": Operation(
@@ -191,7 +191,7 @@ def route_table(settings: Settings) -> list[RouteSpec]:
         ),
         RouteSpec(
             path="/v1/items:batch",
-            handler="api.batch",
+            handler="items.batch",
             operations={
                 "post": Operation(
                     id="getItems",
@@ -212,7 +212,7 @@ def route_table(settings: Settings) -> list[RouteSpec]:
         ),
         RouteSpec(
             path="/v1/items:invalidate",
-            handler="api.invalidate",
+            handler="items.invalidate",
             operations={
                 "post": Operation(
                     id="invalidateItems",
@@ -225,7 +225,7 @@ def route_table(settings: Settings) -> list[RouteSpec]:
         ),
         RouteSpec(
             path="/v1/admin/keys",
-            handler="api.keys",
+            handler="ops.keys",
             operations={
                 "get": Operation(
                     id="keys",
@@ -439,7 +439,7 @@ def route_table(settings: Settings) -> list[RouteSpec]:
         ),
         RouteSpec(
             path="/healthz",
-            handler="api.healthz",
+            handler="ops.healthz",
             operations={
                 "get": Operation(
                     id="healthz",
@@ -451,7 +451,7 @@ def route_table(settings: Settings) -> list[RouteSpec]:
         ),
         RouteSpec(
             path="/readyz",
-            handler="api.readyz",
+            handler="ops.readyz",
             operations={
                 "get": Operation(
                     id="readyz",
@@ -464,7 +464,7 @@ def route_table(settings: Settings) -> list[RouteSpec]:
         ),
         RouteSpec(
             path="/metrics",
-            handler="api.metrics_route",
+            handler="ops.metrics_route",
             operations={
                 "get": Operation(
                     id="metrics",
@@ -482,7 +482,7 @@ def route_table(settings: Settings) -> list[RouteSpec]:
         ),
         RouteSpec(
             path="/openapi.json",
-            handler="api.openapi_route",
+            handler="ops.openapi_route",
             operations={"get": _UNDOCUMENTED},
             documented=False,
         ),

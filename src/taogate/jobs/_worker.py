@@ -62,6 +62,7 @@ class JobWorker:
     ) -> None:
         self.gw = gateway
         self.store = store
+        self._id_policy = gateway.settings.upstream.id_policy
         self._replicas = replicas
         self._client = client
         # XREADGROUP blocks up to block_s: it needs a client whose socket timeout is longer
@@ -188,7 +189,7 @@ class JobWorker:
             rows: list[tuple[str, dict[str, Any], str]] = []
             for num_iid in ids:
                 try:
-                    checked.append(self.gw._id_policy.check(num_iid))
+                    checked.append(self._id_policy.check(num_iid))
                 except InvalidItemId as exc:
                     rows.append(_failed(num_iid[:64], f"{type(exc).__name__}: {exc}"))
             # a chunk waits behind interactive traffic, maybe longer than claim_idle_s: keep
