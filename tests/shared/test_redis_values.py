@@ -24,7 +24,7 @@ from taogate.cache.redis import RedisTier
 from taogate.http import create_app
 from taogate.http._metrics import MALFORMED_SOURCES as METRIC_SOURCES
 from taogate.jobs._store import GROUP, JobStore
-from taogate.quota.pool import PoolPolicy, SharedUnavailable
+from taogate.quota import PoolPolicy, SharedUnavailable
 from taogate.quota.redis import KEY_TTL_S, SharedLimits
 from taogate.shared._backend import MALFORMED_SOURCES
 from taogate.testing import SimKey, Simulator

@@ -96,8 +96,8 @@ def test_the_pools_send_windows_keep_one_second_of_calls() -> None:
         pool.on_success(lease)
         granted += 1
     (state,) = pool._states
-    assert len(state.sent) <= 10
-    assert len(state.egress.sent) <= state.egress.egress.max_qps
+    assert len(state.key.sent) <= 10
+    assert len(state.egress.scope.sent) <= state.egress.egress.max_qps
 
 
 def test_the_edge_caches_memos_stay_bounded() -> None:

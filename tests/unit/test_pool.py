@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from taogate import Credential, NoCredentialAvailable
 from taogate.providers.base import Egress
-from taogate.quota.pool import (
+from taogate.quota import (
     CredentialPool,
     CredentialStatus,
     FixedShare,

@@ -25,7 +25,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from taogate._settings import Settings
 from taogate._tasks import cancel_within
-from taogate.quota.pool import SharedUnavailable
+from taogate.quota.sharing import SharedUnavailable
 from taogate.shared._client import RedisClient, close, connect
 
 __all__ = ["MALFORMED_SOURCES", "SharedBackend"]
