@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import RESULTS, machine, write_json
 from taogate import Credential
 from taogate.bench import GatewayProcess, SimProcess, SimSpec
-from taogate.quota.pool import PoolPolicy
+from taogate.quota import PoolPolicy
 from taogate.quota.redis import SharedLimits
 from taogate.testing import RedisServer
 

@@ -33,7 +33,7 @@ from taogate.cache.memory import MemoryCache
 from taogate.cache.tiered import TieredCache
 from taogate.providers import build_provider
 from taogate.providers.base import Provider
-from taogate.quota.pool import CredentialPool, PoolPolicy
+from taogate.quota import CredentialPool, PoolPolicy
 
 if TYPE_CHECKING:  # Redis is an integration: imported only where it is configured
     from taogate._redis import RedisClient

@@ -368,8 +368,7 @@ class Gateway:
             breaker=self.breaker.stats(),
             degrade=self.degrade.stats(),
             secret_files=() if self.secret_files is None else self.secret_files.stats(),
-            credentials=self.pool.snapshot(),  # typed by i14-pool
-            egresses=self.pool.egress_snapshot(),  # typed by i14-pool
+            pool=self.pool.stats(),
             replicas=None if self.replicas is None else self.replicas.stats(),
         )
 

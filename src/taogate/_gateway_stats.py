@@ -8,7 +8,6 @@ dispatcher's, the breaker's, degraded mode's, the secret files'). The metrics
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +16,7 @@ from taogate._degrade import DegradeStats
 from taogate._dispatch import DispatcherStats
 from taogate._secrets import SecretFileStats
 from taogate.cache.tiered import CacheStats
+from taogate.quota import PoolStats
 
 if TYPE_CHECKING:  # the replicas need redis-py; a gateway without Redis never loads it
     from taogate.replicas import ReplicasStats
@@ -41,9 +41,8 @@ class GatewayStats:
     breaker: BreakerStats
     degrade: DegradeStats
     secret_files: tuple[SecretFileStats, ...]
-    # typed by i14-pool: the pool's rows (``pool.snapshot()``, ``pool.egress_snapshot()``)
-    credentials: Sequence[dict[str, Any]]
-    egresses: Sequence[dict[str, Any]]
+    #: every credential and egress of the pool
+    pool: PoolStats
     #: membership and mode (``None`` without Redis)
     replicas: ReplicasStats | None
 
@@ -66,8 +65,8 @@ class GatewayStats:
             "in_flight": d.in_flight,
             "dispatcher": asdict(d.counts)
             | {"batch_sizes": dict(sorted(d.counts.batch_sizes.items()))},
-            "credentials": list(self.credentials),
-            "egresses": list(self.egresses),
+            "credentials": [c.as_row() for c in self.pool.credentials],
+            "egresses": [e.as_row() for e in self.pool.egresses],
             "degraded": self.degrade.status.to_dict(),
             "degrade": {
                 "changes": self.degrade.changes,

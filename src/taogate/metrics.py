@@ -31,6 +31,7 @@ from prometheus_client.registry import Collector
 
 from taogate._breaker import BreakerState
 from taogate._dispatch import WAIT_BUCKETS, Priority
+from taogate.quota import CredentialStatus
 
 if TYPE_CHECKING:
     from taogate._gateway import Gateway
@@ -44,7 +45,6 @@ MALFORMED_SOURCES = ("degrade", "heartbeat", "invalidation", "jobs", "limits")
 #: upper bounds of the ids-per-call histogram's buckets
 BATCH_BUCKETS = (1, 5, 10, 20, 30, 39, 40)
 _BREAKER_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
-_CREDENTIAL_STATUSES = ("active", "banned", "quarantined", "probing", "exhausted")
 
 
 def _f(value: object) -> float:
@@ -274,7 +274,7 @@ def _breaker(stats: GatewayStats) -> Iterator[Metric]:
 
 
 def _pool(stats: GatewayStats) -> Iterator[Metric]:
-    families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
+    families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {  # by CredentialStats field
         "rate": GaugeMetricFamily(
             "taogate_credential_rate",
             "Calls/s the pool allows the credential now.",
@@ -316,7 +316,7 @@ def _pool(stats: GatewayStats) -> Iterator[Metric]:
             labels=("credential",),
         ),
     }
-    egress_families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
+    egress_families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {  # by EgressStats field
         "max_qps": GaugeMetricFamily(
             "taogate_egress_max_qps",
             "Calls per second all credentials on the egress may make together.",
@@ -341,9 +341,10 @@ def _pool(stats: GatewayStats) -> Iterator[Metric]:
             labels=("egress",),
         ),
     }
-    for erow in stats.egresses:
+    for egress in stats.pool.egresses:
+        erow = egress.as_row()  # the values as tools see them (rounded, money exact)
         for key, efamily in egress_families.items():
-            efamily.add_metric((str(erow["egress"]),), _f(erow[key]))
+            efamily.add_metric((egress.egress,), _f(erow[key]))
     yield from egress_families.values()
     budget = GaugeMetricFamily(
         "taogate_credential_daily_budget",
@@ -355,14 +356,15 @@ def _pool(stats: GatewayStats) -> Iterator[Metric]:
         "1 for the credential's current status.",
         labels=("credential", "status"),
     )
-    for row in stats.credentials:
-        label = (str(row["credential"]),)
+    for credential in stats.pool.credentials:
+        row = credential.as_row()  # the values as tools see them (rounded, money exact)
+        label = (credential.credential,)
         for key, family in families.items():
             family.add_metric(label, _f(row[key]))
-        if row["daily_budget"] is not None:
-            budget.add_metric(label, _f(row["daily_budget"]))
-        for s in _CREDENTIAL_STATUSES:
-            status.add_metric((*label, s), 1.0 if row["status"] == s else 0.0)
+        if credential.daily_budget is not None:
+            budget.add_metric(label, float(credential.daily_budget))
+        for s in CredentialStatus:
+            status.add_metric((*label, str(s)), 1.0 if credential.status is s else 0.0)
     yield from families.values()
     yield budget
     yield status

@@ -20,7 +20,7 @@ import pytest
 from taogate import Settings
 from taogate._settings import SimSettings
 from taogate.http import create_app
-from taogate.quota.pool import CredentialStatus
+from taogate.quota import CredentialStatus
 from taogate.testing import SimKey, Simulator
 from tests.unit.test_secret_files import KubeSecretVolume, write_atomically
 

@@ -24,7 +24,7 @@ from taogate.cache.redis import RedisTier
 from taogate.http import create_app
 from taogate.jobs._store import GROUP, JobStore
 from taogate.metrics import MALFORMED_SOURCES as METRIC_SOURCES
-from taogate.quota.pool import PoolPolicy, SharedUnavailable
+from taogate.quota import PoolPolicy, SharedUnavailable
 from taogate.quota.redis import KEY_TTL_S, SharedLimits
 from taogate.replicas import MALFORMED_SOURCES
 from taogate.testing import SimKey, Simulator

@@ -9,7 +9,7 @@ import pytest
 from redis.asyncio import Redis
 
 from taogate import Credential, Egress
-from taogate.quota.pool import PoolPolicy
+from taogate.quota import PoolPolicy
 from taogate.quota.redis import SharedLimits
 from tests.conftest import RedisServer
 

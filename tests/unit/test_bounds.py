@@ -20,7 +20,7 @@ from taogate._settings import Settings
 from taogate.http._edge_cache import MEMO_ITEMS, ItemCaching
 from taogate.http._metrics import METHODS, Metrics
 from taogate.providers.base import Credential
-from taogate.quota.pool import CredentialPool, PoolPolicy
+from taogate.quota import CredentialPool, PoolPolicy
 from taogate.testing._fakes import FakeProvider, make_item
 
 
@@ -96,8 +96,8 @@ def test_the_pools_send_windows_keep_one_second_of_calls() -> None:
         pool.on_success(lease)
         granted += 1
     (state,) = pool._states
-    assert len(state.sent) <= 10
-    assert len(state.egress.sent) <= state.egress.egress.max_qps
+    assert len(state.key.sent) <= 10
+    assert len(state.egress.scope.sent) <= state.egress.egress.max_qps
 
 
 def test_the_edge_caches_memos_stay_bounded() -> None:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from taogate import Credential, NoCredentialAvailable
 from taogate.providers.base import Egress
-from taogate.quota.pool import (
+from taogate.quota import (
     CredentialPool,
     CredentialStatus,
     FixedShare,
@@ -451,3 +451,25 @@ def test_total_rate_counts_an_egress_cap() -> None:
     creds = [cred(f"k{i}", egress="e") for i in range(6)]  # 6 x 9 = 54/s of keys
     pool = CredentialPool(creds, PoolPolicy(safety_factor=0.9), clock=clock, egresses=[egress])
     assert pool.total_rate() == pytest.approx(20.0)
+
+
+def test_stats_are_frozen_values_behind_the_snapshot_rows() -> None:
+    clock = FakeClock(1000.0)
+    egress = Egress(name="e", max_qps=20.0, proxy="http://user:pw@proxy.example:8080")
+    pool = CredentialPool(
+        [cred("k1", egress="e", cost_per_call=Decimal("0.01"))], clock=clock, egresses=[egress]
+    )
+    lease = pool.try_acquire()
+    assert lease is not None
+    pool.on_rate_limited(lease, retry_after=2.0)
+    stats = pool.stats()
+    (key,) = stats.credentials
+    assert key.status is CredentialStatus.BANNED
+    assert (key.calls, key.rate_limited, key.cost) == (1, 1, Decimal("0.01"))
+    assert key.banned_for_s == pytest.approx(2.0)
+    field = "calls"
+    with pytest.raises(AttributeError):  # frozen
+        setattr(key, field, 2)
+    assert [key.as_row()] == pool.snapshot()
+    assert [e.as_row() for e in stats.egresses] == pool.egress_snapshot()
+    assert "pw" not in str(stats)

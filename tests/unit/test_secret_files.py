@@ -15,7 +15,7 @@ from taogate import ConfigurationError, Credential, load_settings
 from taogate._logging import JsonFormatter, RedactSecrets
 from taogate._secrets import MAX_SECRET_BYTES, SecretFiles, read_secret_file
 from taogate.cli import app
-from taogate.quota.pool import CredentialPool, CredentialStatus
+from taogate.quota import CredentialPool, CredentialStatus
 from taogate.testing import FakeClock
 
 OLD = "old-secret-from-the-store-0001"

@@ -113,8 +113,8 @@ class Sampler:
             waits=sum(d.wait_counts),
             wait_sum_s=d.wait_sum_s,
             quota=self._gw.pool.total_rate(),
-            by_credential={str(r["credential"]): int(r["calls"]) for r in stats.credentials},
-            by_egress={str(r["egress"]): int(r["calls"]) for r in stats.egresses},
+            by_credential={c.credential: c.calls for c in stats.pool.credentials},
+            by_egress={e.egress: e.calls for e in stats.pool.egresses},
         )
 
     def before(self, current: _Sample, seconds: float) -> _Sample:
@@ -191,19 +191,19 @@ class ConsoleRoutes:
         last = self.sampler.read(stats)
         first = self.sampler.before(last, RATE_WINDOW_S)
         d = stats.dispatcher
-        credentials: list[Any] = []  # the pool's rows, loose (typed by i14-pool)
-        for row in stats.credentials:
-            key = str(row["credential"])
+        credentials: list[Any] = []  # the pool's rows and their rates (the schema: a subset)
+        for c in stats.pool.credentials:
+            key, row = c.credential, c.as_row()
             per_s = _per_s(first, last, first.by_credential.get(key, 0), last.by_credential[key])
-            rate = float(row["rate"]) if row["rate"] else 0.0
+            rate = round(c.rate, 3)  # as the row shows it
             credentials.append(
                 row | {"calls_per_s": per_s, "use": round(per_s / rate, 4) if rate else None}
             )
         egresses = []
-        for row in stats.egresses:
-            name = str(row["egress"])
+        for e in stats.pool.egresses:
+            name, row = e.egress, e.as_row()
             per_s = _per_s(first, last, first.by_egress.get(name, 0), last.by_egress[name])
-            rate = float(row["rate"])
+            rate = round(e.rate, 3)
             egresses.append(
                 row | {"calls_per_s": per_s, "use": round(per_s / rate, 4) if rate else None}
             )

@@ -14,6 +14,7 @@ from starlette.responses import Response
 from taogate.http._context import json_response
 from taogate.http._openapi import openapi_document
 from taogate.http._problems import Problem
+from taogate.quota import CredentialStatus
 
 if TYPE_CHECKING:
     from taogate.http._answers import Keys
@@ -58,7 +59,11 @@ class OpsRoutes:
                 retry_after=1,
             )
         stats = self.gw.stats()
-        usable = sum(1 for c in stats.credentials if c["status"] in ("active", "banned"))
+        usable = sum(
+            1
+            for c in stats.pool.credentials
+            if c.status in (CredentialStatus.ACTIVE, CredentialStatus.BANNED)
+        )
         redis = stats.replicas
         return json_response(
             {
@@ -66,7 +71,7 @@ class OpsRoutes:
                 "mode": "single" if redis is None else redis.mode,
                 "live_replicas": 1 if redis is None else redis.live_replicas,
                 "breaker": str(stats.breaker.state),
-                "credentials": len(stats.credentials),
+                "credentials": len(stats.pool.credentials),
                 "credentials_usable": usable,
                 "degraded": stats.degrade.status.to_dict(),  # degraded is still ready
             }

@@ -18,7 +18,8 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from taogate._credentials import DEFAULT_EGRESS, Credential, Egress
-from taogate.quota.pool import PoolPolicy, SharedUnavailable, SharedVerdict
+from taogate.quota.policy import PoolPolicy
+from taogate.quota.sharing import SharedUnavailable, SharedVerdict
 
 __all__ = ["SharedLimits", "SharedState"]
 

@@ -30,7 +30,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from taogate._redis import FAILURES, RedisClient
 from taogate._settings import RedisSettings
 from taogate._tasks import cancel_within
-from taogate.quota.pool import SharedUnavailable
+from taogate.quota.sharing import SharedUnavailable
 
 __all__ = ["MALFORMED_SOURCES", "Replicas", "ReplicasStats"]
 
