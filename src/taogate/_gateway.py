@@ -17,7 +17,7 @@ lookups that are not interactive are held to their part of the quota.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Self, Unpack
@@ -31,9 +31,12 @@ from taogate._lookup import LookupOptions, LookupPolicy
 from taogate._masking import mask_id
 from taogate._model import Item, Lookup, Source
 from taogate._settings import Settings
+from taogate._tasks import cancel_within
 from taogate.providers.base import Provider
 
 __all__ = ["Gateway"]
+
+log = logging.getLogger("taogate.gateway")
 
 #: A hit in the last share of its freshness is refreshed ahead.
 REFRESH_AHEAD_SHARE = 0.2
@@ -132,9 +135,7 @@ class Gateway:
         if self._dispatcher is not None:
             await self._dispatcher.aclose()
         if self._degrade_task is not None:
-            self._degrade_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._degrade_task
+            await cancel_within([self._degrade_task], log=log, what="degraded-mode watcher")
         await self.parts.aclose()
 
     def reload_secrets(self) -> list[str]:

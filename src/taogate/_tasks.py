@@ -6,11 +6,18 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
-__all__ = ["cancel_within"]
+__all__ = ["CLOSE_WAIT_S", "cancel_within"]
+
+#: How long closing a part waits for its background tasks by default, in seconds.
+CLOSE_WAIT_S = 3.0
 
 
 async def cancel_within(
-    tasks: Iterable[asyncio.Task[None]], wait_s: float, *, log: logging.Logger, what: str
+    tasks: Iterable[asyncio.Task[None]],
+    wait_s: float = CLOSE_WAIT_S,
+    *,
+    log: logging.Logger,
+    what: str,
 ) -> None:
     """Cancel ``tasks`` and wait at most ``wait_s`` for them to end.
 

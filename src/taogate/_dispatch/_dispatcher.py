@@ -8,7 +8,7 @@ own. Ids whose deadline cannot be met are refused when they are submitted.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import math
 import random
 from collections.abc import Callable, Iterable
@@ -18,10 +18,13 @@ from taogate._dispatch._queue import DispatchQueue, Flight, Priority, failed_fli
 from taogate._dispatch._sender import PROVENANCE_IDS, ResultSink, Sender
 from taogate._dispatch._stats import DispatchCounters, DispatcherStats
 from taogate._errors import NoCredentialAvailable, Overloaded, UpstreamUnavailable
+from taogate._tasks import cancel_within
 from taogate.providers.base import Provider
 from taogate.quota.pool import CredentialPool
 
 __all__ = ["Dispatcher"]
+
+log = logging.getLogger("taogate.dispatch")
 
 
 class Dispatcher:
@@ -181,11 +184,8 @@ class Dispatcher:
     async def aclose(self) -> None:
         """Stop the loop and the calls in flight; every waiting flight fails."""
         tasks = [t for t in (self._task, *self._calls) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # bounded: a call waiting on the shared limiter may be stuck in the Redis client
+        await cancel_within(tasks, log=log, what="dispatcher tasks")
         self._task = None
         self._queue.fail_all(UpstreamUnavailable("the gateway is closing"))
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from taogate._dispatch import Priority
 from taogate._errors import InvalidItemId, LookupFailed
+from taogate._tasks import cancel_within
 from taogate.jobs._store import CHUNK, GROUP, JOB_ID, JobStore
 
 if TYPE_CHECKING:
@@ -260,8 +261,5 @@ class JobWorker:
             await pipe.execute()
 
     async def aclose(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        """Stop the chunks in progress (within a bound); they stay pending for others."""
+        await cancel_within(list(self._tasks), log=log, what="job chunks")

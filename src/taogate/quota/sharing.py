@@ -12,7 +12,6 @@ the replicas are told and this process decides alone for its share of each quota
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Protocol
 
 from taogate._credentials import Credential, Egress
 from taogate._errors import TaogateError
+from taogate._tasks import cancel_within
 from taogate.quota.scopes import Scope
 
 __all__ = [
@@ -264,9 +264,6 @@ class Sharing:
         task.add_done_callback(self._background.discard)
 
     async def aclose(self) -> None:
-        """Cancel outcome recordings still under way."""
-        for task in list(self._background):
-            task.cancel()
-        for task in list(self._background):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        """Cancel outcome recordings still under way (within a bound: a recording stuck in
+        the Redis client must not hang the shutdown)."""
+        await cancel_within(list(self._background), log=log, what="outcome recordings")

@@ -24,7 +24,8 @@ from redis.exceptions import ResponseError
 from taogate._degrade import Override
 from taogate._errors import DegradeNotShared
 from taogate._redis import FAILURES, RedisClient
-from taogate.replicas._replicas import Replicas
+from taogate._tasks import cancel_within
+from taogate.replicas._replicas import CLOSE_WAIT_S, Replicas
 
 __all__ = ["SharedOverride"]
 
@@ -64,11 +65,9 @@ class SharedOverride:
         self._spawn(self._poll(), "taogate-degrade-poll")
 
     async def aclose(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, *FAILURES):
-                await task
+        """End the poll and the reads in flight, within a bound (a read stuck in the Redis
+        client must not hang the shutdown)."""
+        await cancel_within(list(self._tasks), CLOSE_WAIT_S, log=log, what="degrade reads")
 
     async def read(self, cause: str) -> None:
         """Read the key and apply it (a malformed value is ignored: the last one holds)."""
