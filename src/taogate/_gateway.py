@@ -27,7 +27,7 @@ from taogate._breaker import BreakerPolicy, BreakerState, RetryBudget
 from taogate._dispatch import PROVENANCE_IDS, Dispatcher, Priority
 from taogate._errors import DeadlineExceeded, InvalidRequest, Overloaded, UpstreamUnavailable
 from taogate._gateway_stats import GatewayStats
-from taogate._lookup import LookupOptions, LookupPolicy
+from taogate._lookup import DEFAULT_POLICY, LookupOptions, LookupPolicy
 from taogate._masking import mask_id
 from taogate._model import Item, Lookup, Source
 from taogate._settings import Settings
@@ -174,9 +174,10 @@ class Gateway:
         self, num_iid: str, policy: LookupPolicy | None = None, **options: Unpack[LookupOptions]
     ) -> Lookup:
         """Like :meth:`get_many` for one id, with an L1 hit answered on a short path."""
-        self._check_started()
+        if not self._started:  # the hit path: checks written out, no calls it can do without
+            self._check_started()
         checked = self._id_policy.check(num_iid)
-        asked = LookupPolicy.of(policy, options)
+        asked = LookupPolicy.of(policy, options) if options or policy else DEFAULT_POLICY
         now = self._clock()
         degraded = self.degrade.active
         entry = self.cache.fresh(

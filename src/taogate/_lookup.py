@@ -14,7 +14,7 @@ from typing import TypedDict
 from taogate._dispatch import Priority
 from taogate._errors import InvalidRequest
 
-__all__ = ["LookupOptions", "LookupPolicy"]
+__all__ = ["DEFAULT_POLICY", "LookupOptions", "LookupPolicy"]
 
 
 class LookupOptions(TypedDict, total=False):
@@ -52,11 +52,12 @@ class LookupPolicy:
     @classmethod
     def of(cls, policy: LookupPolicy | None, options: LookupOptions) -> LookupPolicy:
         """``policy`` (default: the defaults) with ``options`` laid over it."""
-        base = policy or _DEFAULT
-        # the hit path passes the defaults most of the time: no new policy for those
-        if all(v == getattr(base, k) for k, v in options.items()):
+        base = policy or DEFAULT_POLICY
+        # the hit path passes no options most of the time, or the defaults: no new policy then
+        if not options or all(v == getattr(base, k) for k, v in options.items()):
             return base
         return replace(base, **options)
 
 
-_DEFAULT = LookupPolicy()
+#: the policy of a lookup that asks for nothing of its own
+DEFAULT_POLICY = LookupPolicy()
