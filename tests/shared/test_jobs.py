@@ -15,6 +15,7 @@ import httpx
 import orjson
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from taogate import Service, Settings
 from taogate._settings import SimSettings
@@ -315,3 +316,35 @@ async def test_jobs_cli_submit_wait_and_results(
     assert "done:" in submitted
     assert len(rows) == 120
     assert '"state": "done"' in status
+
+
+async def test_a_chunk_whose_recording_fails_once_finishes_without_waiting_for_a_claim(
+    sim: Simulator, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis refuses the recording of a looked-up chunk once (no connection free in a busy
+    pool): the worker records it again at once, not after claim_idle_s, and fetches nothing
+    twice."""
+    s = settings(sim, redis_server.url, "j" + os.urandom(3).hex(), claim_idle_s=60.0)
+    ids = sim.catalog.ids()[9000:9040]  # one chunk
+    async with Service(s) as svc:
+        assert svc.jobs is not None
+        store = svc.jobs
+        record = store.record
+        failures = [RedisConnectionError("No connection available.")]
+
+        async def flaky(job: str, rows: Any) -> None:
+            if failures:
+                raise failures.pop()
+            await record(job, rows)
+
+        monkeypatch.setattr(store, "record", flaky)
+        job = await store.submit(ids)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 15  # far less than claim_idle_s
+        while (status := await store.status(job)) is not None and status.state != "done":
+            assert loop.time() < end, status
+            await asyncio.sleep(0.05)
+    assert not failures  # the failure did happen
+    assert status is not None
+    assert status.done == 40
+    assert sim.stats()["totals"]["items_requested"] == 40  # every id fetched once

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from taogate._dispatch import Priority
 from taogate._errors import InvalidItemId, LookupFailed
+from taogate._redis import FAILURES
 from taogate._tasks import cancel_within
 from taogate.jobs._store import CHUNK, GROUP, JOB_ID, JobStore
 
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
     from taogate.replicas import Replicas
 
 __all__ = ["JobWorker"]
+
+#: Pauses before recording a finished chunk again after Redis failed (then one last try).
+FINISH_RETRY_DELAYS_S = (0.1, 0.5)
 
 log = logging.getLogger("taogate.jobs")
 
@@ -221,8 +225,7 @@ class JobWorker:
                         "age_s": round(lookup.age_s, 3),
                     }
                     rows.append((num_iid, row, "found"))
-            await self.store.record(job, rows)
-            await self._settle(entry_id)
+            await self._finish(job, rows, entry_id)
             self.chunks_done += 1
         except asyncio.CancelledError:
             raise  # the entry stays pending; another worker claims it
@@ -235,6 +238,23 @@ class JobWorker:
                 log.exception("job chunk failed; it stays pending for another try")
         finally:
             self._busy -= 1
+
+    async def _finish(
+        self, job: str, rows: list[tuple[str, dict[str, Any], str]], entry_id: Any
+    ) -> None:
+        """Record a looked-up chunk's rows and settle it, trying again a few times when Redis
+        fails (a busy connection pool): both steps are idempotent, and a chunk left pending
+        would wait ``claim_idle_s`` and be looked up again."""
+        for delay in FINISH_RETRY_DELAYS_S:
+            try:
+                await self.store.record(job, rows)
+                await self._settle(entry_id)
+                return
+            except FAILURES as exc:
+                log.warning("job chunk: recording failed (%s); trying again", type(exc).__name__)
+                await asyncio.sleep(delay)
+        await self.store.record(job, rows)  # the last try: its failure leaves the chunk pending
+        await self._settle(entry_id)
 
     async def _give_up(self, job: str, ids: list[str], entry_id: Any, why: str) -> None:
         """Write ``failed`` rows for a chunk's ids (those without a row keep theirs) and
