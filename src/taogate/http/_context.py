@@ -60,6 +60,18 @@ class Context:
             chunks.append(chunk)
         return b"".join(chunks)
 
+    async def read_object(self, request: Request, shape: str) -> dict[str, Any]:
+        """The request body as a JSON object; 400 naming ``shape`` (``{"ids": [...]}``) when it
+        is not JSON or not an object."""
+        body = await self.read_body(request)
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise Problem("bad-request", "the body is not valid JSON") from None
+        if not isinstance(doc, dict):
+            raise Problem("bad-request", f"the body must be a JSON object {shape}")
+        return doc
+
     def checked_ids(self, ids: object, limit: int, too_many: str) -> list[str]:
         """``ids`` if it is a non-empty list of at most ``limit`` ids within the id policy;
         else the 400 problem that says what is wrong (``too_many`` ends that message)."""

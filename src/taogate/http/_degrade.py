@@ -57,13 +57,7 @@ class DegradeRoutes:
 
     async def switch(self, request: Request) -> Response:
         client = self.ctx.client(request, admin=True)
-        body = await self.ctx.read_body(request)
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise Problem("bad-request", "the body is not valid JSON") from None
-        if not isinstance(doc, dict):
-            raise Problem("bad-request", 'the body must be a JSON object {"mode": ...}')
+        doc = await self.ctx.read_object(request, '{"mode": ...}')
         unknown = set(doc) - _FIELDS
         if unknown:
             raise Problem("bad-request", f"unknown field(s): {', '.join(sorted(unknown))}")

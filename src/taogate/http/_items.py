@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -138,13 +137,7 @@ class ItemRoutes:
         await send({"type": "http.response.body", "body": body})
 
     async def _ids_body(self, request: Request, extra: frozenset[str]) -> dict[str, Any]:
-        body = await self.ctx.read_body(request)
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise Problem("bad-request", "the body is not valid JSON") from None
-        if not isinstance(doc, dict):
-            raise Problem("bad-request", 'the body must be a JSON object {"ids": [...]}')
+        doc = await self.ctx.read_object(request, '{"ids": [...]}')
         unknown = set(doc) - extra - {"ids"}
         if unknown:
             raise Problem("bad-request", f"unknown field(s): {', '.join(sorted(unknown))}")
