@@ -7,7 +7,7 @@ The public face. Implementation lives in private modules; integrations in subpac
 import importlib.metadata as _metadata
 
 from taogate._breaker import BreakerState
-from taogate._credentials import Credential, Egress
+from taogate._credentials import Account, Credential, Egress
 from taogate._dispatch import Priority
 from taogate._errors import (
     BatchTooLarge,
@@ -17,8 +17,10 @@ from taogate._errors import (
     EgressUnreachable,
     InvalidItemId,
     InvalidRequest,
+    IpNotWhitelisted,
     ItemNotFound,
     ItemUnreadable,
+    LimitScope,
     LookupFailed,
     NoCredentialAvailable,
     Overloaded,
@@ -48,6 +50,7 @@ except (
     __version__ = "0.0.0"
 
 __all__ = [
+    "Account",
     "BatchTooLarge",
     "BreakerState",
     "ConfigurationError",
@@ -62,9 +65,11 @@ __all__ = [
     "IdPolicy",
     "InvalidItemId",
     "InvalidRequest",
+    "IpNotWhitelisted",
     "Item",
     "ItemNotFound",
     "ItemUnreadable",
+    "LimitScope",
     "Lookup",
     "LookupFailed",
     "LookupPolicy",

@@ -1,5 +1,6 @@
-"""What the upstream is called with: a credential (app key and secret, with its limits) and an
-egress (the way out: a proxy or a local address, with the calls it carries per second).
+"""What the upstream is called with: a credential (app key and secret, with its limits), the
+account it belongs to (a promoter account limiting all its keys together) and an egress (the way
+out: a proxy or a local address, with the calls it carries per second).
 
 Base types: the settings build them, the credential pool paces them, the providers sign and
 send with them; they import nothing of those.
@@ -12,7 +13,7 @@ from decimal import Decimal
 
 from taogate._masking import mask_id, mask_secret, mask_url
 
-__all__ = ["DEFAULT_EGRESS", "IP_QPS", "Credential", "Egress"]
+__all__ = ["ACCOUNT_QPS", "DEFAULT_EGRESS", "IP_QPS", "Account", "Credential", "Egress"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -28,6 +29,8 @@ class Credential:
     daily_budget: int | None = None
     cost_per_call: Decimal = Decimal(0)
     egress: str | None = None
+    #: the name of the :class:`Account` whose limit this key shares with its other keys
+    account: str | None = None
 
     @property
     def masked(self) -> str:
@@ -38,8 +41,29 @@ class Credential:
         return (
             f"Credential(app_key={self.masked!r}, secret={mask_secret(self.secret)!r}, "
             f"qps={self.qps:g}, daily_budget={self.daily_budget}, "
-            f"cost_per_call={self.cost_per_call}, egress={self.egress!r})"
+            f"cost_per_call={self.cost_per_call}, egress={self.egress!r}, account={self.account!r})"
         )
+
+
+#: API calls per second a promoter (淘宝联盟) account is reported to allow over all its app keys.
+ACCOUNT_QPS = 40.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Account:
+    """A promoter account: several app keys whose calls together stay under ``qps``.
+
+    Over it the platform answers code 15 / ``9100`` (docs/limits.md).
+    """
+
+    name: str
+    qps: float = ACCOUNT_QPS
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("an account needs a name")
+        if not self.qps > 0:
+            raise ValueError("an account's qps must be above 0")
 
 
 #: The egress of credentials that name none: the host's own address, no proxy.

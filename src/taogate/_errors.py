@@ -16,7 +16,8 @@ The tree::
     │   └── UpstreamUnavailable     the breaker is open
     │       └── NoCredentialAvailable   every credential is quarantined or out of budget
     └── UpstreamError               the upstream (or the way to it) failed; carries context
-        ├── RateLimited             codes 4-8 and reseller quota codes: pause the credential
+        ├── RateLimited             codes 4-8, 15/9100, reseller quota codes: pause its scope
+        ├── IpNotWhitelisted        code 11 ip-whitelist: the key refuses this egress's address
         ├── CredentialInvalid       codes 11-13, 25, 27, 29: quarantine the credential
         ├── UpstreamBadRequest      codes 40/41/43/50, ``isv.*``, old-format ids: do not retry
         ├── ProtocolMismatch        codes 9, 21-24, 26, 28, 30-34: our request is wrong for all
@@ -30,6 +31,7 @@ Messages and attributes never hold a secret: credentials appear as masked ids on
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 __all__ = [
     "BatchTooLarge",
@@ -39,9 +41,11 @@ __all__ = [
     "DegradeNotShared",
     "InvalidItemId",
     "InvalidRequest",
+    "IpNotWhitelisted",
     "ItemNotFound",
     "ItemUnreadable",
     "JobLimitReached",
+    "LimitScope",
     "LookupFailed",
     "NoCredentialAvailable",
     "Overloaded",
@@ -173,19 +177,23 @@ class UpstreamError(TaogateError):
         return " ".join(parts)
 
 
-class RateLimited(UpstreamError):
-    """The upstream throttled the credential; ``retry_after`` is the ban in seconds.
+#: What a rate limit counts (docs/limits.md): ``app`` the key over all methods (code 7, a daily
+#: quota when the ban lasts until midnight), ``api`` one method over every key, ``app_api`` the
+#: key on one method, ``account`` every key of one promoter account (code 15 / ``9100``),
+#: ``unknown`` a limit the answer does not name (treated as the key's).
+LimitScope = Literal["app", "api", "app_api", "account", "unknown"]
 
-    ``scope`` says what the limit counts: ``app`` (the key over all APIs), ``api`` (the API over
-    all apps), ``app_api`` (the key on this API) or ``unknown``.
-    """
+
+class RateLimited(UpstreamError):
+    """The upstream throttled a call; ``retry_after`` is the ban in seconds and ``scope``
+    (:data:`LimitScope`) says which limit it counts against."""
 
     def __init__(
         self,
         message: str,
         *,
         retry_after: float,
-        scope: str = "unknown",
+        scope: LimitScope = "unknown",
         credential: str | None = None,
         request_id: str | None = None,
         code: int | str | None = None,
@@ -195,10 +203,19 @@ class RateLimited(UpstreamError):
             message, credential=credential, request_id=request_id, code=code, sub_code=sub_code
         )
         self.retry_after = retry_after
-        self.scope = scope
+        self.scope: LimitScope = scope
 
     def __str__(self) -> str:
         return f"{super().__str__()} retry_after={self.retry_after:g}s scope={self.scope}"
+
+
+class IpNotWhitelisted(UpstreamError):
+    """The key accepts calls only from its registered server addresses, and this call's egress
+    is not one of them (code 11, ``isv.permission-ip-whitelist-limit``).
+
+    A mismatch between the key and the egress, not a bad key: the key's calls move to another
+    egress (or the pair pauses); the key is never quarantined for it.
+    """
 
 
 class CredentialInvalid(UpstreamError):

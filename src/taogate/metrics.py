@@ -180,10 +180,11 @@ def _upstream(stats: GatewayStats) -> Iterator[Metric]:
     calls = CounterMetricFamily(
         "taogate_upstream_calls", "Upstream calls, by outcome.", labels=("outcome",)
     )
-    failed = d.rate_limited + d.credential_invalid + d.transient
+    failed = d.rate_limited + d.credential_invalid + d.ip_refused + d.transient
     calls.add_metric(("ok",), d.calls_ok)
     calls.add_metric(("rate_limited",), d.rate_limited)
     calls.add_metric(("credential_invalid",), d.credential_invalid)
+    calls.add_metric(("ip_refused",), d.ip_refused)
     calls.add_metric(("transient",), d.transient)
     calls.add_metric(("other",), max(0, d.calls - d.calls_ok - failed))
     yield calls
@@ -300,6 +301,22 @@ def _pool(stats: GatewayStats) -> Iterator[Metric]:
             "Rate-limit answers (code 7 and kin) for the credential.",
             labels=("credential",),
         ),
+        "method_limited": CounterMetricFamily(
+            "taogate_credential_method_limited",
+            "Rate-limit answers for the credential on the API method (its pair paused).",
+            labels=("credential",),
+        ),
+        "ip_refused": CounterMetricFamily(
+            "taogate_credential_ip_refused",
+            "Code 11 answers: an egress's address is not in the credential's IP whitelist.",
+            labels=("credential",),
+        ),
+        "exhausted_for_s": GaugeMetricFamily(
+            "taogate_credential_exhausted_seconds",
+            "Seconds until midnight in Beijing while the platform says the credential's "
+            "daily quota is spent (0: it is not).",
+            labels=("credential",),
+        ),
         "banned_for_s": GaugeMetricFamily(
             "taogate_credential_banned_seconds",
             "Seconds left of the credential's ban.",
@@ -368,6 +385,38 @@ def _pool(stats: GatewayStats) -> Iterator[Metric]:
     yield from families.values()
     yield budget
     yield status
+    yield from _scopes(stats)
+
+
+def _scopes(stats: GatewayStats) -> Iterator[Metric]:
+    """The limits several credentials share, other than egresses: accounts, the API method."""
+    scope_families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {  # by ScopeStats field
+        "calls": CounterMetricFamily(
+            "taogate_scope_calls",
+            "Upstream calls counted against the limit scope (account, method).",
+            labels=("kind", "name"),
+        ),
+        "limited": CounterMetricFamily(
+            "taogate_scope_limited",
+            "Rate-limit answers for the scope (code 15 / 9100 for an account, a method's ban).",
+            labels=("kind", "name"),
+        ),
+        "rate": GaugeMetricFamily(
+            "taogate_scope_rate",
+            "Calls per second this replica paces the scope at (0: not paced).",
+            labels=("kind", "name"),
+        ),
+        "paused_for_s": GaugeMetricFamily(
+            "taogate_scope_paused_seconds",
+            "Seconds the scope stays paused by its last ban (0: in use).",
+            labels=("kind", "name"),
+        ),
+    }
+    for scope in stats.pool.scopes:
+        row = scope.as_row()
+        for key, family in scope_families.items():
+            family.add_metric((scope.kind, scope.name), _f(row[key]))
+    yield from scope_families.values()
 
 
 def _secret_files(stats: GatewayStats) -> Iterator[Metric]:

@@ -6,6 +6,7 @@ import pytest
 
 from taogate import (
     CredentialInvalid,
+    IpNotWhitelisted,
     ProtocolMismatch,
     RateLimited,
     UpstreamBadRequest,
@@ -73,6 +74,9 @@ def test_code_without_sub_code(code: int, cls: type[UpstreamError]) -> None:
         (7, "isp.call-limited", RateLimited),
         (15, "isp.call-limited", RateLimited),
         (27, "invalid-sessionkey", CredentialInvalid),
+        (15, "9100", RateLimited),
+        (11, "isv.permission-ip-whitelist-limit", IpNotWhitelisted),
+        (11, "isv.permission-api-package-limit", CredentialInvalid),
         (29, "isv.appkey-not-exists", CredentialInvalid),
     ],
 )
@@ -101,7 +105,13 @@ def test_sub_code_refines_the_class(code: int, sub_code: str, cls: type[Upstream
             31062,
             "app_api",
         ),
-        ("accesscontrol.limited-by-dynamic-access-count", "", 1.0, "app"),
+        (
+            "accesscontrol.limited-by-dynamic-access-count",
+            "This ban will last for 3 more seconds",
+            3,
+            "app_api",
+        ),
+        ("accesscontrol.limited-by-dynamic-access-count", "", 1.0, "app_api"),
     ],
 )
 def test_rate_limit_ban_and_scope(
@@ -121,3 +131,31 @@ def test_code_given_as_a_string() -> None:
         is RateLimited
     )
     assert type(classify_error({"code": "not-a-number"})) is UpstreamTransient
+
+
+def test_account_over_its_rate_pauses_the_account_for_a_second() -> None:
+    """Code 15 / 9100 is the promoter account's limit, not a transient fault: it is never
+    retried at once."""
+    error = classify_error(
+        {"code": 15, "msg": "Remote service error", "sub_code": "9100", "sub_msg": "too fast"}
+    )
+    assert isinstance(error, RateLimited)
+    assert error.scope == "account"
+    assert error.retry_after == 1.0
+    assert error.sub_code == "9100"
+
+
+def test_ip_whitelist_is_not_a_bad_credential() -> None:
+    error = classify_error(
+        {
+            "code": 11,
+            "msg": "Insufficient ISV Permissions",
+            "sub_code": "isv.permission-ip-whitelist-limit",
+            "sub_msg": "ip 127.0.0.2 is not in the whitelist",
+        },
+        credential="12***78",
+    )
+    assert type(error) is IpNotWhitelisted
+    assert not isinstance(error, CredentialInvalid)
+    assert error.code == 11
+    assert error.credential == "12***78"

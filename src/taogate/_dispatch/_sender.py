@@ -20,6 +20,7 @@ from taogate._dispatch._stats import DispatchCounters
 from taogate._errors import (
     CredentialInvalid,
     EgressUnreachable,
+    IpNotWhitelisted,
     ProtocolMismatch,
     RateLimited,
     UpstreamBadRequest,
@@ -146,9 +147,16 @@ class Sender:
             answer = await self._provider.fetch(ids, lease.credential)
         except RateLimited as exc:
             self._stats.rate_limited += 1
-            self._pool.on_rate_limited(lease, exc.retry_after)
+            self._pool.on_rate_limited(lease, exc.retry_after, exc.scope)
             self._breaker.release(generation)
             log.warning("rate limited: %s; %d ids requeued", exc, len(ids))
+            self._queue.requeue(batch)
+        except IpNotWhitelisted as exc:
+            self._stats.ip_refused += 1
+            moved_to = self._pool.on_ip_refused(lease)
+            self._breaker.release(generation)
+            where = "paused" if moved_to is None else f"moved to egress {moved_to}"
+            log.warning("%s; the key is %s, %d ids requeued", exc, where, len(ids))
             self._queue.requeue(batch)
         except CredentialInvalid as exc:
             self._stats.credential_invalid += 1

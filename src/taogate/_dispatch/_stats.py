@@ -25,6 +25,8 @@ class DispatchCounters:
     joined: int = 0
     rate_limited: int = 0
     credential_invalid: int = 0
+    #: code 11 answers: an egress's address is not in the key's IP whitelist
+    ip_refused: int = 0
     transient: int = 0
     retries: int = 0
     bisections: int = 0

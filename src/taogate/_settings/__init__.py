@@ -25,6 +25,7 @@ from taogate._settings._sections import (
     SimSettings,
 )
 from taogate._settings._upstream import (
+    AccountSettings,
     CredentialSettings,
     EgressSettings,
     LimitsSettings,
@@ -34,6 +35,7 @@ from taogate._settings._upstream import (
 
 __all__ = [
     "MIN_TOKEN_CHARS",
+    "AccountSettings",
     "CacheSettings",
     "ClientSettings",
     "CredentialSettings",

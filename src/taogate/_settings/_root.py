@@ -10,7 +10,7 @@ from typing import Any, Self
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from taogate._credentials import DEFAULT_EGRESS, IP_QPS, Credential, Egress
+from taogate._credentials import DEFAULT_EGRESS, IP_QPS, Account, Credential, Egress
 from taogate._masking import Redactor, mask_id, mask_secret, mask_url, url_passwords
 from taogate._settings._sections import (
     CacheSettings,
@@ -21,6 +21,7 @@ from taogate._settings._sections import (
     SimSettings,
 )
 from taogate._settings._upstream import (
+    AccountSettings,
     CredentialSettings,
     EgressSettings,
     LimitsSettings,
@@ -43,6 +44,7 @@ class Settings(BaseSettings):
 
     upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
     credentials: list[CredentialSettings] = Field(default_factory=list)
+    accounts: list[AccountSettings] = Field(default_factory=list)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     degrade: DegradeSettings = Field(default_factory=DegradeSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
@@ -78,6 +80,16 @@ class Settings(BaseSettings):
             if c.egress is not None and c.egress not in egress_names:
                 who = mask_id(c.app_key)
                 raise ValueError(f"credential {who} names unknown egress {c.egress!r}")
+        account_names = [a.name for a in self.accounts]
+        if len(set(account_names)) != len(account_names):
+            raise ValueError("account name listed twice")
+        for c in self.credentials:
+            if c.account is not None and c.account not in account_names:
+                who = mask_id(c.app_key)
+                raise ValueError(
+                    f"credential {who} names unknown account {c.account!r}; "
+                    f"add [[accounts]] name = {c.account!r}"
+                )
         return self
 
     @model_validator(mode="after")
@@ -126,6 +138,10 @@ class Settings(BaseSettings):
             )
             for e in self.egress
         ]
+
+    def build_accounts(self) -> list[Account]:
+        """The ``[[accounts]]`` as the library takes them."""
+        return [a.to_account() for a in self.accounts]
 
     def build_credentials(self) -> list[Credential]:
         """The credentials as the library takes them, each on its egress.

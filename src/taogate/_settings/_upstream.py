@@ -10,7 +10,7 @@ from typing import Literal, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from taogate._credentials import Credential
+from taogate._credentials import ACCOUNT_QPS, Account, Credential
 from taogate._errors import ConfigurationError
 from taogate._ids import DEFAULT_ID_PATTERN, IdPolicy
 from taogate._masking import mask_url
@@ -18,6 +18,7 @@ from taogate._secrets import read_secret_file
 from taogate._settings._sections import Section, resolve_secret
 
 __all__ = [
+    "AccountSettings",
     "CredentialSettings",
     "EgressSettings",
     "LimitsSettings",
@@ -46,6 +47,9 @@ class UpstreamSettings(Section):
     id_pattern: str = DEFAULT_ID_PATTERN
     #: Extra business parameters sent with every call (``platform``, ``biz_scene_id``, ...).
     params: dict[str, str] = Field(default_factory=dict)
+    #: Calls per second of ``method`` over every key together, if the platform's cap on the
+    #: API is known; ``None``: no pacing, only the pauses its bans ask for (docs/limits.md).
+    method_qps: float | None = Field(default=None, gt=0)
 
     @field_validator("id_pattern")
     @classmethod
@@ -77,6 +81,8 @@ class CredentialSettings(Section):
     daily_budget: int | None = Field(default=None, ge=1)
     cost_per_call: Decimal = Field(default=Decimal(0), ge=0)
     egress: str | None = None
+    #: the ``[[accounts]]`` entry this key belongs to (its calls count against the account too)
+    account: str | None = None
 
     @model_validator(mode="after")
     def _secret_given(self) -> Self:
@@ -102,7 +108,23 @@ class CredentialSettings(Section):
             daily_budget=self.daily_budget,
             cost_per_call=self.cost_per_call,
             egress=self.egress,
+            account=self.account,
         )
+
+
+class AccountSettings(Section):
+    """``[[accounts]]``: a promoter (淘宝联盟) account whose app keys share one limit.
+
+    The platform limits an account's API calls over all its apps (reportedly 40 a second) and
+    answers code 15 / ``9100`` over it; keys added under one account add nothing past it.
+    """
+
+    name: str = Field(min_length=1)
+    #: API calls per second of all the account's keys together (paced at ``safety_factor``)
+    qps: float = Field(default=ACCOUNT_QPS, gt=0)
+
+    def to_account(self) -> Account:
+        return Account(name=self.name, qps=self.qps)
 
 
 class EgressSettings(Section):

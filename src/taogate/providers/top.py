@@ -22,7 +22,9 @@ import orjson
 from taogate._beijing import BEIJING
 from taogate._errors import (
     CredentialInvalid,
+    IpNotWhitelisted,
     ItemUnreadable,
+    LimitScope,
     ProtocolMismatch,
     RateLimited,
     UpstreamBadRequest,
@@ -103,12 +105,19 @@ _BAD_REQUEST_CODES: Final = frozenset({40, 41, 43, 50})
 # every credential alike: a protocol problem, not a bad key.
 _PROTOCOL_CODES: Final = frozenset({9, 21, 22, 23, 24, 26, 28, 30, 31, 32, 33, 34, 42, 44, 47, 53})
 _OLD_ID_SUB_CODE: Final = "-4003"
-_SCOPES: Final = {
+_SCOPES: Final[Mapping[str, LimitScope]] = {
     "accesscontrol.limited-by-app-access-count": "app",
     "accesscontrol.limited-by-api-access-count": "api",
     "accesscontrol.limited-by-app-api-access-count": "app_api",
+    "accesscontrol.limited-by-dynamic-access-count": "app_api",
 }
+#: code 15 with this sub-code: the promoter account (all its app keys together) is over its rate
+ACCOUNT_LIMITED_SUB_CODE: Final = "9100"
+#: code 11 with this sub-code: the key accepts calls only from its whitelisted server addresses
+IP_WHITELIST_SUB_CODE: Final = "isv.permission-ip-whitelist-limit"
 DEFAULT_BAN_S: Final = 1.0
+#: how long an account over its rate pauses (the answer names no ban)
+ACCOUNT_PAUSE_S: Final = 1.0
 
 
 def _as_code(value: Any) -> int | None:
@@ -159,6 +168,10 @@ def classify_error(
         retry_after = float(match.group(1)) if match else DEFAULT_BAN_S
         scope = _SCOPES.get(sub_code, "app" if code in (7, 8) else "unknown")
         return RateLimited(text, retry_after=retry_after, scope=scope, **ctx)
+    if code == 15 and sub_code == ACCOUNT_LIMITED_SUB_CODE:
+        return RateLimited(text, retry_after=ACCOUNT_PAUSE_S, scope="account", **ctx)
+    if sub_code == IP_WHITELIST_SUB_CODE:
+        return IpNotWhitelisted(text, **ctx)
     if code in _CREDENTIAL_CODES:
         return CredentialInvalid(text, **ctx)
     if sub_code == _OLD_ID_SUB_CODE or sub_code.startswith("isv."):

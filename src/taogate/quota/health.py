@@ -3,6 +3,8 @@
 - A rate limit (code 7 …) bans a scope for the ban's seconds and cuts its rate (AIMD): by
   ``decrease`` once per ban, to no less than ``min_factor``; the rate then climbs back by
   ``recovery_per_s`` of the full rate each second (:class:`Aimd`).
+- A ban of a scope with a back-off (a key × method pair) pauses at least twice as long as the
+  last one when it follows it within ``reset_after_s`` (:class:`Backoff`).
 - An invalid credential (codes 25/27/29 …) is quarantined; after ``probe_after_s`` (doubling up
   to ``max_probe_after_s``) it is let out for one probe call at a time, half-open style
   (:class:`Quarantine`).
@@ -17,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["Aimd", "Quarantine", "Reachability"]
+__all__ = ["Aimd", "Backoff", "Quarantine", "Reachability"]
 
 
 @dataclass(slots=True, eq=False, kw_only=True)
@@ -51,6 +53,34 @@ class Aimd:
         self.current = self.at_decrease = max(self.min_factor, self.factor(now) * self.decrease)
         self.decreased_at = now
         self.banned_at = now
+
+
+@dataclass(slots=True, eq=False, kw_only=True)
+class Backoff:
+    """A ban's pause, growing while bans follow each other: the platform's ``N`` seconds at
+    first, then at least twice the last pause, up to ``max_s``; a ban more than
+    ``reset_after_s`` after the last pause ended starts again from ``N``."""
+
+    max_s: float
+    reset_after_s: float
+    last_s: float = 0.0
+    ends_at: float = -math.inf
+    banned_at: float = -math.inf
+
+    def on_ban(self, now: float, granted_at: float, retry_after: float) -> float:
+        """The pause for a ban seen at ``now`` by a call granted at ``granted_at``.
+
+        Calls already on the wire when the ban began come back limited too; they do not grow
+        the pause again.
+        """
+        if granted_at < self.banned_at:
+            return max(retry_after, self.ends_at - now)
+        if now > self.ends_at + self.reset_after_s:
+            self.last_s = 0.0
+        self.last_s = min(self.max_s, max(retry_after, 2 * self.last_s))
+        self.banned_at = now
+        self.ends_at = now + self.last_s
+        return self.last_s
 
 
 @dataclass(slots=True, eq=False, kw_only=True)

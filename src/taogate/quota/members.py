@@ -47,36 +47,78 @@ class EgressState:
         )
 
 
+#: how long a key's first call through an egress holds its next call back at most, when its
+#: answer has not come (the answer wakes the pool earlier)
+PROVE_WAIT_S = 1.0
+
+
 @dataclass(slots=True, eq=False)
 class Member:
-    """One credential of the pool."""
+    """One credential of the pool, and the scopes a call with it consumes from."""
 
     credential: Credential
     key: Scope
     egress: EgressState
     budget: DayBudget
     quarantine: Quarantine
+    #: the API method over every key, and this key on it
+    method: Scope
+    pair: Scope
+    #: the promoter account the key shares a limit with, if any
+    account: Scope | None = None
+    #: a key's first call through an egress goes alone (:attr:`PoolPolicy.prove_egress`)
+    prove: bool = False
     claim: Claim = field(default_factory=Claim)
     cost: Decimal = Decimal(0)
     rate_limited: int = 0
     invalid: int = 0
+    #: code 11 answers: an egress's address is not in the key's IP whitelist
+    ip_refused: int = 0
+    #: egresses whose address the key's whitelist refused, and until when they are not tried
+    refused: dict[str, float] = field(default_factory=dict)
+    #: the pause of the next refusal with no other egress (doubling)
+    refused_pause_s: float = 0.0
+    #: an answer came through the current egress (the whitelist accepts it)
+    proven: bool = False
     #: every scope a call with this credential consumes from, the key's first
     scopes: tuple[Scope, ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.scopes = (self.key, self.egress.scope)
+        self._gather()
+
+    def _gather(self) -> None:
+        own = (self.key, self.egress.scope, self.account, self.method, self.pair)
+        self.scopes = tuple(scope for scope in own if scope is not None)
+
+    def move(self, egress: EgressState) -> None:
+        """Send the key's next calls through ``egress`` (calls in flight keep theirs)."""
+        self.egress = egress
+        self.proven = False
+        self._gather()
+
+    def scope(self, kind: str) -> Scope | None:
+        """The scope of ``kind`` a call with this credential consumes from."""
+        return next((scope for scope in self.scopes if scope.kind == kind), None)
+
+    def refused_until(self) -> float:
+        """Until when the current egress is refused by the key's whitelist (0: it is not)."""
+        return self.refused.get(self.egress.egress.name, 0.0)
 
     def usable(self, now: float, share: float) -> bool:
         """Not quarantined (or due for its probe) and within today's budget."""
         return self.quarantine.usable(now) and self.budget.left(share)
 
     def ready_at(self, now: float, share: float, *, urgent: bool) -> float:
-        """When a call may go: the slowest of its scopes, a yield, a quarantine's probe."""
+        """When a call may go: the slowest of its scopes, a yield, a quarantine's probe, a
+        refusing egress, a first call through the egress still out."""
         at = max(scope.ready_at(now, share) for scope in self.scopes)
+        at = max(at, self.refused_until())
         if not urgent:
             at = max(at, self.claim.yield_until)
         if self.quarantine.active:
             at = max(at, self.quarantine.probe_at)
+        if self.prove and not self.proven and self.key.in_flight > 0:
+            at = max(at, now + PROVE_WAIT_S)
         return at
 
     def take(self, now: float, share: float, *, probe: bool) -> tuple[Mark, ...]:
@@ -89,16 +131,19 @@ class Member:
         self.cost += self.credential.cost_per_call
         return marks
 
-    def give_back(self, granted_at: float, marks: tuple[Mark, ...]) -> None:
-        """Undo :meth:`take` for a call never sent."""
-        for scope, mark in zip(self.scopes, marks, strict=True):
+    def give_back(
+        self, granted_at: float, scopes: tuple[Scope, ...], marks: tuple[Mark, ...]
+    ) -> None:
+        """Undo :meth:`take` for a call never sent (``scopes``: those it was granted in)."""
+        for scope, mark in zip(scopes, marks, strict=True):
             scope.give_back(granted_at, mark)
         self.budget.give_back()
         self.cost -= self.credential.cost_per_call
 
-    def ended(self) -> None:
-        """A call granted with this credential came back."""
-        for scope in self.scopes:
+    @staticmethod
+    def ended(scopes: tuple[Scope, ...]) -> None:
+        """A call granted in ``scopes`` came back."""
+        for scope in scopes:
             scope.in_flight -= 1
 
     def status(self, now: float, share: float) -> CredentialStatus:
@@ -110,6 +155,8 @@ class Member:
             return CredentialStatus.QUARANTINED
         if not self.budget.left(share):
             return CredentialStatus.EXHAUSTED
+        if self.refused_until() > now:
+            return CredentialStatus.NOT_WHITELISTED
         if self.key.paused_until > now:
             return CredentialStatus.BANNED
         return CredentialStatus.ACTIVE
@@ -118,20 +165,26 @@ class Member:
         c, key = self.credential, self.key
         banned_by_others = key.held_until - now if self.claim.reason == "banned" else 0.0
         quarantine = self.quarantine
+        calls_today = self.budget.calls_today()
         return CredentialStats(
             credential=c.masked,
             egress=self.egress.egress.name,
+            account=c.account,
             status=self.status(now, share),
             rate=key.rate(now),
             configured_qps=c.qps,
             banned_for_s=max(0.0, key.paused_until - now, banned_by_others),
             probe_in_s=max(0.0, quarantine.probe_at - now) if quarantine.active else None,
+            exhausted_for_s=self.budget.seconds_left() if self.budget.spent else None,
             calls=key.calls,
-            calls_today=self.budget.calls,
+            calls_today=calls_today,
             daily_budget=c.daily_budget,
             rate_limited=self.rate_limited,
+            method_limited=self.pair.limited,
+            ip_refused=self.ip_refused,
+            refused_egresses=tuple(sorted(e for e, t in self.refused.items() if t > now)),
             invalid=self.invalid,
             in_flight=key.in_flight,
             cost=self.cost,
-            cost_today=self.budget.calls * c.cost_per_call,
+            cost_today=calls_today * c.cost_per_call,
         )

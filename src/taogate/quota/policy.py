@@ -1,17 +1,17 @@
 """How the pool paces and protects credentials, and the scopes it builds from that.
 
 :class:`PoolPolicy` holds the knobs (the safety factor, bursts, window guards, AIMD, probes,
-egress pauses) and builds each limit scope a call consumes from: :meth:`PoolPolicy.key_scope`
-for an app key, :meth:`PoolPolicy.egress_scope` for an egress IP. A new kind of limit (an
-account, an API method) gets its builder here and its place in a member's scopes.
+egress pauses) and builds each limit scope a call consumes from (docs/limits.md): an app key,
+its promoter account, the API method over every key, the key on that method, and the egress IP.
+A new kind of limit gets its builder here and its place in a member's scopes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from taogate._credentials import Credential, Egress
-from taogate.quota.health import Aimd, Quarantine
+from taogate._credentials import Account, Credential, Egress
+from taogate.quota.health import Aimd, Backoff, Quarantine
 from taogate.quota.scopes import Scope
 
 __all__ = ["EGRESS_BURST", "PoolPolicy"]
@@ -47,6 +47,16 @@ class PoolPolicy:
     recovery_per_s: float = 0.01
     probe_after_s: float = 30.0
     max_probe_after_s: float = 1800.0
+    #: a key × method pair's bans: the longest pause, and the quiet after which it starts over
+    max_pair_pause_s: float = 300.0
+    pair_reset_after_s: float = 60.0
+    #: a key refused by an egress's address (its IP whitelist) with no other egress to use:
+    #: the first pause of the pair, doubling with each refusal up to the max
+    whitelist_pause_s: float = 60.0
+    max_whitelist_pause_s: float = 3600.0
+    #: with several egresses, a key's first call through an egress goes alone, so that an
+    #: egress the key's IP whitelist refuses costs one refused call, not every call in flight
+    prove_egress: bool = True
 
     def __post_init__(self) -> None:
         if not 0 < self.safety_factor <= 1:
@@ -54,26 +64,74 @@ class PoolPolicy:
         if not 0 < self.aimd_min_factor <= 1 or not 0 < self.aimd_decrease < 1:
             raise ValueError("AIMD factors must be in (0, 1)")
 
+    def _aimd(self) -> Aimd:
+        return Aimd(
+            decrease=self.aimd_decrease,
+            min_factor=self.aimd_min_factor,
+            recovery_per_s=self.recovery_per_s,
+        )
+
     def key_scope(self, credential: Credential) -> Scope:
         """An app key's scope: ``qps × safety_factor``, its bursts, its rate cut after bans."""
         return Scope(
+            kind="key",
             name=f"key:{credential.masked}",
+            id=f"key:{credential.app_key}",
             qps=credential.qps,
             pace=self.safety_factor,
             burst=self.burst,
             guard_s=self.window_guard_s,
             local_guard_s=self.local_guard_s,
-            aimd=Aimd(
-                decrease=self.aimd_decrease,
-                min_factor=self.aimd_min_factor,
-                recovery_per_s=self.recovery_per_s,
-            ),
+            aimd=self._aimd(),
+        )
+
+    def account_scope(self, account: Account) -> Scope:
+        """A promoter account's scope: ``qps × safety_factor`` for all its keys together; its
+        limit's answer (code 15 / ``9100``) pauses it and cuts its rate like a key's ban."""
+        return Scope(
+            kind="account",
+            name=f"account:{account.name}",
+            id=f"account:{account.name}",
+            qps=account.qps,
+            pace=self.safety_factor,
+            burst=EGRESS_BURST,
+            guard_s=self.window_guard_s,
+            local_guard_s=self.local_guard_s,
+            aimd=self._aimd(),
+        )
+
+    def method_scope(self, method: str, qps: float | None) -> Scope:
+        """An API method's scope over every key: paced at ``qps × safety_factor`` when the
+        platform's cap is known, else only paused for the seconds its bans name (never a cut
+        of any key's rate)."""
+        return Scope(
+            kind="method",
+            name=f"method:{method}",
+            id=f"method:{method}",
+            qps=qps,
+            pace=self.safety_factor,
+            burst=EGRESS_BURST,
+            guard_s=self.window_guard_s,
+            local_guard_s=self.local_guard_s,
+        )
+
+    def pair_scope(self, credential: Credential, method: str) -> Scope:
+        """A key × method pair: not paced (the key's own rate does that), paused for its bans,
+        each ban following the last within ``pair_reset_after_s`` at least twice as long."""
+        return Scope(
+            kind="pair",
+            name=f"pair:{credential.masked}:{method}",
+            id=f"pair:{credential.app_key}:{method}",
+            qps=None,
+            backoff=Backoff(max_s=self.max_pair_pause_s, reset_after_s=self.pair_reset_after_s),
         )
 
     def egress_scope(self, egress: Egress) -> Scope:
         """An egress IP's scope: ``max_qps`` for every key on it together."""
         return Scope(
+            kind="egress",
             name=f"egress:{egress.name}",
+            id=f"egress:{egress.name}",
             qps=egress.max_qps,
             burst=EGRESS_BURST,
             guard_s=self.egress_window_guard_s,

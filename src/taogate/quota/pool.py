@@ -1,12 +1,17 @@
 """The credential pool: which app key sends the next call, and when.
 
-A call consumes from each of its credential's scopes (:mod:`~taogate.quota.scopes`): its app key
-(``qps × safety_factor``, burst 1 by default) and its egress (``max_qps`` for every key on it
-together). The pool hands out the credential that can send soonest and reacts to what the
-upstream says (:mod:`~taogate.quota.health`): a rate limit bans the key and cuts its rate (AIMD),
-an invalid credential is quarantined and probed, an unreachable egress pauses. A daily budget
-(:mod:`~taogate.quota.budget`) stops a credential until the next Beijing day. With replicas
-sharing limits, each slot is negotiated with the shared limiter
+A call consumes from each of its credential's scopes (:mod:`~taogate.quota.scopes`,
+docs/limits.md): its app key (``qps × safety_factor``, burst 1 by default), its promoter account
+(every key of it together), the API method (over every key), the key on that method, and its
+egress (``max_qps`` for every key on it together). The pool hands out the credential that can
+send soonest and reacts to what the upstream says (:mod:`~taogate.quota.health`), on the scope
+the answer names: a key's ban pauses the key and cuts its rate (AIMD), and one lasting until
+midnight in Beijing marks its day spent; an account's (code 15 / ``9100``) pauses and cuts the
+account; a method's pauses the method on every key, blaming none; a key × method's pauses the
+pair, backing off. An invalid credential is quarantined and probed, an unreachable egress
+pauses, and an egress the key's IP whitelist refuses (code 11) is left for another one. A daily
+budget (:mod:`~taogate.quota.budget`) stops a credential until the next Beijing day. With
+replicas sharing limits, each slot is negotiated with the shared limiter
 (:mod:`~taogate.quota.sharing`).
 
 A credential's secret can be replaced while it is in use (:meth:`CredentialPool.replace_secret`,
@@ -27,14 +32,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from taogate._credentials import DEFAULT_EGRESS, IP_QPS, Credential, Egress
-from taogate._errors import NoCredentialAvailable
-from taogate.quota.budget import DayBudget
+from taogate._credentials import DEFAULT_EGRESS, IP_QPS, Account, Credential, Egress
+from taogate._errors import LimitScope, NoCredentialAvailable
+from taogate.quota.budget import DayBudget, lasts_until_midnight
 from taogate.quota.members import EgressState, Member
 from taogate.quota.policy import PoolPolicy
-from taogate.quota.scopes import Mark
+from taogate.quota.scopes import Mark, Scope
 from taogate.quota.sharing import ReplicaView, SharedLimiter, SharedVerdict, Sharing
-from taogate.quota.stats import CredentialStatus, EgressStats, PoolStats
+from taogate.quota.stats import CredentialStatus, EgressStats, PoolStats, ScopeStats
 
 __all__ = ["CredentialPool", "Lease"]
 
@@ -48,6 +53,8 @@ class Lease:
     credential: Credential
     granted_at: float
     state: Member = field(repr=False)
+    #: the scopes the call was granted in (the credential's may change: a move of egress)
+    scopes: tuple[Scope, ...] = field(repr=False)
     #: what the grant did to each scope (a give-back rolls one back only if nothing came after)
     marks: tuple[Mark, ...] = field(repr=False)
     #: the local time the pool asked for this slot (before any round trip to Redis): how late
@@ -70,6 +77,9 @@ class CredentialPool:
         clock: Callable[[], float],
         wall_clock: Callable[[], float] = time.time,
         egresses: Sequence[Egress] = (),
+        accounts: Sequence[Account] = (),
+        method: str = "call",
+        method_qps: float | None = None,
         shared: SharedLimiter | None = None,
         replicas: ReplicaView | None = None,
         shared_timeout_s: float = 0.25,
@@ -81,6 +91,9 @@ class CredentialPool:
         ``replicas.local_share``. ``shared_timeout_s``: the longest one question to the shared
         limiter may take.
 
+        ``accounts``: the promoter accounts credentials name; ``method``: the API method the
+        calls use, paced at ``method_qps`` over every key if the platform's cap is known.
+
         ``recheck_secret`` is called with the app key of a refused credential before it is
         quarantined, so a newer secret (a rotation not yet picked up) can be swapped in with
         :meth:`replace_secret`."""
@@ -89,8 +102,15 @@ class CredentialPool:
         self.policy = p = policy or PoolPolicy()
         self._clock = clock
         self._egresses = {e.name: self._new_egress(e) for e in egresses}
+        self._accounts = {a.name: p.account_scope(a) for a in accounts}
+        self._method = p.method_scope(method, method_qps)
         self._states: list[Member] = []
         for c in credentials:
+            account = None
+            if c.account is not None:
+                account = self._accounts.get(c.account)
+                if account is None:
+                    raise ValueError(f"credential {c.masked} names unknown account {c.account!r}")
             name = c.egress or DEFAULT_EGRESS
             if name not in self._egresses:
                 if egresses and c.egress is not None:
@@ -101,7 +121,19 @@ class CredentialPool:
             key = p.key_scope(c)
             budget = DayBudget(c.daily_budget, wall_clock)
             quarantine = p.quarantine()
-            self._states.append(Member(c, key, self._egresses[name], budget, quarantine))
+            member = Member(
+                c,
+                key,
+                self._egresses[name],
+                budget,
+                quarantine,
+                method=self._method,
+                pair=p.pair_scope(c, method),
+                account=account,
+            )
+            self._states.append(member)
+        for member in self._states:  # a move needs somewhere to go
+            member.prove = p.prove_egress and len(self._egresses) > 1
         self._changed = asyncio.Event()
         self._sharing = Sharing(shared, replicas, clock=clock, timeout_s=shared_timeout_s)
         self._sharing.replicas.subscribe(self._on_mode_change)
@@ -160,28 +192,45 @@ class CredentialPool:
         (other replicas' calls count in its window too, so this replica's own sends cannot
         tell); while they cannot, it holds no call back.
         """
-        s, at, share = lease.state, lease.granted_at, self.share
+        at, share = lease.granted_at, self.share
         slack = math.inf
-        for scope in s.scopes:
+        for scope in lease.scopes:
+            if not scope.paced:
+                continue
             keys = sum(o.key.rate(at, share) for o in self._states if scope in o.scopes)
             if keys >= 0.8 * scope.rate(at, share):
                 slack = min(slack, scope.slack_s(at, share))
         return slack
 
     def total_rate(self) -> float:
-        """Calls per second all usable credentials allow together now."""
+        """Calls per second all usable credentials allow together now: each key's rate, within
+        its account's and then its egress's (every key on one together), within the method's."""
         now, share = self._clock(), self.share
+        usable = [s for s in self._states if s.usable(now, share) and s.refused_until() <= now]
+        rates = {id(s): s.key.rate(now, share) for s in usable}
+        for account in self._accounts.values():
+            self._cap(account, [s for s in usable if s.account is account], rates, now, share)
         total = 0.0
         for e in self._egresses.values():
+            on = [s for s in usable if s.egress is e]
             if e.scope.paused_until > now:
                 continue
-            keys = sum(
-                s.key.rate(now, share)
-                for s in self._states
-                if s.egress is e and s.usable(now, share)
-            )
-            total += min(keys, e.scope.rate(now, share))  # an egress caps its keys together
-        return total
+            self._cap(e.scope, on, rates, now, share)
+            total += sum(rates[id(s)] for s in on)
+        if self._method.paused_until > now:
+            return 0.0
+        return min(total, self._method.rate(now, share))
+
+    @staticmethod
+    def _cap(
+        scope: Scope, members: list[Member], rates: dict[int, float], now: float, share: float
+    ) -> None:
+        """Scale ``members``' rates down to what ``scope`` allows them together."""
+        allowed = 0.0 if scope.paused_until > now else scope.rate(now, share)
+        together = sum(rates[id(s)] for s in members)
+        if together > allowed:
+            for s in members:
+                rates[id(s)] *= allowed / together
 
     # --- readiness ---------------------------------------------------------------------
 
@@ -247,14 +296,7 @@ class CredentialPool:
             if at <= now or sharing.should_claim(s.claim, s.scopes, at, now, urgent=is_urgent):
                 if sharing.limiter is None:
                     return self._grant(s, now, asked_at=now)
-                verdict = await sharing.negotiate(
-                    s.credential,
-                    s.egress.egress,
-                    s.claim,
-                    key=s.key,
-                    egress_scope=s.egress.scope,
-                    urgent=is_urgent,
-                )
+                verdict = await sharing.negotiate(s.credential, s.claim, s.scopes, urgent=is_urgent)
                 if verdict is None:  # refused (what it blames is held), or failed: look again
                     continue
                 return self._grant(s, self._clock(), verdict, asked_at=now)
@@ -277,11 +319,13 @@ class CredentialPool:
         # usable() lets a quarantined credential out for one probe only; with shared limits the
         # shared state says whether this call is the probe
         probe = s.quarantine.active or (verdict is not None and verdict.probe)
+        scopes = s.scopes
         marks = s.take(now, self.share, probe=probe)
         return Lease(
             s.credential,
             now,
             s,
+            scopes,
             marks,
             now if asked_at is None else asked_at,
             probe,
@@ -306,7 +350,7 @@ class CredentialPool:
     def release_unused(self, lease: Lease) -> None:
         """Give back a lease that sent nothing: its slots, its call and its cost."""
         s = lease.state
-        s.give_back(lease.granted_at, lease.marks)
+        s.give_back(lease.granted_at, lease.scopes, lease.marks)
         if lease.probe:
             s.quarantine.probing = False
         self._tell(lease, "release")
@@ -318,7 +362,7 @@ class CredentialPool:
         A call sent before the quarantine began proves nothing about the credential now.
         """
         s = lease.state
-        s.ended()
+        self._answered(lease)
         s.egress.reach.reached()
         if lease.probe:
             s.quarantine.end()
@@ -328,7 +372,7 @@ class CredentialPool:
     def on_done(self, lease: Lease) -> None:
         """The call ended in a way that says nothing about the credential."""
         s = lease.state
-        s.ended()
+        self._answered(lease)
         if lease.probe:
             s.quarantine.probing = False
             self._tell(lease, "probe_end")
@@ -363,20 +407,107 @@ class CredentialPool:
             self._changed.set()
         return True
 
-    def on_rate_limited(self, lease: Lease, retry_after: float) -> None:
-        """Code 7 and kin: pause the key for the ban and cut its rate, once per ban.
+    def _answered(self, lease: Lease) -> None:
+        """The lease's call came back with an answer through its egress: the key's whitelist
+        accepts that egress."""
+        s = lease.state
+        Member.ended(lease.scopes)
+        if s.egress.scope in lease.scopes:
+            s.proven = True
 
-        Calls already on the wire when the ban began come back limited too; they extend the
-        ban but do not cut the rate again.
+    def on_rate_limited(
+        self, lease: Lease, retry_after: float, scope: LimitScope = "unknown"
+    ) -> None:
+        """A rate limit (code 7 and kin, code 15 / ``9100``), on the scope the answer names.
+
+        - ``app`` or ``unknown``: pause the key for the ban and cut its rate, once per ban; a
+          ban lasting until midnight in Beijing marks the key's day spent (exhausted until it
+          turns, for every replica).
+        - ``account``: pause the key's account for the ban (a second) and cut its rate.
+        - ``api``: pause the method on every key for the ban; no key is blamed or cut.
+        - ``app_api``: pause the key on the method, longer with each ban in a row.
+
+        Calls already on the wire when a ban began come back limited too; they extend the
+        pause but do not cut a rate (or grow a back-off) again.
         """
         s = lease.state
-        s.ended()
-        s.rate_limited += 1
-        s.key.ban(self._clock(), lease.granted_at, retry_after)
+        self._answered(lease)
+        now = self._clock()
         if lease.probe:
             s.quarantine.probing = False
-        self._tell(lease, "ban", retry_after)
+        target = {"account": s.account, "api": s.method, "app_api": s.pair}.get(scope)
+        if target is None:  # the key's own limit (or one the answer did not name)
+            s.rate_limited += 1
+            if lasts_until_midnight(retry_after, s.budget.wall_clock()):
+                s.budget.exhaust()
+                s.key.limited += 1
+                log.warning(
+                    "credential %s: the platform says today's quota is spent; it rests until "
+                    "midnight in Beijing (%.0f s)",
+                    s.credential.masked,
+                    retry_after,
+                )
+                self._tell(lease, "exhausted", retry_after)
+            else:
+                s.key.ban(now, lease.granted_at, retry_after)
+                self._tell(lease, "ban", retry_after)
+        else:
+            pause_s = target.ban(now, lease.granted_at, retry_after)
+            op = "ban" if target.aimd is not None else "pause"
+            self._sharing.tell_scope(target, op, pause_s, granted_us=lease.server_us)
         self._changed.set()
+
+    def on_ip_refused(self, lease: Lease) -> str | None:
+        """Code 11 ``isv.permission-ip-whitelist-limit``: the key's IP whitelist refuses the
+        lease's egress. The key is not to blame (never quarantined): its calls move to another
+        egress its whitelist has not refused, the least loaded; with none left, the key pauses
+        on this egress (60 s, doubling up to an hour) and an error names the key and egress.
+
+        Returns the egress the key moved to, or ``None`` when it paused.
+        """
+        s = lease.state
+        Member.ended(lease.scopes)
+        if lease.probe:
+            s.quarantine.probing = False
+        s.ip_refused += 1
+        now, p = self._clock(), self.policy
+        refused = next(e for e in self._egresses.values() if e.scope in lease.scopes)
+        if s.egress is not refused:  # moved already (an earlier refusal of a call in flight)
+            self._changed.set()
+            return s.egress.egress.name
+        s.refused[refused.egress.name] = math.inf  # until another egress fails it too
+        others = [
+            e
+            for e in self._egresses.values()
+            if s.refused.get(e.egress.name, 0.0) <= now and e.scope.paused_until <= now
+        ]
+        if others:
+            to = min(others, key=lambda e: sum(1 for o in self._states if o.egress is e))
+            s.move(to)
+            log.warning(
+                "credential %s: egress %s is not in its IP whitelist (code 11); its calls go "
+                "through egress %s",
+                s.credential.masked,
+                refused.egress.name,
+                to.egress.name,
+            )
+            self._changed.set()
+            return to.egress.name
+        s.refused_pause_s = min(
+            p.max_whitelist_pause_s, max(p.whitelist_pause_s, 2 * s.refused_pause_s)
+        )
+        until = now + s.refused_pause_s
+        for name in list(s.refused):  # every egress was refused: try them again after the pause
+            s.refused[name] = until
+        log.error(
+            "credential %s: no egress is in its IP whitelist (refused by %s, code 11); it "
+            "pauses %.0f s. Add the egresses' addresses to the app's whitelist on the platform",
+            s.credential.masked,
+            refused.egress.name,
+            s.refused_pause_s,
+        )
+        self._changed.set()
+        return None
 
     def on_invalid(self, lease: Lease) -> bool:
         """Codes 25/27/29 and kin: quarantine; probe again later, backing off per failed probe.
@@ -392,7 +523,7 @@ class CredentialPool:
         if lease.credential.secret != s.credential.secret:
             self.on_done(lease)
             return False
-        s.ended()
+        self._answered(lease)
         s.invalid += 1
         self._tell(lease, "invalid")
         if s.quarantine.active and not lease.probe:
@@ -429,6 +560,22 @@ class CredentialPool:
         return PoolStats(
             credentials=tuple(s.stats(now, share) for s in self._states),
             egresses=tuple(self._egress_stats(e, now, share) for e in self._egresses.values()),
+            scopes=tuple(
+                self._scope_stats(scope, now, share)
+                for scope in (*self._accounts.values(), self._method)
+            ),
+        )
+
+    def _scope_stats(self, scope: Scope, now: float, share: float) -> ScopeStats:
+        return ScopeStats(
+            kind=scope.kind,
+            name=scope.name.partition(":")[2],
+            qps=scope.qps,
+            rate=scope.rate(now, share) if scope.paced else None,
+            credentials=sum(1 for s in self._states if scope in s.scopes),
+            calls=scope.calls,
+            limited=scope.limited,
+            paused_for_s=max(0.0, scope.paused_until - now),
         )
 
     def snapshot(self) -> list[dict[str, object]]:
@@ -440,6 +587,10 @@ class CredentialPool:
         """One row per egress (name, cap, calls, pause, masked proxy) for tools and metrics."""
         now, share = self._clock(), self.share
         return [self._egress_stats(e, now, share).as_row() for e in self._egresses.values()]
+
+    def scope_snapshot(self) -> list[dict[str, object]]:
+        """One row per account and for the API method (calls, bans, pause) for tools."""
+        return [row.as_row() for row in self.stats().scopes]
 
     def _egress_stats(self, e: EgressState, now: float, share: float) -> EgressStats:
         return e.stats(now, share, credentials=sum(1 for s in self._states if s.egress is e))

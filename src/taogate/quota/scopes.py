@@ -1,10 +1,14 @@
 """Limit scopes: what a call counts against, and when one more call fits.
 
-Every limit the platform enforces is a scope: today an app key and an egress IP; an account,
-an API method or a key × method are scopes of the same kind. A call consumes from each scope of
-its list and leaves when the slowest of them lets it::
+Every limit the platform enforces is a scope (docs/limits.md): an app key, the promoter account
+its keys share, the API method over every key, the key on that method, and the egress IP the
+call leaves from. A call consumes from each scope of its list and leaves when the slowest of
+them lets it::
 
     ready_at = max(scope.ready_at(now, share) for scope in scopes)
+
+A scope with a rate (``qps``) paces and windows its calls; one without (a method whose cap is
+not known, a key × method pair) only counts them and keeps the pauses its bans ask for.
 
 A scope paces its calls at ``qps × pace`` (GCRA, bursts of ``burst``) and, as a guard against
 the platform's own sliding window, never sends its ``floor(qps × share)``-th next call less than
@@ -22,11 +26,15 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Literal
 
 from taogate.quota.gcra import Gcra
-from taogate.quota.health import Aimd
+from taogate.quota.health import Aimd, Backoff
 
-__all__ = ["Mark", "Scope"]
+__all__ = ["Mark", "Scope", "ScopeKind"]
+
+#: The kinds of limit (docs/limits.md); the shared limiter names the kind that holds a call.
+ScopeKind = Literal["key", "egress", "account", "method", "pair"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +49,14 @@ class Mark:
 class Scope:
     """One limit that calls count against together, with its schedule and its pauses."""
 
+    kind: ScopeKind
+    #: what tools show (a key by its masked id)
     name: str
-    #: the platform's limit, calls per second: its one-second window holds ``floor(qps)``
-    qps: float
+    #: the stable identity the shared limiter keeps its state under (a key by its app key)
+    id: str
+    #: the platform's limit, calls per second: its one-second window holds ``floor(qps)``;
+    #: ``None``: not paced, only paused
+    qps: float | None
     #: the part of ``qps`` that is paced (the safety factor)
     pace: float = 1.0
     burst: int = 1
@@ -52,6 +65,8 @@ class Scope:
     local_guard_s: float = 0.1
     #: the rate's cut after bans, if bans cut this scope's rate
     aimd: Aimd | None = None
+    #: the growth of a ban's pause when bans follow each other, if they grow
+    backoff: Backoff | None = None
     #: the GCRA's theoretical arrival time
     tat: float = 0.0
     #: the last grants, enough for the window at any share
@@ -62,18 +77,31 @@ class Scope:
     held_until: float = 0.0
     calls: int = 0
     in_flight: int = 0
+    #: rate limits the upstream answered for this scope
+    limited: int = 0
+
+    @property
+    def paced(self) -> bool:
+        return self.qps is not None
 
     def rate(self, now: float, share: float = 1.0) -> float:
-        """The calls per second this scope paces at ``now``, for ``share`` of its quota."""
+        """The calls per second this scope paces at ``now``, for ``share`` of its quota
+        (``inf`` when it is not paced)."""
+        if self.qps is None:
+            return math.inf
         factor = 1.0 if self.aimd is None else self.aimd.factor(now)
         return self.qps * self.pace * factor * share
 
     def window_limit(self, share: float) -> int:
         """Calls this process may make in one platform window: its share of ``qps``."""
+        if self.qps is None:
+            raise ValueError(f"{self.name} is not paced")
         return max(1, math.floor(self.qps * share + 1e-9))
 
     def ready_at(self, now: float, share: float) -> float:
         """When the scope lets one more call out: its pacing, its window, a pause, a hold."""
+        if self.qps is None:
+            return max(self.paused_until, self.held_until)
         gcra = Gcra(rate=self.rate(now, share), burst=self.burst)
         at = max(gcra.ready_at(self.tat, now), self.paused_until, self.held_until)
         limit = self.window_limit(share)
@@ -87,13 +115,15 @@ class Scope:
     def take(self, now: float, share: float) -> Mark:
         """Count a call granted at ``now`` (its slot, its place in the window)."""
         before = self.tat
+        self.calls += 1
+        self.in_flight += 1
+        if self.qps is None:
+            return Mark(before, before)
         self.tat = max(self.tat, now) + Gcra(rate=self.rate(now, share), burst=self.burst).interval
         self.sent.append(now)
         limit = max(1, math.floor(self.qps))  # enough for any share
         while len(self.sent) > limit:
             self.sent.popleft()
-        self.calls += 1
-        self.in_flight += 1
         return Mark(before, self.tat)
 
     def give_back(self, granted_at: float, mark: Mark) -> None:
@@ -110,8 +140,11 @@ class Scope:
 
         Paced at ``rate``, ``limit`` calls span ``limit / rate`` seconds; what that exceeds the
         platform's one-second window by, plus the window guard, is how much a call can slip
-        before it would crowd the calls granted after it into one window.
+        before it would crowd the calls granted after it into one window. A scope that is not
+        paced has no window to crowd.
         """
+        if self.qps is None:
+            return math.inf
         rate = max(self.rate(now, share), 1e-9)
         return max(0.0, self.window_limit(share) / rate - 1.0) + self.guard_s
 
@@ -121,9 +154,13 @@ class Scope:
     def hold(self, until: float) -> None:
         self.held_until = max(self.held_until, until)
 
-    def ban(self, now: float, granted_at: float, retry_after: float) -> None:
+    def ban(self, now: float, granted_at: float, retry_after: float) -> float:
         """A rate limit seen at ``now`` by a call granted at ``granted_at``: pause for the ban
-        and cut the rate, once per ban."""
+        (grown by the back-off, if any) and cut the rate, once per ban. Returns the pause."""
+        self.limited += 1
         if self.aimd is not None:
             self.aimd.on_ban(now, granted_at)
+        if self.backoff is not None:
+            retry_after = self.backoff.on_ban(now, granted_at, retry_after)
         self.pause(now + retry_after)
+        return retry_after

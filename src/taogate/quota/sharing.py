@@ -1,9 +1,10 @@
 """Deciding with the other replicas: the shared limiter's seam, its verdicts, claims and yields.
 
 While the replicas share limits (``taogate.replicas``), every slot is asked of the shared limiter,
-one atomic decision for all of them. Its verdict grants the call, or tells how long to wait and
-why: the key's schedule (the key's scope is held), the egress's (the egress's scope is held),
-or ``yield`` (another replica's interactive lookups claimed the slot, so only calls that are not
+one atomic decision for all of them over every scope of the call. Its verdict grants the call,
+or tells how long to wait and why: the key's schedule or state (the key's scope is held), or the
+kind of another scope (``egress``, ``account``, ``method``, ``pair``: that scope is held), or
+``yield`` (another replica's interactive lookups claimed the slot, so only calls that are not
 urgent wait). An urgent caller about to wait out what a non-urgent ask was told asks again, and
 so claims its slot. Outcomes are told to the shared limiter in the background; when it fails,
 the replicas are told and this process decides alone for its share of each quota.
@@ -13,11 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-from taogate._credentials import Credential, Egress
+from taogate._credentials import Credential
 from taogate._errors import TaogateError
 from taogate._tasks import cancel_within
 from taogate.quota.scopes import Scope
@@ -55,11 +56,19 @@ class SharedVerdict:
 
 
 class SharedLimiter(Protocol):
-    """The seam to limits shared by every replica (``taogate.replicas``): one call per decision."""
+    """The seam to limits shared by every replica (``taogate.replicas``): one call per decision.
+
+    ``scopes`` are every scope of the call but the key's (whose state the limiter keeps with
+    the credential's): the decision covers them all at once.
+    """
 
     async def acquire(
-        self, credential: Credential, *, urgent: bool = True, egress: Egress | None = None
+        self, credential: Credential, *, urgent: bool = True, scopes: Sequence[Scope] = ()
     ) -> SharedVerdict: ...
+
+    async def record_scope(
+        self, scope: Scope, op: str, *, granted_us: int, retry_after: float
+    ) -> object: ...
 
     async def record(
         self,
@@ -185,19 +194,14 @@ class Sharing:
         )
 
     async def negotiate(
-        self,
-        credential: Credential,
-        egress: Egress,
-        claim: Claim,
-        *,
-        key: Scope,
-        egress_scope: Scope,
-        urgent: bool,
+        self, credential: Credential, claim: Claim, scopes: Sequence[Scope], *, urgent: bool
     ) -> SharedVerdict | None:
-        """Ask the shared limiter for a slot now: its grant, or ``None`` when it refused (what
-        it blames is held: the key, the egress, or with a yield the credential's calls that
-        are not urgent) or failed (this process then decides alone)."""
-        verdict = await self._ask(credential, egress, urgent=urgent)
+        """Ask the shared limiter for a slot now for a call consuming from ``scopes`` (the
+        key's first): its grant, or ``None`` when it refused (what it blames is held: the key,
+        the scope of the kind it names, or with a yield the credential's calls that are not
+        urgent) or failed (this process then decides alone)."""
+        key, others = scopes[0], scopes[1:]
+        verdict = await self._ask(credential, others, urgent=urgent)
         if verdict is None or verdict.granted:
             return verdict
         until = self._clock() + verdict.wait_s
@@ -205,21 +209,22 @@ class Sharing:
             claim.yield_until = max(claim.yield_until, until)
             return None
         claim.claimed = urgent
-        if verdict.reason == "egress":  # every credential on it waits
-            egress_scope.hold(until)
+        held = next((scope for scope in others if scope.kind == verdict.reason), None)
+        if held is not None:  # every credential consuming from it waits
+            held.hold(until)
             return None
         key.hold(until)
         claim.reason = verdict.reason
         return None
 
     async def _ask(
-        self, credential: Credential, egress: Egress, *, urgent: bool
+        self, credential: Credential, scopes: Sequence[Scope], *, urgent: bool
     ) -> SharedVerdict | None:
         limiter = self.limiter
         assert limiter is not None
         try:
             async with asyncio.timeout(self.timeout_s):  # pool wait, connect and read
-                return await limiter.acquire(credential, urgent=urgent, egress=egress)
+                return await limiter.acquire(credential, urgent=urgent, scopes=scopes)
         except TimeoutError:
             self.failed(SharedUnavailable("shared limits timed out", timeout=True))
             return None
@@ -259,7 +264,29 @@ class Sharing:
             except SharedUnavailable as exc:
                 self.failed(exc)
 
-        task = asyncio.get_running_loop().create_task(record())
+        self._background_task(record())
+
+    def tell_scope(
+        self, scope: Scope, op: str, retry_after: float, *, granted_us: int | None
+    ) -> None:
+        """Record a ban of a scope other than the key (``ban``: pause and cut its rate,
+        ``pause``: pause only), for every replica, in the background."""
+        limiter = self.limiter
+        if limiter is None or granted_us is None:
+            return
+
+        async def record() -> None:
+            try:
+                await limiter.record_scope(
+                    scope, op, granted_us=granted_us, retry_after=retry_after
+                )
+            except SharedUnavailable as exc:
+                self.failed(exc)
+
+        self._background_task(record())
+
+    def _background_task(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
