@@ -67,6 +67,7 @@ class GatewayStats:
             | {"batch_sizes": dict(sorted(d.counts.batch_sizes.items()))},
             "credentials": [c.as_row() for c in self.pool.credentials],
             "egresses": [e.as_row() for e in self.pool.egresses],
+            "scopes": [s.as_row() for s in self.pool.scopes],
             "degraded": self.degrade.status.to_dict(),
             "degrade": {
                 "changes": self.degrade.changes,

@@ -24,8 +24,8 @@ def take(scopes: tuple[Scope, ...], now: float, share: float = 1.0) -> None:
 
 def test_a_call_consuming_two_scopes_waits_for_the_slower_one() -> None:
     clock = FakeClock(1000.0)
-    key = Scope(name="key", qps=10.0)
-    egress = Scope(name="egress", qps=2.0)
+    key = Scope(kind="key", name="key", id="key", qps=10.0)
+    egress = Scope(kind="key", name="egress", id="egress", qps=2.0)
     take((key, egress), clock.now)
     assert key.ready_at(clock.now, 1.0) == pytest.approx(1000.1)
     assert ready_at((key, egress), clock.now) == pytest.approx(1000.5)  # the egress's pace
@@ -49,12 +49,12 @@ def test_the_pool_paces_a_key_by_its_egress_when_that_is_slower() -> None:
 
 def test_a_paused_scope_delays_every_key_using_it() -> None:
     clock = FakeClock(1000.0)
-    shared = Scope(name="egress:a", qps=50.0)
-    other = Scope(name="egress:b", qps=50.0)
+    shared = Scope(kind="key", name="egress:a", id="egress:a", qps=50.0)
+    other = Scope(kind="key", name="egress:b", id="egress:b", qps=50.0)
     calls = {
-        "k1": (Scope(name="k1", qps=10.0), shared),
-        "k2": (Scope(name="k2", qps=10.0), shared),
-        "k3": (Scope(name="k3", qps=10.0), other),
+        "k1": (Scope(kind="key", name="k1", id="k1", qps=10.0), shared),
+        "k2": (Scope(kind="key", name="k2", id="k2", qps=10.0), shared),
+        "k3": (Scope(kind="key", name="k3", id="k3", qps=10.0), other),
     }
     shared.pause(clock.now + 3.0)
     assert ready_at(calls["k1"], clock.now) == pytest.approx(1003.0)
@@ -66,7 +66,7 @@ def test_a_paused_scope_delays_every_key_using_it() -> None:
 
 def test_the_window_holds_floor_qps_calls_per_second_plus_the_guard() -> None:
     clock = FakeClock(1000.0)
-    scope = Scope(name="key", qps=5.0, burst=5, guard_s=0.05)
+    scope = Scope(kind="key", name="key", id="key", qps=5.0, burst=5, guard_s=0.05)
     for _ in range(5):
         assert scope.ready_at(clock.now, 1.0) == pytest.approx(clock.now)  # the burst
         scope.take(clock.now, 1.0)
@@ -75,7 +75,7 @@ def test_the_window_holds_floor_qps_calls_per_second_plus_the_guard() -> None:
 
 def test_deciding_alone_a_scope_keeps_its_share_and_an_extra_guard() -> None:
     clock = FakeClock(1000.0)
-    scope = Scope(name="key", qps=10.0, guard_s=0.05, local_guard_s=0.1)
+    scope = Scope(kind="key", name="key", id="key", qps=10.0, guard_s=0.05, local_guard_s=0.1)
     assert scope.rate(clock.now, 0.5) == pytest.approx(5.0)
     for _ in range(5):
         clock.advance(scope.ready_at(clock.now, 0.5) - clock.now)
@@ -87,7 +87,7 @@ def test_deciding_alone_a_scope_keeps_its_share_and_an_extra_guard() -> None:
 
 def test_a_given_back_slot_returns_only_if_nothing_came_after() -> None:
     clock = FakeClock(1000.0)
-    scope = Scope(name="key", qps=10.0)
+    scope = Scope(kind="key", name="key", id="key", qps=10.0)
     first = scope.take(clock.now, 1.0)
     clock.advance(0.3)
     second = scope.take(clock.now, 1.0)
@@ -101,7 +101,7 @@ def test_a_given_back_slot_returns_only_if_nothing_came_after() -> None:
 def test_a_ban_pauses_the_scope_and_cuts_its_rate_once() -> None:
     clock = FakeClock(1000.0)
     aimd = Aimd(decrease=0.5, min_factor=0.25, recovery_per_s=0.1)
-    scope = Scope(name="key", qps=10.0, aimd=aimd)
+    scope = Scope(kind="key", name="key", id="key", qps=10.0, aimd=aimd)
     scope.ban(clock.now, granted_at=999.9, retry_after=2.0)
     assert scope.ready_at(clock.now, 1.0) == pytest.approx(1002.0)
     assert scope.rate(clock.now) == pytest.approx(5.0)
