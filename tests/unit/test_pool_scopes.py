@@ -82,7 +82,8 @@ def test_an_account_answer_pauses_the_account_and_cuts_its_rate_not_the_keys() -
     _, at = pool.next_ready()
     assert at == pytest.approx(1001.0)
     (account, _method) = pool.stats().scopes
-    assert account.kind == "account" and account.name == "main"
+    assert account.kind == "account"
+    assert account.name == "main"
     assert account.limited == 1
     assert account.rate == pytest.approx(2.0)  # halved (AIMD)
     for row in pool.stats().credentials:
@@ -146,10 +147,12 @@ def test_a_pair_ban_pauses_that_key_only_and_backs_off() -> None:
     banned = lease.credential.app_key
     pool.on_rate_limited(lease, 2.0, "app_api")
     other = pool.try_acquire()
-    assert other is not None and other.credential.app_key != banned  # the other key goes on
+    assert other is not None
+    assert other.credential.app_key != banned
     pool.on_success(other)
     row = next(r for r in pool.stats().credentials if r.credential == lease.credential.masked)
-    assert row.method_limited == 1 and row.rate_limited == 0
+    assert row.method_limited == 1
+    assert row.rate_limited == 0
     assert row.rate == pytest.approx(10.0)
     # the next ban right after the pause: twice as long
     clock.advance(2.0)
@@ -242,14 +245,17 @@ def test_a_refused_egress_moves_the_key_to_another_and_never_quarantines_it() ->
     assert moved.state.egress.egress.name == "b"
     row = pool.stats().credentials[0]
     assert row.status is CredentialStatus.ACTIVE
-    assert row.egress == "b" and row.ip_refused == 1 and row.refused_egresses == ("a",)
+    assert row.egress == "b"
+    assert row.ip_refused == 1
+    assert row.refused_egresses == ("a",)
     assert row.invalid == 0
     pool.on_success(moved)  # proven on "b": calls no longer go one at a time
     clock.advance(0.2)
     first = pool.try_acquire()
     clock.advance(0.2)
     second = pool.try_acquire()
-    assert first is not None and second is not None
+    assert first is not None
+    assert second is not None
 
 
 def test_calls_in_flight_through_a_refused_egress_do_not_move_the_key_again() -> None:
@@ -263,7 +269,8 @@ def test_calls_in_flight_through_a_refused_egress_do_not_move_the_key_again() ->
     first = pool.try_acquire()
     clock.advance(0.2)
     second = pool.try_acquire()
-    assert first is not None and second is not None
+    assert first is not None
+    assert second is not None
     assert pool.on_ip_refused(first) == "b"
     assert pool.on_ip_refused(second) == "b"  # it was sent through "a" too
     assert pool.stats().credentials[0].refused_egresses == ("a",)
@@ -278,7 +285,8 @@ def test_with_no_egress_left_the_pair_pauses_and_is_tried_again_later() -> None:
     assert pool.status(lease.credential) is CredentialStatus.NOT_WHITELISTED
     assert pool.try_acquire() is None
     credential, at = pool.next_ready()
-    assert credential is not None and at == pytest.approx(1060.0)
+    assert credential is not None
+    assert at == pytest.approx(1060.0)
     clock.advance(60.0)
     again = pool.try_acquire()
     assert again is not None  # tried again: the whitelist may have been fixed
