@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help setup lock test lint format typecheck pytest deploy-check dashboard demo sim bench bench-pipeline bench-sim bench-l1 bench-http bench-scale bench-jobs bench-upload bench-egress bench-soak clean
+.PHONY: help setup lock test lint format typecheck pytest deploy-check dashboard demo sim bench bench-pipeline bench-sim bench-l1 bench-http bench-scale bench-jobs bench-upload bench-egress bench-scopes bench-soak clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -50,7 +50,7 @@ demo: setup  ## the demo: simulator + gateway + live load, then a naive client (
 sim: setup  ## run the TOP simulator with taogate.example.toml
 	$(BIN)/taogate sim --config taogate.example.toml
 
-bench: bench-sim bench-l1 bench-pipeline bench-http bench-scale bench-jobs bench-upload bench-egress bench-soak  ## every benchmark (JSON + PNG under bench/results/)
+bench: bench-sim bench-l1 bench-pipeline bench-http bench-scale bench-jobs bench-upload bench-egress bench-scopes bench-soak  ## every benchmark (JSON + PNG under bench/results/)
 
 bench-pipeline: setup  ## taogate bench: cold flood, hot Zipf, outage, duplicate burst, L1 micro (~3 min)
 	$(BIN)/taogate bench
@@ -73,6 +73,9 @@ bench-upload: setup  ## /healthz latency while a 20 MB job body uploads (~30 s)
 
 bench-egress: setup  ## six keys on one egress capped at 20 calls/s, judged per IP (~1 min)
 	$(BIN)/python bench/egress_cap.py
+
+bench-scopes: setup  ## account cap (1 and 3 replicas), IP whitelist move, method ban, on the simulator (~3 min)
+	$(BIN)/python bench/scopes.py $(ARGS)
 
 bench-soak: setup  ## 10 min of mixed load and an upstream outage: RSS, tasks, fds stay flat (ARGS="--seconds 60")
 	$(BIN)/python bench/soak.py $(ARGS)
