@@ -18,10 +18,18 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from taogate.bench._harness import Check, GatewayProcess, LatencyLog, SimProcess, SimSpec
+from taogate.bench._harness import (
+    ACCOUNT,
+    Check,
+    GatewayProcess,
+    LatencyLog,
+    SimProcess,
+    SimSpec,
+)
 from taogate.bench._zipf import ZipfIds
 
 __all__ = [
+    "ACCOUNT",
     "SCENARIOS",
     "Check",
     "GatewayProcess",

@@ -40,6 +40,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: the promoter account of a :class:`SimSpec` with ``account_qps``
+ACCOUNT = "bench-account"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SimSpec:
     """A simulator for one scenario: its keys and its ``[sim]`` values."""
@@ -52,21 +56,34 @@ class SimSpec:
     price_changes_per_hour: float = 1.0
     ban_s: float = 10.0
     absent_ratio: float = 0.02
+    #: every key under one promoter account of this many calls/s (simulator and gateway)
+    account_qps: float | None = None
+    #: more ``[sim]`` TOML (``method_qps = …``, ``[sim.keys."…"]`` tables), after ``[sim]``
+    sim_toml: str = ""
 
     def app_keys(self) -> list[tuple[str, str]]:
         """``(app_key, secret)`` pairs; bench-only secrets, generated per run."""
         return [(f"3100000{i}", f"bench-{os.getpid()}-{i}") for i in range(self.keys)]
 
-    def toml(self, port: int) -> str:
+    def credentials_toml(self) -> str:
+        """The ``[[credentials]]`` (and ``[[accounts]]``) both processes are given."""
         lines = []
+        if self.account_qps is not None:
+            lines += ["[[accounts]]", f'name = "{ACCOUNT}"', f"qps = {self.account_qps}", ""]
         for key, secret in self.app_keys():
             lines += [
                 "[[credentials]]",
                 f'app_key = "{key}"',
                 f'secret = "{secret}"',
                 f"qps = {self.qps}",
-                "",
             ]
+            if self.account_qps is not None:
+                lines.append(f'account = "{ACCOUNT}"')
+            lines.append("")
+        return "\n".join(lines) + "\n"
+
+    def toml(self, port: int) -> str:
+        lines = [self.credentials_toml()]
         low, high = self.latency_ms
         lines += [
             "[sim]",
@@ -77,6 +94,7 @@ class SimSpec:
             f"price_changes_per_hour = {self.price_changes_per_hour}",
             f"ban_s = {self.ban_s}",
             f"absent_ratio = {self.absent_ratio}",
+            self.sim_toml,
         ]
         return "\n".join(lines) + "\n"
 
@@ -267,7 +285,11 @@ class GatewayProcess:
         extra_toml: str = "",
         admin: bool = False,
         l1_max_entries: int | None = None,
+        credentials_toml: str | None = None,
     ) -> None:
+        """``credentials_toml``: the ``[[credentials]]`` (and ``[[accounts]]``) to use instead
+        of the simulator's keys as its spec gives them (a key assigned to an egress)."""
+        self._credentials = credentials_toml
         self._extra = extra_toml
         self._l1 = "" if l1_max_entries is None else f"l1_max_entries = {l1_max_entries}\n"
         self._admin = admin
@@ -287,10 +309,7 @@ class GatewayProcess:
         self._log_file: IO[bytes] | None = None
 
     async def __aenter__(self) -> GatewayProcess:
-        creds = "\n".join(
-            f'[[credentials]]\napp_key = "{k}"\nsecret = "{s}"\nqps = {self.sim.spec.qps}\n'
-            for k, s in self.sim.spec.app_keys()
-        )
+        creds = self._credentials or self.sim.spec.credentials_toml()
         # the child writes to it; closed with the process
         self._log_file = self._log.open("ab") if self._log else None
         config = Path(self._dir.name) / "taogate.toml"
