@@ -344,7 +344,7 @@ async def method(args: argparse.Namespace) -> dict[str, Any]:
         c["credential"] for c in admin["credentials"] if c["rate"] < c["configured_qps"] * SAFETY
     ]
     blamed = [c["credential"] for c in admin["credentials"] if c["rate_limited"] > 0]
-    method_row = next((r for r in admin.get("scopes", []) if r["kind"] == "method"), {})
+    method_row: dict[str, Any] = next((r for r in admin.get("scopes", []) if r["kind"] == "method"), {})
     return {
         "ban_s": METHOD_BAN_S,
         "code7_during_ban": code7_total - code7_after,
@@ -416,9 +416,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
     left.legend(fontsize="small", loc="lower right")
     part = result.get("method")
     if part:
-        ts = [x[0] for x in part["series"]]
-        right.plot(ts, [x[1] for x in part["series"]], label="ok calls (total)")
-        right.plot(ts, [x[2] for x in part["series"]], label="code 7 (total)")
+        times = [x[0] for x in part["series"]]
+        right.plot(times, [x[1] for x in part["series"]], label="ok calls (total)")
+        right.plot(times, [x[2] for x in part["series"]], label="code 7 (total)")
         right.axvspan(
             BAN_AT_S, BAN_AT_S + METHOD_BAN_S, color="orange", alpha=0.2, label="method banned"
         )
