@@ -120,6 +120,35 @@ def test_duplicate_keys_and_unknown_egress(tmp_path: Path) -> None:
         load_settings(path)
 
 
+def test_accounts_are_declared_once_and_named_by_their_keys(tmp_path: Path) -> None:
+    path = tmp_path / "accounts.toml"
+    path.write_text(
+        '[[accounts]]\nname = "alimama-main"\nqps = 40\n'
+        '[[accounts]]\nname = "second"\n'
+        '[[credentials]]\napp_key = "k1"\nsecret = "a"\naccount = "alimama-main"\n'
+        '[[credentials]]\napp_key = "k2"\nsecret = "b"\n',
+        encoding="utf-8",
+    )
+    settings = load_settings(path)
+    main, second = settings.build_accounts()
+    assert (main.name, main.qps) == ("alimama-main", 40.0)
+    assert second.qps == 40.0  # the reported default
+    k1, k2 = settings.build_credentials()
+    assert k1.account == "alimama-main"
+    assert k2.account is None
+    path.write_text(
+        '[[credentials]]\napp_key = "k1"\nsecret = "a"\naccount = "nope"\n', encoding="utf-8"
+    )
+    with pytest.raises(ConfigurationError, match=r"unknown account 'nope'.*\[\[accounts\]\]"):
+        load_settings(path)
+    path.write_text('[[accounts]]\nname = "a"\n[[accounts]]\nname = "a"\n', encoding="utf-8")
+    with pytest.raises(ConfigurationError, match="account name listed twice"):
+        load_settings(path)
+    path.write_text('[[accounts]]\nname = "a"\nqps = 0\n', encoding="utf-8")
+    with pytest.raises(ConfigurationError, match="accounts"):
+        load_settings(path)
+
+
 def test_egresses_default_and_spread(tmp_path: Path) -> None:
     path = tmp_path / "egress.toml"
     creds = "".join(f'[[credentials]]\napp_key = "k{i}"\nsecret = "s{i}"\n' for i in range(4))
