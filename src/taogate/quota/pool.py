@@ -436,6 +436,13 @@ class CredentialPool:
         if lease.probe:
             s.quarantine.probing = False
         target = {"account": s.account, "api": s.method, "app_api": s.pair}.get(scope)
+        if scope == "account" and target is None:
+            log.warning(
+                "credential %s: its promoter account is over its limit (code 15 / 9100), but "
+                "no [[accounts]] entry names it; the key alone is paused and slowed. Declare "
+                "the account so that its keys are paced together (docs/limits.md)",
+                s.credential.masked,
+            )
         if target is None:  # the key's own limit (or one the answer did not name)
             s.rate_limited += 1
             if lasts_until_midnight(retry_after, s.budget.wall_clock()):
