@@ -377,6 +377,83 @@ ROWS = [
         ],
     ),
     Row(
+        "Limit scopes (accounts, the API method)",
+        [
+            Panel(
+                "Calls by account and method",
+                "Upstream calls per second counted against each promoter account and the API "
+                "method, all replicas, against the rate each replica paces them at.",
+                [
+                    (
+                        f"sum by (kind, name) ({rate('taogate_scope_calls_total')})",
+                        "calls {{kind}} {{name}}",
+                    ),
+                    (
+                        f"sum by (kind, name) ({s('taogate_scope_rate')})",
+                        "paced {{kind}} {{name}}",
+                    ),
+                ],
+                unit="reqps",
+                width=12,
+            ),
+            Panel(
+                "Scope bans",
+                "Rate-limit answers per interval for an account (code 15 / 9100: paused, rate "
+                "halved) or the method (paused on every key).",
+                [
+                    (
+                        f"sum by (kind, name) (increase({s('taogate_scope_limited_total')}[{RI}]))",
+                        "{{kind}} {{name}}",
+                    )
+                ],
+                width=12,
+            ),
+            Panel(
+                "Scope paused",
+                "Seconds each account or method stays paused by its last ban (0: in use).",
+                [
+                    (
+                        f"max by (kind, name) ({s('taogate_scope_paused_seconds')})",
+                        "{{kind}} {{name}}",
+                    )
+                ],
+                unit="s",
+                width=8,
+            ),
+            Panel(
+                "Key × method bans and whitelist refusals",
+                "Per key: bans on the API method (the pair pauses, backing off) and code 11 "
+                "answers (an egress's address is not in the key's IP whitelist).",
+                [
+                    (
+                        "sum by (credential) (increase("
+                        f"{s('taogate_credential_method_limited_total')}[{RI}]))",
+                        "method {{credential}}",
+                    ),
+                    (
+                        "sum by (credential) (increase("
+                        f"{s('taogate_credential_ip_refused_total')}[{RI}]))",
+                        "code 11 {{credential}}",
+                    ),
+                ],
+                width=8,
+            ),
+            Panel(
+                "Day spent",
+                "Seconds until midnight Beijing time for keys the platform banned until then "
+                "(their daily quota is spent).",
+                [
+                    (
+                        f"max by (credential) ({s('taogate_credential_exhausted_seconds')})",
+                        "{{credential}}",
+                    )
+                ],
+                unit="s",
+                width=8,
+            ),
+        ],
+    ),
+    Row(
         "Dispatcher",
         [
             Panel(
