@@ -74,3 +74,41 @@ async def test_gateways_share_limits_l2_and_invalidation_on_a_cluster(
         assert stats["keys"][key.app_key]["code7"] == 0
         assert stats["keys"][key.app_key]["max_calls_in_1s"] <= 10
     assert from_l2.source is Source.L2
+
+
+async def test_one_decision_covers_a_calls_scopes_on_a_cluster(
+    redis_cluster: RedisCluster,
+) -> None:
+    """Every limit key is in one hash slot: a call's key, egress, account, method and key ×
+    method are decided (and a scope's ban recorded) in one script on a Cluster."""
+    from redis.asyncio.cluster import RedisCluster as ClusterClient
+
+    from taogate import Credential, Egress
+    from taogate._credentials import Account
+    from taogate.quota import PoolPolicy
+    from taogate.quota.redis import SharedLimits
+
+    method = "taobao.tbk.item.info.get"
+    policy = PoolPolicy()
+    client = ClusterClient.from_url(redis_cluster.url)
+    try:
+        limits = SharedLimits(
+            client, prefix="c" + os.urandom(3).hex(), policy=policy, probe_hold_s=10.0
+        )
+        cred = Credential(app_key="k1", secret="cluster-scope-secret", account="main")
+        scopes = (
+            policy.egress_scope(Egress(name="nat")),
+            policy.account_scope(Account(name="main")),
+            policy.method_scope(method, 40.0),
+            policy.pair_scope(cred, method),
+        )
+        first = await limits.acquire(cred, scopes=scopes)
+        assert first.reason == "fresh"
+        await client.hset(limits.keys(cred)[0], "born", "0")
+        granted = await limits.acquire(cred, scopes=scopes)
+        assert granted.granted
+        await limits.record_scope(scopes[1], "ban", granted_us=granted.server_us, retry_after=2.0)
+        held = await limits.acquire(cred, scopes=scopes)
+        assert held.reason == "account"
+    finally:
+        await client.aclose()

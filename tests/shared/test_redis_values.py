@@ -513,7 +513,7 @@ async def test_garbage_limit_state_neither_stalls_nor_breaks_a_key(
     send list of words) is taken as absent: the key waits one fresh window, then serves."""
     p = prefix()
     s = settings(sim, redis_server.url, p)
-    base = f"{{{p}:c:{KEY.app_key}}}:c:{KEY.app_key}"
+    base = f"{{{p}:limits}}:key:{KEY.app_key}"
     async with Redis.from_url(redis_server.url) as r:
         await r.hset(
             f"{base}:state",
@@ -583,4 +583,8 @@ async def test_malformed_script_answers_are_unavailability_and_clamped(
         limits._outcome = r.register_script("return {1}")
         with pytest.raises(SharedUnavailable, match="malformed"):
             await limits.record(credential, "ban", granted_us=0, probe=False)
-    assert [source for source, _ in seen] == ["limits"] * 3
+        limits._scope_outcome = r.register_script("return {1, 'x', 2}")
+        method = PoolPolicy().method_scope("taobao.tbk.item.info.get", None)
+        with pytest.raises(SharedUnavailable, match="malformed"):
+            await limits.record_scope(method, "pause", granted_us=0, retry_after=1.0)
+    assert [source for source, _ in seen] == ["limits"] * 4

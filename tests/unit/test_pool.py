@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+from collections.abc import Sequence
 from decimal import Decimal
 
 import pytest
@@ -20,6 +21,7 @@ from taogate.quota import (
     PoolPolicy,
     SharedVerdict,
 )
+from taogate.quota.scopes import Scope
 from taogate.testing import FakeClock
 
 
@@ -271,11 +273,14 @@ class UrgentFirstShared:
     def __init__(self, reason: str) -> None:
         self.reason = reason
         self.asked: list[bool] = []
+        #: the kinds of the other scopes each ask covered
+        self.scopes: list[tuple[str, ...]] = []
 
     async def acquire(
-        self, credential: Credential, *, urgent: bool = True, egress: Egress | None = None
+        self, credential: Credential, *, urgent: bool = True, scopes: Sequence[Scope] = ()
     ) -> SharedVerdict:
         self.asked.append(urgent)
+        self.scopes.append(tuple(scope.kind for scope in scopes))
         if urgent:
             return SharedVerdict(granted=True, wait_s=0.0, reason="ok", server_us=1, probe=False)
         return SharedVerdict(
@@ -283,6 +288,9 @@ class UrgentFirstShared:
         )
 
     async def record(self, credential: Credential, op: str, **kw: object) -> None:
+        return None
+
+    async def record_scope(self, scope: Scope, op: str, **kw: object) -> None:
         return None
 
 
@@ -293,6 +301,7 @@ async def test_a_yield_holds_back_only_calls_that_are_not_urgent() -> None:
     urgency = iter([False, True])  # bulk only at first; then an interactive lookup arrives
     lease = await pool.acquire(urgent=lambda: next(urgency))
     assert shared.asked == [False, True]
+    assert shared.scopes[-1] == ("egress", "method", "pair")  # the key's are the limiter's own
     assert lease.granted_at == clock.now  # the yield did not delay the interactive call
     clock.advance(1.0)
     _, bulk_at = pool.next_ready(urgent=False)

@@ -1,8 +1,8 @@
 -- Record what the upstream said about a credential's call, for every replica.
 -- KEYS[1] the credential's state hash.
--- ARGV: op ('ban' | 'invalid' | 'probe_ok' | 'probe_end' | 'release' | 'rotated'), granted_at_us,
---       retry_after_s, aimd_decrease, aimd_min_factor, recovery_per_s, probe_after_s,
---       max_probe_after_s, is_probe (0|1), key_ttl_s
+-- ARGV: op ('ban' | 'exhausted' | 'invalid' | 'probe_ok' | 'probe_end' | 'release' | 'rotated'),
+--       granted_at_us, retry_after_s, aimd_decrease, aimd_min_factor, recovery_per_s,
+--       probe_after_s, max_probe_after_s, is_probe (0|1), key_ttl_s
 -- Returns {banned_until_us, quarantined, probe_at_us, factor_millionths, now_us}.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -50,6 +50,11 @@ if op == 'ban' then
   end
   banned_until = math.max(banned_until, now + retry_after)
   redis.call('HSET', KEYS[1], 'banned_until', fmt(banned_until))
+  if is_probe == 1 then redis.call('HSET', KEYS[1], 'probing_until', '0') end
+elseif op == 'exhausted' then
+  -- the platform says the key's quota of the day is spent: no call until midnight in Beijing
+  -- (acquire.lua answers 'budget' while spent_day is its Beijing day)
+  redis.call('HSET', KEYS[1], 'spent_day', math.floor((now + 28800) / 86400))
   if is_probe == 1 then redis.call('HSET', KEYS[1], 'probing_until', '0') end
 elseif op == 'invalid' then
   if quarantined == 0 or is_probe == 1 then
