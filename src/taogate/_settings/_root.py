@@ -78,6 +78,9 @@ class Settings(BaseSettings):
             if c.egress is not None and c.egress not in egress_names:
                 who = mask_id(c.app_key)
                 raise ValueError(f"credential {who} names unknown egress {c.egress!r}")
+        for app_key in self.sim.keys:
+            if app_key not in keys:
+                raise ValueError(f"[sim.keys] names {mask_id(app_key)}, which is no credential")
         return self
 
     @model_validator(mode="after")
