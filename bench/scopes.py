@@ -344,7 +344,9 @@ async def method(args: argparse.Namespace) -> dict[str, Any]:
         c["credential"] for c in admin["credentials"] if c["rate"] < c["configured_qps"] * SAFETY
     ]
     blamed = [c["credential"] for c in admin["credentials"] if c["rate_limited"] > 0]
-    method_row: dict[str, Any] = next((r for r in admin.get("scopes", []) if r["kind"] == "method"), {})
+    method_row: dict[str, Any] = next(
+        (r for r in admin.get("scopes", []) if r["kind"] == "method"), {}
+    )
     return {
         "ban_s": METHOD_BAN_S,
         "code7_during_ban": code7_total - code7_after,

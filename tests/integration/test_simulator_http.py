@@ -315,3 +315,38 @@ async def test_many_concurrent_calls_overlap_their_latency(http: aiohttp.ClientS
         docs = await asyncio.gather(*(post(http, sim.url, signed(ids)) for _ in range(50)))
         assert time.perf_counter() - started < 2.0  # 50 × 0.2 s serially would be 10 s
         assert all(error_code(d) is None for d in docs)
+
+
+async def test_a_whitelisted_key_is_served_only_from_its_address() -> None:
+    fenced = SimKey(app_key="33333333", secret="fencedsecret", qps=100, whitelist=("127.0.0.2",))
+    settings = SimSettings(latency_ms=(0, 0), catalog_size=1000)
+    async with (
+        Simulator([fenced], settings=settings, host="127.0.0.1", port=0) as sim,
+        aiohttp.ClientSession() as plain,
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+        ) as from_home,
+    ):
+        ids = present(sim, 2)
+        refused = (await post(plain, sim.url, signed(ids, key=fenced)))["error_response"]
+        assert (refused["code"], refused["msg"], refused["sub_code"]) == (
+            11,
+            "Insufficient ISV Permissions",
+            "isv.permission-ip-whitelist-limit",
+        )
+        assert refused["sub_msg"] == "ip 127.0.0.1 is not in the app's whitelist"
+        served = await post(from_home, sim.url, signed(ids, key=fenced))
+        assert error_code(served) is None
+        assert len(served["tbk_item_info_get_response"]["results"]["n_tbk_item"]) == 2
+        query = {"key": fenced.app_key, "secret": fenced.secret, "num_iid": ids[0]}
+        assert (await get(plain, sim.reseller_url, query))["error_code"] == "4003"
+        assert (await get(from_home, sim.reseller_url, query))["error_code"] == "0000"
+        stats = await get(plain, f"{sim.base_url}/_sim/stats")
+        home, elsewhere = stats["ips"]["127.0.0.2"], stats["ips"]["127.0.0.1"]
+        assert (home["calls"], home["code11"], elsewhere["calls"], elsewhere["code11"]) == (
+            2,
+            0,
+            2,
+            2,
+        )
+        assert (stats["keys"][fenced.app_key]["code11"], stats["totals"]["code11"]) == (2, 2)

@@ -22,6 +22,7 @@ from taogate._settings._sections import (
     JobsSettings,
     RedisSettings,
     ServerSettings,
+    SimKeySettings,
     SimSettings,
 )
 from taogate._settings._upstream import (
@@ -49,6 +50,7 @@ __all__ = [
     "SecretsSettings",
     "ServerSettings",
     "Settings",
+    "SimKeySettings",
     "SimSettings",
     "UpstreamSettings",
     "load_settings",

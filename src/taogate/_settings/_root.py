@@ -90,6 +90,9 @@ class Settings(BaseSettings):
                     f"credential {who} names unknown account {c.account!r}; "
                     f"add [[accounts]] name = {c.account!r}"
                 )
+        for app_key in self.sim.keys:
+            if app_key not in keys:
+                raise ValueError(f"[sim.keys] names {mask_id(app_key)}, which is no credential")
         return self
 
     @model_validator(mode="after")

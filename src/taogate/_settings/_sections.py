@@ -3,6 +3,7 @@ server and its clients, bulk jobs and the simulator; and what every section is b
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from datetime import datetime
 from decimal import Decimal
@@ -23,6 +24,7 @@ __all__ = [
     "RedisSettings",
     "Section",
     "ServerSettings",
+    "SimKeySettings",
     "SimSettings",
     "resolve_secret",
 ]
@@ -250,6 +252,41 @@ class JobsSettings(Section):
     max_attempts: int = Field(default=5, ge=1, le=100)
 
 
+def _method_caps(value: dict[str, float]) -> dict[str, float]:
+    """Caps per API method, each a finite limit > 0 (the simulator checks the names it serves)."""
+    for method, qps in value.items():
+        if not method:
+            raise ValueError("a method name is empty")
+        if not 0 < qps < float("inf"):
+            raise ValueError(f"{method}: the limit must be a finite number > 0, not {qps!r}")
+    return value
+
+
+def _addresses(value: tuple[str, ...]) -> tuple[str, ...]:
+    """IP addresses, each checked and written the way a connection's peer address is."""
+    out = []
+    for address in value:
+        try:
+            out.append(str(ipaddress.ip_address(address)))
+        except ValueError:
+            raise ValueError(f"{address!r} is not an IP address") from None
+    return tuple(out)
+
+
+class SimKeySettings(Section):
+    """``[sim.keys."<app_key>"]``: the simulator's limits for one credential's key."""
+
+    #: Source addresses the key may call from (code 11 from any other); empty: any address.
+    whitelist: tuple[str, ...] = ()
+    #: Accepted calls per Beijing day; past it, code 7 until midnight Beijing time.
+    daily_quota: int | None = Field(default=None, ge=0)
+    #: Calls per second of this key on one method (code 7 ``limited-by-app-api-access-count``).
+    method_qps: dict[str, float] = Field(default_factory=dict)
+
+    _check_whitelist = field_validator("whitelist")(_addresses)
+    _check_method_qps = field_validator("method_qps")(_method_caps)
+
+
 class SimSettings(Section):
     """``[sim]``: the TOP simulator (``taogate sim``)."""
 
@@ -270,6 +307,18 @@ class SimSettings(Section):
     legacy_ratio: float = Field(default=0.0, ge=0, le=1)
     cost_per_call: Decimal = Field(default=Decimal("0.01"), ge=0)
     max_skew_s: float = Field(default=600.0, gt=0)
+    #: Calls per second of one API method over every key (code 7
+    #: ``limited-by-api-access-count``), e.g. ``{"taobao.tbk.item.info.get" = 50}``; a method
+    #: not named has no such cap.
+    method_qps: dict[str, float] = Field(default_factory=dict)
+    #: How long a method stays banned for every key after going over its ``method_qps``.
+    method_ban_s: float = Field(default=3.0, ge=0)
+    #: How long a key × method pair stays banned after going over the key's ``method_qps``.
+    pair_ban_s: float = Field(default=2.0, ge=0)
+    #: Per-key limits by app_key: ``[sim.keys."12345678"] whitelist = ["127.0.0.2"]``.
+    keys: dict[str, SimKeySettings] = Field(default_factory=dict)
+
+    _check_method_qps = field_validator("method_qps")(_method_caps)
 
     @field_validator("latency_ms")
     @classmethod

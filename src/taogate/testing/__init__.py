@@ -13,7 +13,7 @@ from taogate.testing._clock import FakeClock
 from taogate.testing._fakes import FakeCall, FakeProvider, items_only, make_item
 from taogate.testing._redis import RedisServer
 from taogate.testing._sim import Simulator, serve_forever
-from taogate.testing._sim_keys import SimKey
+from taogate.testing._sim_keys import SimAccount, SimKey
 
 __all__ = [
     "Catalog",
@@ -24,6 +24,7 @@ __all__ = [
     "ItemKind",
     "ItemState",
     "RedisServer",
+    "SimAccount",
     "SimKey",
     "Simulator",
     "items_only",

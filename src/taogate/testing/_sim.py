@@ -2,16 +2,42 @@
 
 Routes: ``/router/rest`` (TOP, GET or POST form), ``/taobao/item_get/`` (an onebound-style
 reseller) and the control routes ``/_sim/{truth,stats,faults,reset,catalog}``. Every answer is
-decided at arrival (checks, rate limit, prices) and sent after the simulated latency.
+decided at arrival (checks, rate limits, prices) and sent after the simulated latency.
+
+The order of checks of a TOP call, the first that fails answering:
+
+1. the call itself: ``method`` (21/22), ``app_key`` (28/29, a revoked key too), ``v`` (32/34),
+   ``format`` (23), ``timestamp`` (30/31), the signature (24/25) — nothing is counted against
+   a limit before the caller is known;
+2. the key's IP whitelist (11 ``isv.permission-ip-whitelist-limit``): a permission of the app,
+   checked before any flow control;
+3. the method over every key, its ban then its cap (7 ``limited-by-api-access-count``, the
+   method banned for ``method_ban_s`` for all keys): the platform protects an API before it
+   looks at who calls it;
+4. the account over all its keys (15 / sub_code ``9100``, no ban);
+5. the key: its ban (after its window, or until midnight once its day is spent), then its window
+   of ``qps`` (7 ``limited-by-app-access-count``, banned for ``ban_s``);
+6. the key × method cap (7 ``limited-by-app-api-access-count``, that pair banned ``pair_ban_s``);
+7. the key's daily quota (7 ``limited-by-app-access-count`` until 00:00 Beijing time);
+8. the business parameters (40/41), old-format ids (15 ``-4003``), then injected faults.
+
+A call a limit refuses enters no window: only a call that every limit (steps 3-7) lets through
+counts in the method's, the account's, the key's and the pair's windows and in the key's day (a
+call refused after them, at step 8, has counted). The peaks in the stats count the calls that
+reached a check: a key's, a method's and the totals' ``max_calls_in_1s`` from step 3, an
+account's from step 4. The reseller route checks the key, its whitelist, its ban and window and its
+daily quota; accounts and method caps are the platform's.
 
 Reseller ``error_code`` values are the simulator's conventions (the real reseller's codes are
-partly unconfirmed): "0000" ok; "4005" key or secret invalid (or the key revoked); "4013" rate
-limited or banned; "4000" ``num_iid`` missing; "2000" item not found (absent, unknown or an
+partly unconfirmed): "0000" ok; "4005" key or secret invalid (or the key revoked); "4003" the
+calling address is not in the key's whitelist; "4013" rate limited, banned or the day's quota
+spent; "4000" ``num_iid`` missing; "2000" item not found (absent, unknown or an
 old-format id); "5000" remote service error (the ``code15`` fault). A "2000" for an absent item
 is a served call: it counts as ``ok`` (and costs), as a TOP answer that omits the id does.
 
-The parts: ``_sim_state`` decides each answer, with the keys' windows, bans and counters of
-``_sim_keys`` and the faults of ``_sim_faults``; ``_sim_answers`` renders it; this module
+The parts: ``_sim_state`` decides each answer, with the keys', accounts' and methods' state and
+counters of ``_sim_keys`` (their windows and daily quotas in ``_sim_limits``) and the faults of
+``_sim_faults``; ``_sim_answers`` renders it; this module
 serves it, with the control routes.
 """
 
@@ -27,14 +53,15 @@ import orjson
 from aiohttp import web
 
 from taogate._errors import ConfigurationError
-from taogate._settings import Settings, SimSettings
+from taogate._masking import mask_id
+from taogate._settings import Settings, SimKeySettings, SimSettings
 from taogate.testing._catalog import Catalog, yuan
 from taogate.testing._sim_answers import Answers, bad_request, json_response
 from taogate.testing._sim_faults import Fault
-from taogate.testing._sim_keys import SimKey
+from taogate.testing._sim_keys import SimAccount, SimKey, check_method_caps
 from taogate.testing._sim_state import ResellerCall, SimState, TopCall, TopError
 
-__all__ = ["Simulator", "serve_forever"]
+__all__ = ["Simulator", "serve_forever", "sim_keys"]
 
 _MAX_TRUTH_IDS: Final = 10_000
 _MAX_CATALOG_PAGE: Final = 100_000
@@ -44,14 +71,19 @@ _LOOPBACK: Final = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noq
 class Simulator:
     """The simulated upstream: ``async with Simulator(keys, settings=...) as sim``.
 
-    ``clock`` (monotonic) drives windows, bans, faults and prices; ``wall_clock`` checks the
-    ``timestamp`` parameter and dates the truth endpoint; ``seed`` fixes latency and faults.
+    ``accounts`` are the accounts keys may name; ``method_qps`` (method → calls per second over
+    every key) replaces ``settings.method_qps``. ``clock`` (monotonic) drives windows, bans,
+    faults and prices; ``wall_clock`` checks the ``timestamp`` parameter, counts the daily quotas
+    by Beijing day and dates the truth endpoint; ``seed`` fixes latency and faults. A key that
+    names an unknown account, or an unknown method in a cap, is a ``ValueError``.
     """
 
     def __init__(
         self,
         keys: Iterable[SimKey],
         *,
+        accounts: Iterable[SimAccount] = (),
+        method_qps: Mapping[str, float] | None = None,
         settings: SimSettings | None = None,
         host: str | None = None,
         port: int | None = None,
@@ -82,7 +114,11 @@ class Simulator:
         )
         self.state = SimState(
             keys,
+            accounts=accounts,
+            method_qps=check_method_caps(cfg.method_qps if method_qps is None else method_qps),
             ban_s=cfg.ban_s,
+            method_ban_s=cfg.method_ban_s,
+            pair_ban_s=cfg.pair_ban_s,
             max_skew_s=cfg.max_skew_s,
             cost_per_call=cfg.cost_per_call,
             is_legacy=self.catalog.is_legacy,
@@ -98,17 +134,24 @@ class Simulator:
     def from_settings(
         cls, settings: Settings, host: str | None = None, port: int | None = None
     ) -> Simulator:
-        """A simulator for ``settings.credentials``; ``[sim] qps``, if set, overrides theirs."""
-        keys = []
-        for cred in settings.build_credentials():
-            qps = settings.sim.qps if settings.sim.qps is not None else cred.qps
-            keys.append(SimKey(app_key=cred.app_key, secret=cred.secret, qps=qps))
+        """A simulator for ``settings.credentials`` with ``settings.sim`` (see :func:`sim_keys`)
+        and the ``[[accounts]]`` the credentials name, each at its ``qps``.
+
+        ``ConfigurationError`` for no credentials or a cap on a method the simulator does not
+        serve.
+        """
+        keys = sim_keys(settings)
         if not keys:
             raise ConfigurationError(
                 "no credentials: the simulator needs at least one app key to accept",
                 field="credentials",
             )
-        return cls(keys, settings=settings.sim, host=host, port=port)
+        try:
+            check_method_caps(settings.sim.method_qps)
+        except ValueError as exc:
+            raise ConfigurationError(f"sim.{exc}", field="sim.method_qps") from None
+        accounts = [SimAccount(name=a.name, qps=a.qps) for a in settings.build_accounts()]
+        return cls(keys, settings=settings.sim, host=host, port=port, accounts=accounts)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -170,7 +213,7 @@ class Simulator:
 
     def stats(self) -> dict[str, Any]:
         """The ``GET /_sim/stats`` document."""
-        return self.state.stats.render(self._clock())
+        return self.state.stats.render(self._clock(), self._wall_clock())
 
     def set_fault(self, kind: str, duration_s: float, **kw: Any) -> dict[str, Any]:
         """Start (or, with ``duration_s=0``, end) a fault as ``POST /_sim/faults`` does.
@@ -246,27 +289,31 @@ class Simulator:
         return (self._rng.uniform(low, high) if high > 0 else 0.0) + extra
 
     async def _handle_top(self, request: web.Request) -> web.StreamResponse:
-        self.state.stats.seen_from(request.remote or "?", self._clock())
+        remote = request.remote
+        self.state.stats.seen_from(remote or "?", self._clock())
         params = dict(request.query)
         if request.method == "POST" and request.body_exists:
             for name, value in (await request.post()).items():
                 if isinstance(value, str):
                     params[name] = value  # the body wins over the query string
-        response, delay = self.answer_top(params)
+        response, delay = self.answer_top(params, remote)
         if delay > 0:
             await asyncio.sleep(delay)
         return response
 
-    def answer_top(self, params: Mapping[str, str]) -> tuple[web.Response, float]:
-        """The answer to a ``/router/rest`` call and the seconds to wait before sending it.
+    def answer_top(
+        self, params: Mapping[str, str], remote: str | None = None
+    ) -> tuple[web.Response, float]:
+        """The answer to a ``/router/rest`` call from ``remote`` (the source address; ``None``:
+        unknown, refused by any whitelist) and the seconds to wait before sending it.
 
         The upstream without the network: the HTTP route sleeps the delay, tests read the clock.
         """
         now = self._clock()
-        outcome = self.state.decide_top(params, now, self._wall_clock())
+        outcome = self.state.decide_top(params, now, self._wall_clock(), remote)
         if isinstance(outcome, TopCall):
             doc, returned = self._answers.top(outcome, now)
-            self.state.record_ok(outcome.key, len(outcome.ids), returned)
+            self.state.record_top_ok(outcome, returned)
             response = json_response(doc)
         elif isinstance(outcome, TopError):
             response = json_response(self._answers.top_error(outcome))
@@ -275,21 +322,26 @@ class Simulator:
         return response, self._delay_s(now)
 
     async def _handle_reseller(self, request: web.Request) -> web.StreamResponse:
-        self.state.stats.seen_from(request.remote or "?", self._clock())
-        response, delay = self.answer_reseller(request.query)
+        remote = request.remote
+        self.state.stats.seen_from(remote or "?", self._clock())
+        response, delay = self.answer_reseller(request.query, remote)
         if delay > 0:
             await asyncio.sleep(delay)
         return response
 
-    def answer_reseller(self, query: Mapping[str, str]) -> tuple[web.Response, float]:
-        """The answer to a ``/taobao/item_get/`` call and the seconds to wait before sending it."""
+    def answer_reseller(
+        self, query: Mapping[str, str], remote: str | None = None
+    ) -> tuple[web.Response, float]:
+        """The answer to a ``/taobao/item_get/`` call from ``remote`` and the seconds to wait
+        before sending it."""
         now = self._clock()
-        outcome = self.state.decide_reseller(query, now)
+        wall = self._wall_clock()
+        outcome = self.state.decide_reseller(query, now, wall, remote)
         delay = self._delay_s(now)
         if isinstance(outcome, str):
             return self._answers.fault(outcome), delay
         if isinstance(outcome, ResellerCall):
-            doc, found = self._answers.reseller(outcome, now)
+            doc, found = self._answers.reseller(outcome, now, wall)
             self.state.record_ok(outcome.key, 1, 1 if found else 0)
         else:
             doc = self._answers.reseller_error(outcome)
@@ -356,6 +408,30 @@ class Simulator:
         size = self.catalog.size
         ids = [self.catalog.id_at(i) for i in range(min(offset, size), min(offset + limit, size))]
         return json_response({"ids": ids, "size": size})
+
+
+def sim_keys(settings: Settings) -> list[SimKey]:
+    """The keys a simulator for ``settings`` accepts: each credential, at ``[sim] qps`` if set
+    (else its own), with its ``[sim.keys."<app_key>"]`` whitelist, daily quota and method caps."""
+    keys = []
+    for cred in settings.build_credentials():
+        qps = settings.sim.qps if settings.sim.qps is not None else cred.qps
+        own = settings.sim.keys.get(cred.app_key) or SimKeySettings()
+        try:
+            key = SimKey(
+                app_key=cred.app_key,
+                secret=cred.secret,
+                qps=qps,
+                whitelist=own.whitelist,
+                daily_quota=own.daily_quota,
+                method_qps=own.method_qps,
+                account=cred.account,
+            )
+        except ValueError as exc:
+            where = f'sim.keys."{mask_id(cred.app_key)}"'
+            raise ConfigurationError(f"{where}: {exc}", field="sim.keys") from None
+        keys.append(key)
+    return keys
 
 
 async def serve_forever(sim: Simulator) -> None:

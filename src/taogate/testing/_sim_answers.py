@@ -174,9 +174,10 @@ class Answers:
         root = self._roots[call.method]
         return {root: {"results": wrapped, "request_id": self.request_id()}}, len(items)
 
-    def reseller(self, call: ResellerCall, now: float) -> tuple[dict[str, Any], bool]:
+    def reseller(self, call: ResellerCall, now: float, wall: float) -> tuple[dict[str, Any], bool]:
         """The body answering ``call`` at ``now`` (without ``request_id`` and
-        ``execution_time``), and whether the item was found."""
+        ``execution_time``), and whether the item was found; ``api_info`` tells the key's calls
+        today (``wall``'s Beijing day) and its daily quota."""
         state = self._catalog.current(call.num_iid, now)
         if state is None:
             return self.reseller_error(
@@ -194,12 +195,15 @@ class Answers:
         }
         if call.promotion:
             item["promotion_price"] = yuan(state.final_fen)
+        quota = call.key.key.daily_quota
+        if quota is None:
+            quota = 10_000  # what onebound's samples show
         doc = {
             "item": item,
             "error_code": "0000",
             "reason": "ok",
             "error": "",
-            "api_info": f"today:{call.key.calls} max:10000",
+            "api_info": f"today:{call.key.day.today(wall)} max:{quota}",
         }
         return doc, True
 

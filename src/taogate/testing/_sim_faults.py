@@ -1,5 +1,7 @@
-"""The simulator's fault injection: outages, slow answers, code 15 bursts, malformed bodies and
-revoked keys, each running until the clock passes its end (``/_sim/faults``)."""
+"""The simulator's fault injection: outages, slow answers, code 15 bursts, malformed bodies,
+revoked keys and a ban of the API method on every key (``method_ban``: the platform's own cap
+on an API, ``limited-by-api-access-count``), each running until the clock passes its end
+(``/_sim/faults``)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from typing import Any, Final
 
 __all__ = ["FAULT_KINDS", "Fault", "Faults", "parse_fault"]
 
-FAULT_KINDS: Final = ("outage", "slow", "code15", "malformed", "revoke")
+FAULT_KINDS: Final = ("outage", "slow", "code15", "malformed", "revoke", "method_ban")
 _FAULT_FIELDS: Final = frozenset({"kind", "duration_s", "app_key", "extra_latency_ms", "ratio"})
 DEFAULT_EXTRA_LATENCY_MS: Final = 1000.0
 
@@ -110,6 +112,12 @@ class Faults:
 
     def has(self, kind: str, now: float) -> bool:
         return bool(self._faults) and any(f.kind == kind for f in self.active(now))
+
+    def banned_for(self, kind: str, now: float) -> float:
+        """Seconds left of the longest running fault of ``kind`` (0: none runs)."""
+        if not self._faults:
+            return 0.0
+        return max((f.until - now for f in self.active(now) if f.kind == kind), default=0.0)
 
     def revoked(self, app_key: str, now: float) -> bool:
         return bool(self._faults) and any(

@@ -1,8 +1,10 @@
-"""The simulator's decisions: what the upstream answers a call, in the platform's order of checks.
+"""The simulator's decisions: what the upstream answers a call, in the platform's order of checks
+(listed in ``_sim.py``'s docstring).
 
 Pure state driven by clock readings passed in, so unit tests move a fake clock and never sleep.
 The HTTP layer (``_sim.py``) asks :class:`SimState` what to answer and renders the answer; the
-keys' windows and counters are in ``_sim_keys.py``, the faults in ``_sim_faults.py``.
+keys', accounts' and methods' state and counters are in ``_sim_keys.py`` (their windows in
+``_sim_limits.py``), the faults in ``_sim_faults.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from typing import Final, Literal
 from taogate._beijing import BEIJING
 from taogate.providers.top import METHODS, sign
 from taogate.testing._sim_faults import Fault, Faults, parse_fault
-from taogate.testing._sim_keys import KeyState, SimKey, Stats, ban_seconds
+from taogate.testing._sim_keys import KeyState, SimAccount, SimKey, Stats
+from taogate.testing._sim_limits import ban_seconds
 
 __all__ = [
     "FaultAnswer",
@@ -75,6 +78,15 @@ class ResellerCall:
 _OLD_ID = TopError(15, "Remote Service Error", "-4003", "请使用升级后的新商品ID")
 _REMOTE = TopError(15, "Remote Service Error", "isp.remote-service-error", "service busy, retry")
 _BAD_KEY = TopError(29, "Invalid app Key", "isv.appkey-not-exists", "app key does not exist")
+_IP_LIMIT: Final = "isv.permission-ip-whitelist-limit"
+_ACCOUNT = TopError(15, "Remote service error", "9100", "account call frequency exceeded")
+_APP_LIMITED: Final = "App Call Limited"
+
+
+def _limited(sub_code: str, wait: float) -> TopError:
+    """A code 7 whose ban lasts ``wait`` more seconds."""
+    sub_msg = f"This ban will last for {ban_seconds(wait)} more seconds"
+    return TopError(7, _APP_LIMITED, f"accesscontrol.{sub_code}", sub_msg)
 
 
 def parse_timestamp(text: str) -> float | None:
@@ -95,17 +107,23 @@ class SimState:
         self,
         keys: Iterable[SimKey],
         *,
+        accounts: Iterable[SimAccount] = (),
+        method_qps: Mapping[str, float] | None = None,
         ban_s: float,
+        method_ban_s: float = 3.0,
+        pair_ban_s: float = 2.0,
         max_skew_s: float,
         cost_per_call: Decimal,
         is_legacy: Callable[[str], bool],
         rng: random.Random,
         now: float,
     ) -> None:
-        self.stats = Stats(keys, cost_per_call)
+        self.stats = Stats(keys, cost_per_call, accounts=accounts, method_qps=method_qps)
         self.stats.started = now
         self.faults = Faults()
         self.ban_s = ban_s
+        self.method_ban_s = method_ban_s
+        self.pair_ban_s = pair_ban_s
         self.max_skew_s = max_skew_s
         self._is_legacy = is_legacy
         self._rng = rng
@@ -134,9 +152,17 @@ class SimState:
         return fault
 
     def record_ok(self, key: KeyState, requested: int, returned: int) -> None:
+        """Count a served call (a reseller's, or a TOP call's part of :meth:`record_top_ok`)."""
         key.ok += 1
         key.items_requested += requested
         key.items_returned += returned
+
+    def record_top_ok(self, call: TopCall, returned: int) -> None:
+        """Count a served TOP call for its key, its account and its method."""
+        self.record_ok(call.key, len(call.ids), returned)
+        if call.key.account is not None:
+            call.key.account.ok += 1
+        self.stats.method(call.method).ok += 1
 
     def _refuse(
         self, key: KeyState | None, code: int | TopError, msg: str = "", *sub: str | None
@@ -170,10 +196,58 @@ class SimState:
             return "malformed"
         return None
 
+    def _not_whitelisted(self, key: KeyState, remote: str | None) -> str | None:
+        """The source address, as the refusal names it, if ``key`` may not call from it."""
+        whitelist = key.key.whitelist
+        if not whitelist or remote in whitelist:
+            return None
+        address = remote or "unknown"
+        key.code11 += 1
+        key.errors += 1
+        self.stats.source(address).code11 += 1
+        return address
+
+    def _limit_top(self, key: KeyState, method: str, now: float, wall: float) -> TopError | None:
+        """The rate limits, in order (``_sim.py``'s docstring): the refusal of the first one
+        over, or ``None`` — and then the call enters every window."""
+        self.stats.reach(key, now)
+        api = self.stats.method(method)
+        wait = api.check(now, self.method_ban_s)
+        if wait is None and self.faults:  # a method_ban fault: the method's cap, injected
+            banned = self.faults.banned_for("method_ban", now)
+            if banned > 0:
+                api.code7 += 1
+                wait = banned
+        if wait is not None:
+            key.code7 += 1
+            key.code7_api += 1
+            return _limited("limited-by-api-access-count", wait)
+        account = key.account
+        if account is not None and not account.check(now):
+            key.code15_9100 += 1
+            return self._refuse(key, _ACCOUNT)
+        wait = key.check_window(now, wall, self.ban_s)
+        if wait is not None:
+            return _limited("limited-by-app-access-count", wait)
+        wait = key.check_pair(method, now, self.pair_ban_s)
+        if wait is not None:
+            return _limited("limited-by-app-api-access-count", wait)
+        wait = key.check_day(wall)
+        if wait is not None:
+            return _limited("limited-by-app-access-count", wait)
+        # every limit let the call through: only now does it count in their windows
+        if api.qps is not None:
+            api.window.enter(now)
+        if account is not None:
+            account.window.enter(now)
+        key.enter(now, wall, method)
+        return None
+
     def decide_top(
-        self, params: Mapping[str, str], now: float, wall_now: float
+        self, params: Mapping[str, str], now: float, wall_now: float, remote: str | None = None
     ) -> TopError | TopCall | FaultAnswer:
-        """The answer to a ``/router/rest`` call with ``params`` (query and body merged).
+        """The answer to a ``/router/rest`` call with ``params`` (query and body merged) from
+        the source address ``remote`` (``None``: unknown, refused by any whitelist).
 
         Where the platform's rule is unknown the simulator chooses: a missing ``sign_method``
         means md5 (the legacy default), ``format`` other than json is 23, a missing ``v`` is 32.
@@ -218,10 +292,13 @@ class SimState:
         ):
             sub = "the signature does not match the parameters"
             return self._refuse(key, 25, "Invalid signature", "isv.invalid-signature", sub)
-        wait = self.stats.admit(key, now, self.ban_s)
-        if wait is not None:
-            sub = f"This ban will last for {ban_seconds(wait)} more seconds"
-            return TopError(7, "App Call Limited", "accesscontrol.limited-by-app-access-count", sub)
+        address = self._not_whitelisted(key, remote)
+        if address is not None:
+            sub = f"ip {address} is not in the app's whitelist"
+            return TopError(11, "Insufficient ISV Permissions", _IP_LIMIT, sub)
+        limited = self._limit_top(key, method, now, wall_now)
+        if limited is not None:
+            return limited
         name, most = METHODS[method]
         ids = [part.strip() for part in params.get(name, "").split(",") if part.strip()]
         if not ids:
@@ -240,9 +317,11 @@ class SimState:
         return TopCall(key, method, list(dict.fromkeys(ids)), params.get("simplify") == "true")
 
     def decide_reseller(
-        self, query: Mapping[str, str], now: float
+        self, query: Mapping[str, str], now: float, wall_now: float, remote: str | None = None
     ) -> ResellerError | ResellerCall | FaultAnswer:
-        """The answer to a ``/taobao/item_get/`` call (codes: see ``_sim.py``'s docstring)."""
+        """The answer to a ``/taobao/item_get/`` call from ``remote`` (codes: see ``_sim.py``'s
+        docstring). The key's whitelist, window and daily quota apply; accounts and method caps
+        are the platform's, not a reseller's."""
         key = self.keys.get(query.get("key", ""))
         if key is None:
             self.stats.unattributed += 1
@@ -253,10 +332,18 @@ class SimState:
         if not accepted or self.faults.revoked(key.key.app_key, now):
             key.errors += 1
             return ResellerError("4005", "key or secret invalid", "key_invalid")
-        wait = self.stats.admit(key, now, self.ban_s)
+        address = self._not_whitelisted(key, remote)
+        if address is not None:
+            return ResellerError("4003", f"ip {address} is not allowed for this key", "ip_denied")
+        self.stats.reach(key, now)
+        wait = key.check_window(now, wall_now, self.ban_s)
+        if wait is None:
+            wait = key.check_day(wall_now)
         if wait is not None:
-            reason = f"请求频率超限 This ban will last for {ban_seconds(wait)} more seconds"
+            why = "今日调用已超量" if key.day.spent else "请求频率超限"
+            reason = f"{why} This ban will last for {ban_seconds(wait)} more seconds"
             return ResellerError("4013", reason, "rate_limited")
+        key.enter(now, wall_now, None)
         num_iid = query.get("num_iid", "").strip()
         if not num_iid:
             key.errors += 1
