@@ -3,7 +3,7 @@ consumes, its quarantine, its daily budget, what the shared limiter said, and it
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from taogate._credentials import Credential, Egress
@@ -91,8 +91,10 @@ class Member:
         self.scopes = tuple(scope for scope in own if scope is not None)
 
     def move(self, egress: EgressState) -> None:
-        """Send the key's next calls through ``egress`` (calls in flight keep theirs)."""
+        """Send the key's next calls through ``egress`` (calls in flight keep theirs): the
+        leases' credential names it, and the provider sends through the egress it names."""
         self.egress = egress
+        self.credential = replace(self.credential, egress=egress.egress.name)
         self.proven = False
         self._gather()
 
