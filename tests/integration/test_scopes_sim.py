@@ -46,10 +46,11 @@ def settings(sim: Simulator, sim_keys: list[SimKey], **extra: Any) -> Settings:
     credentials = extra.pop("credentials", None) or [
         {"app_key": k.app_key, "secret": k.secret, "qps": k.qps} for k in sim_keys
     ]
+    safety_factor = extra.pop("safety_factor", 1.0)
     return Settings(
         upstream={"url": sim.url},
         credentials=credentials,
-        limits={"safety_factor": 1.0, "deadline_s": 20.0},
+        limits={"safety_factor": safety_factor, "deadline_s": 20.0},
         **extra,
     )
 
@@ -71,10 +72,16 @@ async def test_keys_of_one_account_stay_under_its_cap() -> None:
             {"app_key": k.app_key, "secret": k.secret, "qps": k.qps, "account": ACCOUNT}
             for k in sim_keys
         ]
+        # paced at 80 %, as deployed: at the full rate an event-loop stall shared with the
+        # in-process simulator could bunch its arrival stamps into one second
         config = settings(
-            sim, sim_keys, credentials=credentials, accounts=[{"name": ACCOUNT, "qps": 8.0}]
+            sim,
+            sim_keys,
+            credentials=credentials,
+            accounts=[{"name": ACCOUNT, "qps": 8.0}],
+            safety_factor=0.8,
         )
-        ids = sim.catalog.ids()[:1600]  # 40 calls of 40: about 5 s at 8 calls/s
+        ids = sim.catalog.ids()[:1280]  # 32 calls of 40: about 5 s at 6.4 calls/s
         async with Gateway(config) as gw:
             await flood(gw, ids)
             scopes = {s.name: s for s in gw.stats().pool.scopes}
@@ -83,8 +90,8 @@ async def test_keys_of_one_account_stay_under_its_cap() -> None:
         assert account["max_calls_in_1s"] <= 8  # 4 keys x 10 qps held to the account's 8
         assert account["code15_9100"] == 0
         assert stats["totals"]["code7"] == 0
-        assert account["ok"] >= 40
-        assert scopes[ACCOUNT].calls >= 40
+        assert account["ok"] >= 32
+        assert scopes[ACCOUNT].calls >= 32
 
 
 async def test_an_undeclared_account_over_its_cap_is_paused_not_retried_at_once() -> None:
@@ -108,8 +115,9 @@ async def test_an_undeclared_account_over_its_cap_is_paused_not_retried_at_once(
         refused = sim.stats()["accounts"][ACCOUNT]["code15_9100"]
         assert refused >= 1
         assert scopes[ACCOUNT].limited == refused  # each 9100 went to the account
-        assert scopes[ACCOUNT].rate is not None
-        assert scopes[ACCOUNT].rate < 12.0  # and cut its rate
+        rate = scopes[ACCOUNT].rate
+        assert rate is not None
+        assert rate < 12.0  # and cut its rate
         assert all(r.rate_limited == 0 for r in rows)  # no key was blamed
         assert all(r.rate == pytest.approx(10.0) for r in rows)
 
