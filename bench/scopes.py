@@ -39,6 +39,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import run_and_report
+from taogate import mask_id
 from taogate.bench import ACCOUNT, GatewayProcess, SimProcess, SimSpec
 from taogate.testing import RedisServer
 
@@ -256,7 +257,7 @@ async def whitelist(args: argparse.Namespace) -> dict[str, Any]:
                         first_ok = t
                     async with s.get(f"{gw.base_url}/v1/admin/keys") as r:
                         admin = await r.json()
-                    row = next(c for c in admin["credentials"] if c["credential"][-4:] in picky)
+                    row = next(c for c in admin["credentials"] if c["credential"] == mask_id(picky))
                     statuses.add(row["status"])
                     return f"{keys[picky]['code11']} code 11, {keys[picky]['ok']} ok"
 
@@ -264,7 +265,7 @@ async def whitelist(args: argparse.Namespace) -> dict[str, Any]:
                 flood = Flood([gw], ids)
                 await asyncio.gather(flood.run(s, end), watch("whitelist", seconds, sample, 0.05))
             stats = await sim.stats()
-    row = next(c for c in admin["credentials"] if c["credential"][-4:] in picky)
+    row = next(c for c in admin["credentials"] if c["credential"] == mask_id(picky))
     code11 = stats["totals"]["code11"]
     by_ip = {ip: v["calls"] for ip, v in stats["ips"].items()}
     quarantined = sorted(statuses & {"quarantined", "probing"})
