@@ -8,6 +8,7 @@ send with them; they import nothing of those.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -62,8 +63,8 @@ class Account:
     def __post_init__(self) -> None:
         if not self.name:
             raise ValueError("an account needs a name")
-        if not self.qps > 0:
-            raise ValueError("an account's qps must be above 0")
+        if not 0 < self.qps < math.inf:
+            raise ValueError("an account's qps must be a finite number above 0")
 
 
 #: The egress of credentials that name none: the host's own address, no proxy.

@@ -295,3 +295,116 @@ def test_with_no_egress_left_the_pair_pauses_and_is_tried_again_later() -> None:
     assert at == pytest.approx(clock.now + 120.0)  # doubling
     assert pool.total_rate() == 0.0
     assert not math.isnan(pool.total_rate())
+
+
+# --- what a review found ----------------------------------------------------------------
+
+
+def test_a_pair_ban_longer_than_the_back_off_cap_is_kept_whole() -> None:
+    clock = FakeClock(1000.0)
+    pool = CredentialPool([cred("k1")], clock=clock, method=METHOD)
+    lease = pool.try_acquire()
+    assert lease is not None
+    pool.on_rate_limited(lease, 3600.0, "app_api")  # an app not yet launched: an hour
+    assert pool._state(lease.credential).pair.paused_until == pytest.approx(clock.now + 3600.0)
+
+
+def test_a_short_pause_of_an_account_or_the_method_is_not_a_lost_rate() -> None:
+    clock = FakeClock(1000.0)
+    pool = account_pool(clock)
+    lease = pool.try_acquire()
+    assert lease is not None
+    pool.on_rate_limited(lease, 1.0, "account")
+    assert pool.total_rate() == pytest.approx(2.0)  # halved, not 0 for the pause's second
+    other = pool.try_acquire()
+    assert other is None
+    clock.advance(1.0)
+    again = pool.try_acquire()
+    assert again is not None
+    pool.on_rate_limited(again, 3.0, "api")
+    assert pool.total_rate() > 0
+
+
+def test_a_trial_call_holds_the_key_back_at_most_a_second() -> None:
+    clock = FakeClock(1000.0)
+    pool = whitelist_pool(clock)
+    trial = pool.try_acquire()
+    assert trial is not None
+    clock.advance(0.5)
+    assert pool.try_acquire() is None  # its answer has not come
+    clock.advance(0.5)
+    assert pool.try_acquire() is not None  # a second after its grant: the next one goes
+
+
+def test_a_trial_that_found_no_connection_proves_nothing() -> None:
+    clock = FakeClock(1000.0)
+    pool = whitelist_pool(clock)
+    trial = pool.try_acquire()
+    assert trial is not None
+    pool.on_done(trial)
+    pool.on_egress_unreachable(trial)
+    state = pool._state(trial.credential)
+    assert not state.proven
+    assert state.trial_at is None
+
+
+def test_outcomes_of_calls_through_the_old_egress_count_for_it_after_a_move() -> None:
+    clock = FakeClock(1000.0)
+    pool = CredentialPool(
+        [cred("k1", egress="a")],
+        PoolPolicy(safety_factor=1.0, prove_egress=False),
+        clock=clock,
+        egresses=[Egress(name=n, max_qps=80.0) for n in "abc"],
+    )
+    first = pool.try_acquire()
+    clock.advance(0.2)
+    second = pool.try_acquire()
+    assert first is not None
+    assert second is not None
+    assert pool.on_ip_refused(first) == "b"
+    pool.on_done(second)
+    pool.on_egress_unreachable(second)  # it went through "a"
+    egresses = {e.egress: e for e in pool.stats().egresses}
+    assert egresses["a"].unreachable == 1
+    assert egresses["b"].unreachable == 0
+    assert pool.egress_name(second) == "a"
+
+
+def test_an_egress_paused_as_unreachable_is_still_one_to_move_to() -> None:
+    clock = FakeClock(1000.0)
+    pool = whitelist_pool(clock)
+    pool._egresses["b"].scope.pause(clock.now + 5.0)  # unreachable a moment ago
+    lease = pool.try_acquire()
+    assert lease is not None
+    assert pool.on_ip_refused(lease) == "b"
+    assert pool.status(lease.credential) is CredentialStatus.ACTIVE
+
+
+def test_a_refusal_only_this_replica_knows_is_not_claimed_in_the_shared_limiter() -> None:
+    clock = FakeClock(1000.0)
+    pool = whitelist_pool(clock, egresses=1)
+    lease = pool.try_acquire()
+    assert lease is not None
+    pool.on_ip_refused(lease)
+    assert pool._state(lease.credential).waits_on_its_own(clock.now)
+
+
+def test_a_short_ban_just_before_midnight_is_not_a_spent_day() -> None:
+    clock = FakeClock(1000.0)
+    wall = FakeClock(1704124799.0)  # 23:59:59 in Beijing
+    pool = CredentialPool([cred("k1")], clock=clock, wall_clock=wall)
+    lease = pool.try_acquire()
+    assert lease is not None
+    pool.on_rate_limited(lease, 1.0, "app")
+    assert pool.status(lease.credential) is CredentialStatus.BANNED
+
+
+def test_a_spent_budget_tells_when_the_day_turns() -> None:
+    clock = FakeClock(1000.0)
+    pool = CredentialPool([cred("k1", daily_budget=1)], clock=clock, wall_clock=FakeClock(WALL))
+    lease = pool.try_acquire()
+    assert lease is not None
+    pool.on_success(lease)
+    row = pool.stats().credentials[0]
+    assert row.status is CredentialStatus.EXHAUSTED
+    assert row.exhausted_for_s == pytest.approx(31062.0)

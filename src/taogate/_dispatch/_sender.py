@@ -230,7 +230,7 @@ class Sender:
             self.rtt = 0.8 * self.rtt + 0.2 * duration
             self._pool.on_success(lease)
             self._breaker.record(failed=False, duration_s=duration, generation=generation)
-            fetched_by = (lease.credential.masked, lease.state.egress.egress.name)
+            fetched_by = (lease.credential.masked, self._pool.egress_name(lease))
             provenance = self._provenance
             for num_iid in ids:
                 provenance[num_iid] = fetched_by

@@ -49,7 +49,7 @@ class UpstreamSettings(Section):
     params: dict[str, str] = Field(default_factory=dict)
     #: Calls per second of ``method`` over every key together, if the platform's cap on the
     #: API is known; ``None``: no pacing, only the pauses its bans ask for (docs/limits.md).
-    method_qps: float | None = Field(default=None, gt=0)
+    method_qps: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
     @field_validator("id_pattern")
     @classmethod
@@ -121,7 +121,7 @@ class AccountSettings(Section):
 
     name: str = Field(min_length=1)
     #: API calls per second of all the account's keys together (paced at ``safety_factor``)
-    qps: float = Field(default=ACCOUNT_QPS, gt=0)
+    qps: float = Field(default=ACCOUNT_QPS, gt=0, allow_inf_nan=False)
 
     def to_account(self) -> Account:
         return Account(name=self.name, qps=self.qps)

@@ -17,6 +17,7 @@ import orjson
 
 from taogate._errors import (
     CredentialInvalid,
+    IpNotWhitelisted,
     ItemUnreadable,
     RateLimited,
     UpstreamBadRequest,
@@ -31,10 +32,12 @@ from taogate.providers.base import Answer, Credential, Egress
 
 __all__ = ["DEFAULT_ERROR_CODES", "ResellerProvider", "parse_reseller"]
 
-#: error_code -> class name: "rate_limited", "credential_invalid", "not_found", "bad_request".
-#: Codes not listed are transient faults.
+#: error_code -> class name: "rate_limited", "credential_invalid", "ip_refused", "not_found",
+#: "bad_request". Codes not listed are transient faults. ("4003", a key's IP whitelist refusing
+#: the calling address, is the simulator's convention: the real reseller's code is unconfirmed.)
 DEFAULT_ERROR_CODES: Final[Mapping[str, str]] = {
     "4013": "rate_limited",
+    "4003": "ip_refused",
     "4005": "credential_invalid",
     "4016": "credential_invalid",
     "2000": "not_found",
@@ -141,6 +144,8 @@ def _classify(
         return RateLimited(text, retry_after=float(match.group(1)) if match else 1.0, **ctx)
     if kind == "credential_invalid":
         return CredentialInvalid(text, **ctx)
+    if kind == "ip_refused":
+        return IpNotWhitelisted(text, **ctx)
     if kind == "bad_request":
         return UpstreamBadRequest(text, ids=(num_iid,), **ctx)
     return UpstreamTransient(text, **ctx)

@@ -20,12 +20,16 @@ __all__ = ["DayBudget", "lasts_until_midnight"]
 #: how far a ban's end may be from midnight in Beijing and still mean "until midnight": the
 #: platform rounds its seconds, and the answer takes a while to arrive
 MIDNIGHT_SLACK_S = 120.0
+#: a ban shorter than this is a rate exceeded, even one that happens to end at midnight
+MIN_DAY_BAN_S = 300.0
 
 
 def lasts_until_midnight(retry_after: float, wall: float) -> bool:
     """Whether a ban of ``retry_after`` seconds seen at ``wall`` ends at the next midnight in
-    Beijing (within :data:`MIDNIGHT_SLACK_S`, and at least 90 % of the way there): the day's
-    quota is spent, not a rate exceeded."""
+    Beijing (within :data:`MIDNIGHT_SLACK_S`, at least 90 % of the way there, and no shorter
+    than :data:`MIN_DAY_BAN_S`): the day's quota is spent, not a rate exceeded."""
+    if retry_after < MIN_DAY_BAN_S:
+        return False
     left = seconds_to_beijing_midnight(wall)
     return abs(retry_after - left) <= MIDNIGHT_SLACK_S and retry_after >= 0.9 * left
 

@@ -77,7 +77,7 @@ class Backoff:
             return max(retry_after, self.ends_at - now)
         if now > self.ends_at + self.reset_after_s:
             self.last_s = 0.0
-        self.last_s = min(self.max_s, max(retry_after, 2 * self.last_s))
+        self.last_s = max(retry_after, min(self.max_s, 2 * self.last_s))  # never under the ban
         self.banned_at = now
         self.ends_at = now + self.last_s
         return self.last_s

@@ -80,6 +80,8 @@ class Member:
     refused_pause_s: float = 0.0
     #: an answer came through the current egress (the whitelist accepts it)
     proven: bool = False
+    #: when the call trying the current egress (before it is proven) was granted
+    trial_at: float | None = None
     #: every scope a call with this credential consumes from, the key's first
     scopes: tuple[Scope, ...] = field(init=False)
 
@@ -96,6 +98,7 @@ class Member:
         self.egress = egress
         self.credential = replace(self.credential, egress=egress.egress.name)
         self.proven = False
+        self.trial_at = None
         self._gather()
 
     def scope(self, kind: str) -> Scope | None:
@@ -105,6 +108,23 @@ class Member:
     def refused_until(self) -> float:
         """Until when the current egress is refused by the key's whitelist (0: it is not)."""
         return self.refused.get(self.egress.egress.name, 0.0)
+
+    def trial_until(self) -> float:
+        """Until when the call trying an egress not yet proven holds the key's next call back
+        (0: none does): until its answer comes, or :data:`PROVE_WAIT_S` after its grant."""
+        if not self.prove or self.proven or self.trial_at is None:
+            return 0.0
+        return self.trial_at + PROVE_WAIT_S
+
+    def waits_on_its_own(self, now: float) -> bool:
+        """Whether something only this replica knows holds the call back (a pause, a refusing
+        egress, a trial call): the shared limiter would grant what must wait, so an urgent
+        caller does not claim the slot there."""
+        return (
+            self.refused_until() > now
+            or self.trial_until() > now
+            or any(scope.paused_until > now for scope in self.scopes)
+        )
 
     def usable(self, now: float, share: float) -> bool:
         """Not quarantined (or due for its probe) and within today's budget."""
@@ -119,13 +139,13 @@ class Member:
             at = max(at, self.claim.yield_until)
         if self.quarantine.active:
             at = max(at, self.quarantine.probe_at)
-        if self.prove and not self.proven and self.key.in_flight > 0:
-            at = max(at, now + PROVE_WAIT_S)
-        return at
+        return max(at, self.trial_until())
 
     def take(self, now: float, share: float, *, probe: bool) -> tuple[Mark, ...]:
         """Count a call granted at ``now`` in every scope, the budget and the cost."""
         marks = tuple(scope.take(now, share) for scope in self.scopes)
+        if self.prove and not self.proven and self.trial_at is None:
+            self.trial_at = now  # this call tries the egress
         if probe:
             self.quarantine.probing = True
         self.claim.granted()
@@ -139,6 +159,8 @@ class Member:
         """Undo :meth:`take` for a call never sent (``scopes``: those it was granted in)."""
         for scope, mark in zip(scopes, marks, strict=True):
             scope.give_back(granted_at, mark)
+        if self.trial_at == granted_at:
+            self.trial_at = None  # the trial never went: the next call tries
         self.budget.give_back()
         self.cost -= self.credential.cost_per_call
 
@@ -168,16 +190,19 @@ class Member:
         banned_by_others = key.held_until - now if self.claim.reason == "banned" else 0.0
         quarantine = self.quarantine
         calls_today = self.budget.calls_today()
+        status = self.status(now, share)
         return CredentialStats(
             credential=c.masked,
             egress=self.egress.egress.name,
             account=c.account,
-            status=self.status(now, share),
+            status=status,
             rate=key.rate(now),
             configured_qps=c.qps,
             banned_for_s=max(0.0, key.paused_until - now, banned_by_others),
             probe_in_s=max(0.0, quarantine.probe_at - now) if quarantine.active else None,
-            exhausted_for_s=self.budget.seconds_left() if self.budget.spent else None,
+            exhausted_for_s=self.budget.seconds_left()
+            if status is CredentialStatus.EXHAUSTED
+            else None,
             calls=key.calls,
             calls_today=calls_today,
             daily_budget=c.daily_budget,

@@ -204,7 +204,12 @@ class CredentialPool:
 
     def total_rate(self) -> float:
         """Calls per second all usable credentials allow together now: each key's rate, within
-        its account's and then its egress's (every key on one together), within the method's."""
+        its account's and then its egress's (every key on one together), within the method's.
+
+        An account's or the method's pause (a second after a ``9100``, a method's ban of a few
+        seconds) is a wait, not a lost rate: :meth:`next_ready` counts it, and so is left out
+        here (a rate of 0 would make every queue estimate infinite for the pause's length).
+        """
         now, share = self._clock(), self.share
         usable = [s for s in self._states if s.usable(now, share) and s.refused_until() <= now]
         rates = {id(s): s.key.rate(now, share) for s in usable}
@@ -217,8 +222,6 @@ class CredentialPool:
                 continue
             self._cap(e.scope, on, rates, now, share)
             total += sum(rates[id(s)] for s in on)
-        if self._method.paused_until > now:
-            return 0.0
         return min(total, self._method.rate(now, share))
 
     @staticmethod
@@ -226,7 +229,7 @@ class CredentialPool:
         scope: Scope, members: list[Member], rates: dict[int, float], now: float, share: float
     ) -> None:
         """Scale ``members``' rates down to what ``scope`` allows them together."""
-        allowed = 0.0 if scope.paused_until > now else scope.rate(now, share)
+        allowed = scope.rate(now, share)
         together = sum(rates[id(s)] for s in members)
         if together > allowed:
             for s in members:
@@ -293,11 +296,20 @@ class CredentialPool:
                 retry = None if math.isinf(at) else max(0.0, at - now)
                 raise NoCredentialAvailable("no usable credential", retry_after=retry)
             s = self._state(credential)
-            if at <= now or sharing.should_claim(s.claim, s.scopes, at, now, urgent=is_urgent):
+            claim = not s.waits_on_its_own(now) and sharing.should_claim(
+                s.claim, s.scopes, at, now, urgent=is_urgent
+            )
+            if at <= now or claim:
                 if sharing.limiter is None:
                     return self._grant(s, now, asked_at=now)
-                verdict = await sharing.negotiate(s.credential, s.claim, s.scopes, urgent=is_urgent)
+                scopes = s.scopes
+                verdict = await sharing.negotiate(s.credential, s.claim, scopes, urgent=is_urgent)
                 if verdict is None:  # refused (what it blames is held), or failed: look again
+                    continue
+                if s.scopes is not scopes:  # moved to another egress while Redis answered
+                    sharing.tell(
+                        s.credential, "release", granted_us=verdict.server_us, probe=verdict.probe
+                    )
                     continue
                 return self._grant(s, self._clock(), verdict, asked_at=now)
             if deadline is not None and at > deadline:
@@ -363,7 +375,7 @@ class CredentialPool:
         """
         s = lease.state
         self._answered(lease)
-        s.egress.reach.reached()
+        self._egress_of(lease).reach.reached()
         if lease.probe:
             s.quarantine.end()
             self._tell(lease, "probe_ok")
@@ -386,9 +398,12 @@ class CredentialPool:
 
         Call :meth:`on_done` for the lease as well.
         """
-        e, p = lease.state.egress, self.policy
+        e, p = self._egress_of(lease), self.policy
         now = self._clock()
         e.reach.failed()
+        s = lease.state
+        if s.egress is e and s.trial_at is not None and s.trial_at >= lease.granted_at:
+            s.proven, s.trial_at = False, None  # no answer came: the egress is still untried
         # another egress whose last call went through: this one is to blame, not the upstream
         if not any(
             o is not e and o.scope.paused_until <= now and o.reach.failures == 0
@@ -407,6 +422,14 @@ class CredentialPool:
             self._changed.set()
         return True
 
+    def egress_name(self, lease: Lease) -> str:
+        """The name of the egress the lease's call goes through."""
+        return self._egress_of(lease).egress.name
+
+    def _egress_of(self, lease: Lease) -> EgressState:
+        """The egress the lease's call went through (the key may have moved since)."""
+        return next(e for e in self._egresses.values() if e.scope in lease.scopes)
+
     def _answered(self, lease: Lease) -> None:
         """The lease's call came back with an answer through its egress: the key's whitelist
         accepts that egress."""
@@ -414,6 +437,7 @@ class CredentialPool:
         Member.ended(lease.scopes)
         if s.egress.scope in lease.scopes:
             s.proven = True
+            s.refused_pause_s = 0.0  # a later refusal starts from the first pause again
 
     def on_rate_limited(
         self, lease: Lease, retry_after: float, scope: LimitScope = "unknown"
@@ -459,6 +483,8 @@ class CredentialPool:
                 s.key.ban(now, lease.granted_at, retry_after)
                 self._tell(lease, "ban", retry_after)
         else:
+            if lease.probe:  # the probe was answered, but says nothing about the key
+                self._tell(lease, "probe_end")
             pause_s = target.ban(now, lease.granted_at, retry_after)
             op = "ban" if target.aimd is not None else "pause"
             self._sharing.tell_scope(target, op, pause_s, granted_us=lease.server_us)
@@ -476,18 +502,16 @@ class CredentialPool:
         Member.ended(lease.scopes)
         if lease.probe:
             s.quarantine.probing = False
+            self._tell(lease, "probe_end")
         s.ip_refused += 1
         now, p = self._clock(), self.policy
-        refused = next(e for e in self._egresses.values() if e.scope in lease.scopes)
+        refused = self._egress_of(lease)
         if s.egress is not refused:  # moved already (an earlier refusal of a call in flight)
             self._changed.set()
             return s.egress.egress.name
         s.refused[refused.egress.name] = math.inf  # until another egress fails it too
-        others = [
-            e
-            for e in self._egresses.values()
-            if s.refused.get(e.egress.name, 0.0) <= now and e.scope.paused_until <= now
-        ]
+        # an egress paused as unreachable is still one to try: its pause ends by itself
+        others = [e for e in self._egresses.values() if s.refused.get(e.egress.name, 0.0) <= now]
         if others:
             to = min(others, key=lambda e: sum(1 for o in self._states if o.egress is e))
             s.move(to)

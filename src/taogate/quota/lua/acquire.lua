@@ -11,7 +11,9 @@
 -- Returns {granted 0|1, wait_us, reason, now_us, probe 0|1}. Times come from the server (TIME),
 -- so replicas with drifting clocks still share one schedule. The reason is the key's (fresh,
 -- quarantined, probing, banned, budget, rate, window), 'yield', or the kind of the scope that
--- holds the call. Nothing is written unless every scope admits the call; then all are.
+-- holds the call. No slot is taken unless every scope admits the call; then all are. (A refusal
+-- may still drop a value of the wrong type, stamp a fresh state's birth, or write an urgent
+-- claim: none of them takes a slot.)
 --
 -- Priority across replicas: an urgent caller told to wait claims the slot it waits for, on the
 -- key or the scope that holds it (until that slot opens + claim_s); meanwhile callers that are

@@ -54,7 +54,11 @@ if op == 'ban' then
 elseif op == 'exhausted' then
   -- the platform says the key's quota of the day is spent: no call until midnight in Beijing
   -- (acquire.lua answers 'budget' while spent_day is its Beijing day)
-  redis.call('HSET', KEYS[1], 'spent_day', math.floor((now + 28800) / 86400))
+  -- the day of the call the platform answered (granted_at), not of this record: a record
+  -- landing after midnight must not spend the new day
+  local at_grant = granted
+  if at_grant <= 0 or at_grant > now then at_grant = now end
+  redis.call('HSET', KEYS[1], 'spent_day', math.floor((at_grant + 28800) / 86400))
   if is_probe == 1 then redis.call('HSET', KEYS[1], 'probing_until', '0') end
 elseif op == 'invalid' then
   if quarantined == 0 or is_probe == 1 then
