@@ -156,6 +156,7 @@ async def test_keys_route(service: Service) -> None:
     resp = await service.client.get("/v1/admin/keys", headers=service.auth("ops"))
     rows = resp.json()["credentials"]
     assert [r["credential"] for r in rows] == ["500…000", "500…001"]
+    assert [(s["kind"], s["credentials"]) for s in resp.json()["scopes"]] == [("method", 2)]
     assert "http-test-secret" not in resp.text
 
 

@@ -39,6 +39,13 @@ async def test_state_shows_keys_egresses_queue_cache_and_history(service: Servic
     cache = state["cache"]
     assert cache["l1_entries"] >= 30
     assert set(state["history"]) == {"t", "calls_per_s", "quota_per_s", "hit_ratio"}
+    # no [[accounts]]: the API method is the only limit the keys share, and not paced
+    assert all(k["account"] is None for k in keys)
+    (method,) = state["scopes"]
+    assert (method["kind"], method["credentials"]) == ("method", 2)
+    assert method["calls"] == sum(k["calls"] for k in keys)
+    assert (method["qps"], method["rate"], method["use"]) == (None, None, None)
+    assert state["code11"] == 0
     # the dispatcher, the sampler and this request's own task at least
     assert state["process"]["asyncio_tasks"] >= 3
 

@@ -1,8 +1,8 @@
 """The operator console in a real headless Chromium (Debian's, driven by Playwright).
 
 Starts the simulator and ``taogate serve`` as a child process, signs in, watches the keys table
-fill and the quota move under load, looks an id up, switches degraded mode on and back, and
-checks the browser logged no error.
+fill and the quota move under load, reads the shared limits (an account and the API method),
+looks an id up, switches degraded mode on and back, and checks the browser logged no error.
 The browser is the system's (``chromium`` on PATH; ``scripts/setup`` installs it); Playwright
 downloads none. Set ``TAOGATE_SKIP_BROWSER=1`` to skip on a machine without one — CI never does.
 """
@@ -50,9 +50,11 @@ async def sim() -> AsyncIterator[Simulator]:
 async def gateway(sim: Simulator, tmp_path: Path) -> AsyncIterator[str]:
     port = free_port()
     creds = "".join(
-        f'[[credentials]]\napp_key = "{k.app_key}"\nsecret = "{k.secret}"\nqps = {k.qps}\n\n'
-        for k in KEYS
+        f'[[credentials]]\napp_key = "{k.app_key}"\nsecret = "{k.secret}"\nqps = {k.qps}\n'
+        + ('account = "promoter-a"\n\n' if i < 2 else "\n")
+        for i, k in enumerate(KEYS)
     )
+    creds += '[[accounts]]\nname = "promoter-a"\nqps = 40\n\n'
     config = tmp_path / "taogate.toml"
     config.write_text(
         f'[upstream]\nurl = "{sim.url}"\n\n{creds}'
@@ -110,8 +112,25 @@ async def test_sign_in_watch_the_keys_and_look_up(gateway: str, sim: Simulator) 
             )
             cells = await page.locator("#keys tbody tr").first.locator("td").all_inner_texts()
             assert cells[0].count("…") == 1  # a masked key
-            assert cells[1] == "default"
-            assert cells[2] == "active"
+            assert cells[1:4] == ["promoter-a", "default", "active"]
+            assert cells[11] == "0"  # code 11
+            assert await page.is_hidden("#code11")  # the header shows code 11 only when seen
+            # the limits the keys share: their account (paced) and the API method (not)
+            scopes = page.locator("#scopes tbody tr")
+            await page.wait_for_function(
+                "document.querySelectorAll('#scopes tbody tr').length === 2", timeout=10_000
+            )
+            account = await scopes.nth(0).locator("td").all_inner_texts()
+            assert account[:3] == ["account", "promoter-a", "2"]
+            assert account[4] == "32.0 / 40"  # 40 x the safety factor
+            method = await scopes.nth(1).locator("td").all_inner_texts()
+            assert method[:3] == ["method", "taobao.tbk.item.info.get", "3"]
+            assert method[4] == "not paced"
+            await page.wait_for_function(  # calls/s over the window: every call is the method's
+                "document.querySelector('#scopes tbody tr:nth-child(2) td:nth-child(4)')"
+                ".textContent !== '0.00'",
+                timeout=10_000,
+            )
             assert "console-secret" not in await page.content()
 
             # look an id up: source, age and the credential that fetched it

@@ -45,6 +45,11 @@ url = "{sim.url}"
 app_key = "{KEY.app_key}"
 secret = "{SECRETS["cred"]}"
 qps = 100
+account = "promoter-a"
+
+[[accounts]]
+name = "promoter-a"
+qps = 40
 
 [server]
 port = {port}
@@ -130,7 +135,14 @@ async def test_keys_command_reads_a_running_service(tmp_path: Path, sim: Simulat
         await asyncio.wait_for(proc.wait(), timeout=15)
     assert keys.returncode == 0, err.decode()
     text = out.decode()
-    assert "600…001" in text
-    assert "active" in text
+    lines = text.splitlines()
+    row = next(line for line in lines if line.startswith("600…001"))
+    assert row.split()[:4] == ["600…001", "promoter-a", "default", "active"]
+    header = next(line for line in lines if line.startswith("key "))
+    assert "code 11" in header
+    assert "day resets in" in header
+    assert "limits shared by keys" in text
+    shared = [line.split()[:3] for line in lines if line.startswith(("account ", "method "))]
+    assert shared == [["account", "promoter-a", "1"], ["method", "taobao.tbk.item.info.get", "1"]]
     for secret in SECRETS.values():
         assert secret not in text

@@ -126,3 +126,129 @@ def test_serve_refuses_an_open_api_off_loopback(tmp_path: Path) -> None:
         assert result.exit_code == 2, result.output
         assert f"refusing to serve on {host}" in result.output
         assert "allow_anonymous" in result.output
+
+
+def _key_row(key: str, status: str = "active", **kw: object) -> dict[str, object]:
+    """A credential row as /v1/admin/keys answers it."""
+    row: dict[str, object] = {
+        "credential": key,
+        "egress": "default",
+        "account": None,
+        "status": status,
+        "rate": 9.0,
+        "configured_qps": 10.0,
+        "banned_for_s": 0.0,
+        "probe_in_s": None,
+        "exhausted_for_s": None,
+        "calls": 120,
+        "calls_today": 120,
+        "daily_budget": 100000,
+        "rate_limited": 0,
+        "method_limited": 0,
+        "ip_refused": 0,
+        "refused_egresses": [],
+        "invalid": 0,
+        "in_flight": 0,
+        "cost": "1.20",
+        "cost_today": "1.20",
+    }
+    return row | kw
+
+
+def _printed(doc: dict[str, object]) -> list[str]:
+    from rich.console import Console
+
+    from taogate.cli._admin import pool_view
+
+    out = Console(width=140, record=True, color_system=None)
+    for part in pool_view(doc, "http://127.0.0.1:8080"):
+        out.print(part, highlight=False)
+    return out.export_text().splitlines()
+
+
+KEYS_DOC: dict[str, object] = {
+    "breaker": "closed",
+    "credentials": [
+        _key_row(
+            "600…001",
+            "not-whitelisted",
+            account="promoter-east",
+            egress="proxy-east-1",
+            ip_refused=4,
+            refused_egresses=["default", "proxy-east-1"],
+            method_limited=2,
+        ),
+        _key_row("600…002", "exhausted", account="promoter-east", exhausted_for_s=27062.4),
+        _key_row("600…003", "quarantined", probe_in_s=30.0, rate_limited=3, invalid=1),
+    ],
+    "egresses": [
+        {
+            "egress": "default",
+            "via": None,
+            "credentials": 2,
+            "rate": 90.0,
+            "max_qps": 90.0,
+            "calls": 240,
+            "unreachable": 0,
+            "paused_for_s": 0.0,
+        }
+    ],
+    "scopes": [
+        {
+            "kind": "account",
+            "name": "promoter-east",
+            "qps": 40.0,
+            "rate": 36.0,
+            "credentials": 2,
+            "calls": 240,
+            "limited": 1,
+            "paused_for_s": 0.4,
+        },
+        {
+            "kind": "method",
+            "name": "taobao.tbk.item.info.get",
+            "qps": None,
+            "rate": None,
+            "credentials": 3,
+            "calls": 360,
+            "limited": 0,
+            "paused_for_s": 0.0,
+        },
+    ],
+}
+
+
+def test_keys_shows_accounts_code_11_the_spent_day_and_shared_limits_in_140_columns() -> None:
+    lines = _printed(KEYS_DOC)
+    assert max(len(line) for line in lines) <= 140
+    text = "\n".join(lines)
+    header = next(line for line in lines if line.startswith("key "))
+    for column in ("account", "egress", "status", "day resets in", "code 7", "code 11", "cost"):
+        assert f" {column} " in f" {header} ", column  # whole, not cut short
+    first = next(line for line in lines if line.startswith("600…001"))
+    assert "promoter-east" in first
+    assert "proxy-east-1" in first
+    assert "not-whitelisted" in first
+    assert "7h 31m" in next(line for line in lines if line.startswith("600…002"))
+    assert "600…001: its IP whitelist refuses egress default, proxy-east-1 (code 11)" in text
+    assert "600…001: the platform banned its calls of the API method 2 times" in text
+    assert "limits shared by keys" in text
+    shared = [line.split() for line in lines if line.startswith(("account ", "method "))]
+    assert shared == [
+        ["account", "promoter-east", "2", "36/40", "240", "1", "0.4"],
+        ["method", "taobao.tbk.item.info.get", "3", "not", "paced", "360", "0"],
+    ]
+
+
+def test_keys_still_prints_what_an_older_service_answers() -> None:
+    old = {k: v for k, v in KEYS_DOC.items() if k != "scopes"}
+    new_fields = ("account", "exhausted_for_s", "method_limited", "ip_refused", "refused_egresses")
+    old["credentials"] = [
+        {k: v for k, v in row.items() if k not in new_fields}
+        for row in KEYS_DOC["credentials"]  # type: ignore[attr-defined]
+    ]
+    text = "\n".join(_printed(old))
+    assert "600…003" in text
+    assert "quarantined" in text
+    assert "egresses" in text
+    assert "limits shared by keys" not in text

@@ -11,7 +11,7 @@ import typer
 from taogate.cli._client import TokenOption, UrlOption, call, request, service_address
 from taogate.cli._common import ConfigOption, console, fail, load
 
-__all__ = ["degrade", "keys"]
+__all__ = ["degrade", "keys", "pool_view"]
 
 _DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -96,10 +96,9 @@ def keys(
         typer.Option(help="Variable holding an admin token (default: the first admin client's)."),
     ] = None,
 ) -> None:
-    """Show the credential pool of a running service: rate, bans, quarantine, budget, cost."""
+    """Show the credential pool of a running service: each key's status, rate, bans,
+    quarantine, day and cost; the egresses; the limits keys share (accounts, the API method)."""
     import os
-
-    from rich.table import Table
 
     settings = load(config)
     base = url or f"http://{settings.server.host}:{settings.server.port}"
@@ -112,40 +111,115 @@ def keys(
     resp = request("GET", f"{base}/v1/admin/keys", headers, timeout=5.0)
     if resp.status != 200:
         call("GET", f"{base}/v1/admin/keys", headers)  # ends the command with the detail
-    doc = resp.json()
-    table = Table(title=f"credentials at {base} (breaker {doc['breaker']})")
-    for column in (
+    wide = max(console.width, 140)  # piped, a console is 80 columns: too narrow to tell keys apart
+    for part in pool_view(resp.json(), base):
+        console.print(part, width=wide, highlight=False)
+
+
+#: how a status stands out on a terminal (a pipe gets the plain word)
+_STATUS_STYLE = {
+    "active": "green",
+    "probing": "yellow",
+    "banned": "bold red",
+    "quarantined": "bold red",
+    "exhausted": "bold red",
+    "not-whitelisted": "bold red",
+}
+
+
+def _duration(seconds: float) -> str:
+    """``7h 32m``, ``12m 05s``, ``45s``: a wait of hours, read at a glance."""
+    s = int(seconds)
+    if s >= 3600:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s}s"
+
+
+def _seconds(value: float | None) -> str:
+    return f"{value:g}" if value else ""
+
+
+def pool_view(doc: dict[str, Any], base: str) -> list[Any]:
+    """What ``taogate keys`` prints of a ``/v1/admin/keys`` answer: the credentials (and a
+    line for each key whose IP whitelist refuses an egress, or that the API method banned),
+    the egresses, and the limits keys share. Fields an older service does not send are
+    left blank, and its tables left out."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    def table(title: str, *columns: str) -> Table:
+        out = Table(
+            title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True
+        )
+        for column in columns:
+            # names an operator chose may wrap; numbers, keys and statuses never do
+            out.add_column(column, no_wrap=column not in ("account", "egress", "name", "via"))
+        return out
+
+    parts: list[Any] = []
+    credentials = table(
+        f"credentials at {base} (breaker {doc['breaker']})",
         "key",
+        "account",
         "egress",
         "status",
         "rate/qps",
         "ban s",
         "probe s",
+        "day resets in",
         "today/budget",
         "code 7",
+        "code 11",
         "invalid",
         "cost",
-    ):
-        table.add_column(column, no_wrap=True)
+    )
+    notes: list[str] = []
     for row in doc["credentials"]:
+        key, status = str(row["credential"]), str(row["status"])
         budget = "" if row["daily_budget"] is None else f"/{row['daily_budget']}"
-        table.add_row(
-            str(row["credential"]),
+        day = row.get("exhausted_for_s")
+        credentials.add_row(
+            key,
+            str(row.get("account") or ""),
             str(row.get("egress", "")),
-            str(row["status"]),
+            Text(status, style=_STATUS_STYLE.get(status, "")),
             f"{row['rate']:g}/{row['configured_qps']:g}",
-            f"{row['banned_for_s']:g}" if row["banned_for_s"] else "",
+            _seconds(row["banned_for_s"]),
             "" if row["probe_in_s"] is None else f"{row['probe_in_s']:g}",
+            "" if day is None else _duration(day),
             f"{row['calls_today']}{budget}",
             str(row["rate_limited"]),
+            str(row.get("ip_refused", "")),
             str(row["invalid"]),
             str(row["cost"]),
         )
-    wide = max(console.width, 140)  # piped, a console is 80 columns: too narrow to tell keys apart
-    console.print(table, width=wide)
-    egresses = Table(title="egresses (every credential on one together)")
-    for column in ("egress", "via", "keys", "rate/max qps", "calls", "unreachable", "paused s"):
-        egresses.add_column(column, no_wrap=True)
+        refused = row.get("refused_egresses") or []
+        if refused:
+            which = "its address" if len(refused) == 1 else "their addresses"
+            notes.append(
+                f"{key}: its IP whitelist refuses egress {', '.join(refused)} (code 11); add "
+                f"{which} to the app's whitelist on the platform"
+            )
+        if row.get("method_limited"):
+            n = row["method_limited"]
+            times = "once" if n == 1 else f"{n} times"
+            notes.append(f"{key}: the platform banned its calls of the API method {times}")
+    parts.append(credentials)
+    parts.extend(Text(note) for note in notes)
+    parts.append(Text(""))
+    egresses = table(
+        "egresses (every credential on one together)",
+        "egress",
+        "via",
+        "keys",
+        "rate/max qps",
+        "calls",
+        "unreachable",
+        "paused s",
+    )
     for row in doc.get("egresses", []):
         egresses.add_row(
             str(row["egress"]),
@@ -154,6 +228,31 @@ def keys(
             f"{row['rate']:g}/{row['max_qps']:g}",
             str(row["calls"]),
             str(row["unreachable"]),
-            f"{row['paused_for_s']:g}" if row["paused_for_s"] else "",
+            _seconds(row["paused_for_s"]),
         )
-    console.print(egresses, width=wide)
+    parts.append(egresses)
+    scopes = doc.get("scopes")
+    if scopes:  # a service older than limit scopes sends none
+        shared = table(
+            "limits shared by keys (accounts, the API method)",
+            "kind",
+            "name",
+            "keys",
+            "rate/qps",
+            "calls",
+            "limited",
+            "paused s",
+        )
+        for row in scopes:
+            qps, rate = row.get("qps"), row.get("rate")
+            shared.add_row(
+                str(row["kind"]),
+                str(row["name"]),
+                str(row["credentials"]),
+                "not paced" if qps is None else f"{rate or 0:g}/{qps:g}",
+                str(row["calls"]),
+                str(row["limited"]),
+                _seconds(row["paused_for_s"]),
+            )
+        parts.extend((Text(""), shared))
+    return parts

@@ -14,6 +14,7 @@ from typing_extensions import TypedDict  # pydantic reads its fields on Python <
 
 from taogate._degrade import MAX_REASON
 from taogate._model import Item, Source
+from taogate.quota import CredentialStatus
 
 __all__ = [
     "AdminLookup",
@@ -94,11 +95,77 @@ class Invalidated(TypedDict):
     ]
 
 
-class Keys(TypedDict):
-    """One row per credential and egress, app keys masked."""
+#: seconds until something ends, ``null`` when it is not happening
+Until = Seconds | None
 
-    credentials: list[dict[str, Any]]
+
+class CredentialRow(TypedDict):
+    """A credential as the pool sees it now (its app key masked)."""
+
+    credential: Annotated[str, Field(description="masked app key")]
+    egress: Annotated[str, Field(description="the egress its calls leave through now")]
+    account: Annotated[
+        str | None, Field(description="the [[accounts]] entry whose limit it shares, if any")
+    ]
+    status: Annotated[
+        str,
+        Field(
+            json_schema_extra={"enum": [str(s) for s in CredentialStatus]},
+            description=(
+                "exhausted: today's budget, or the platform's daily quota, is spent (until "
+                "midnight in Beijing); not-whitelisted: the key's IP whitelist refuses every "
+                "egress (paused; add the egresses' addresses on the platform)"
+            ),
+        ),
+    ]
+    rate: Annotated[float, Field(description="calls/s its limit allows now")]
+    configured_qps: float
+    banned_for_s: Seconds
+    probe_in_s: Annotated[Until, Field(description="next probe while quarantined")]
+    exhausted_for_s: Annotated[
+        Until,
+        Field(description="seconds to midnight in Beijing while the day's quota is spent"),
+    ]
+    calls: int
+    calls_today: Annotated[int, Field(description="calls of the Beijing day")]
+    daily_budget: int | None
+    rate_limited: Annotated[int, Field(description="bans of the key (code 7)")]
+    method_limited: Annotated[int, Field(description="bans of the key on the API method")]
+    ip_refused: Annotated[
+        int, Field(description="code 11 answers: an egress's address not in its IP whitelist")
+    ]
+    refused_egresses: Annotated[
+        list[str], Field(description="the egresses its IP whitelist refuses now")
+    ]
+    invalid: Annotated[int, Field(description="refusals of the key itself (quarantines)")]
+    in_flight: int
+    cost: Annotated[str, Field(description="exact decimal")]
+    cost_today: Annotated[str, Field(description="the Beijing day's calls x cost_per_call, exact")]
+
+
+class ScopeRow(TypedDict):
+    """A limit several keys share, beside their egress: a promoter account or the API method."""
+
+    kind: Literal["account", "method"]
+    name: Annotated[str, Field(description="the account's name, or the API method")]
+    qps: Annotated[
+        float | None, Field(description="configured calls/s; null: not paced, only paused")
+    ]
+    rate: Annotated[float | None, Field(description="calls/s this replica allows now")]
+    credentials: Annotated[int, Field(description="keys under it")]
+    calls: int
+    limited: Annotated[
+        int, Field(description="rate limits answered for it (code 15 / 9100, the method's bans)")
+    ]
+    paused_for_s: Seconds
+
+
+class Keys(TypedDict):
+    """One row per credential, egress and shared limit, app keys masked."""
+
+    credentials: list[CredentialRow]
     egresses: list[dict[str, Any]]
+    scopes: list[ScopeRow]
     breaker: str
 
 
@@ -130,22 +197,18 @@ class Quota(TypedDict):
     use: float | None
 
 
-class CredentialState(TypedDict):
-    credential: Annotated[str, Field(description="masked app key")]
-    egress: str
-    status: str
+class CredentialState(CredentialRow):
+    """A credential's row and its calls/s over the console's window."""
+
     calls_per_s: float
-    use: NotRequired[float | None]
-    rate: NotRequired[float]
-    configured_qps: NotRequired[float]
-    banned_for_s: NotRequired[float]
-    probe_in_s: NotRequired[float | None]
-    calls_today: NotRequired[int]
-    daily_budget: NotRequired[int | None]
-    cost: NotRequired[Annotated[str, Field(description="exact decimal")]]
-    cost_today: NotRequired[
-        Annotated[str, Field(description="the Beijing day's calls x cost_per_call, exact")]
-    ]
+    use: Annotated[float | None, Field(description="calls_per_s / rate")]
+
+
+class ScopeState(ScopeRow):
+    """A shared limit's row and its calls/s over the console's window."""
+
+    calls_per_s: float
+    use: Annotated[float | None, Field(description="calls_per_s / rate; null: not paced")]
 
 
 class Queue(TypedDict):
@@ -178,9 +241,13 @@ class State(TypedDict):
         dict[str, Any], Field(description="degraded mode as in /readyz (see /v1/admin/degrade)")
     ]
     code7: Annotated[int, Field(description="rate-limited answers seen here")]
+    code11: Annotated[
+        int, Field(description="code 11 answers seen here: an egress not in a key's IP whitelist")
+    ]
     quota: Quota
     credentials: list[CredentialState]
     egresses: list[dict[str, Any]]
+    scopes: Annotated[list[ScopeState], Field(description="the accounts, then the API method")]
     queue: Queue
     cache: dict[str, Any]
     window_s: float

@@ -66,6 +66,7 @@ class _Sample:
     quota: float  # calls/s the pool allowed at that moment
     by_credential: dict[str, int]
     by_egress: dict[str, int]
+    by_scope: dict[tuple[str, str], int]  # (kind, name)
 
 
 class Sampler:
@@ -115,6 +116,7 @@ class Sampler:
             quota=self._gw.pool.total_rate(),
             by_credential={c.credential: c.calls for c in stats.pool.credentials},
             by_egress={e.egress: e.calls for e in stats.pool.egresses},
+            by_scope={(x.kind, x.name): x.calls for x in stats.pool.scopes},
         )
 
     def before(self, current: _Sample, seconds: float) -> _Sample:
@@ -159,6 +161,12 @@ def _per_s(first: _Sample, last: _Sample, before: int, after: int) -> float:
     return round((after - before) / dt, 3) if dt > 0 else 0.0
 
 
+def _use(per_s: float, rate: float | None) -> dict[str, float | None]:
+    """Calls/s and their share of ``rate`` as its row shows it (``None``: no rate to use)."""
+    shown = None if rate is None else round(rate, 3)
+    return {"calls_per_s": per_s, "use": round(per_s / shown, 4) if shown else None}
+
+
 class ConsoleRoutes:
     """``/console`` (the page and its files) and the admin state and lookup routes."""
 
@@ -191,22 +199,21 @@ class ConsoleRoutes:
         last = self.sampler.read(stats)
         first = self.sampler.before(last, RATE_WINDOW_S)
         d = stats.dispatcher
-        credentials: list[Any] = []  # the pool's rows and their rates (the schema: a subset)
+        credentials: list[Any] = []  # the pool's rows and their rates
         for c in stats.pool.credentials:
             key, row = c.credential, c.as_row()
             per_s = _per_s(first, last, first.by_credential.get(key, 0), last.by_credential[key])
-            rate = round(c.rate, 3)  # as the row shows it
-            credentials.append(
-                row | {"calls_per_s": per_s, "use": round(per_s / rate, 4) if rate else None}
-            )
+            credentials.append(row | _use(per_s, c.rate))
         egresses = []
         for e in stats.pool.egresses:
             name, row = e.egress, e.as_row()
             per_s = _per_s(first, last, first.by_egress.get(name, 0), last.by_egress[name])
-            rate = round(e.rate, 3)
-            egresses.append(
-                row | {"calls_per_s": per_s, "use": round(per_s / rate, 4) if rate else None}
-            )
+            egresses.append(row | _use(per_s, e.rate))
+        scopes: list[Any] = []
+        for x in stats.pool.scopes:
+            at = (x.kind, x.name)
+            per_s = _per_s(first, last, first.by_scope.get(at, 0), last.by_scope[at])
+            scopes.append(x.as_row() | _use(per_s, x.rate))
         lookups = last.lookups - first.lookups
         l1 = last.l1_hits - first.l1_hits
         l2 = last.l2_hits - first.l2_hits
@@ -226,6 +233,7 @@ class ConsoleRoutes:
             "breaker": str(stats.breaker.state),
             "degraded": stats.degrade.status.to_dict(),
             "code7": d.counts.rate_limited,
+            "code11": d.counts.ip_refused,
             "quota": {
                 "calls_per_s": calls_per_s,
                 "rate": round(quota, 3),
@@ -233,6 +241,7 @@ class ConsoleRoutes:
             },
             "credentials": credentials,
             "egresses": egresses,
+            "scopes": scopes,
             "queue": {
                 "interactive": queued["interactive"],
                 "refresh": queued["refresh"],

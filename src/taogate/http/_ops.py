@@ -1,6 +1,6 @@
 """What the platform and operators ask of the service itself: liveness (``/healthz``),
-readiness (``/readyz``), Prometheus metrics, the OpenAPI document and the credential pool
-(``/v1/admin/keys``, operator clients only)."""
+readiness (``/readyz``), Prometheus metrics, the OpenAPI document, and the credential pool with
+the limits its keys share (``/v1/admin/keys``, operator clients only)."""
 
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ class OpsRoutes:
         answer: Keys = {
             "credentials": snap["credentials"],
             "egresses": snap["egresses"],
+            "scopes": snap["scopes"],
             "breaker": snap["breaker"],
         }
         return json_response(answer)

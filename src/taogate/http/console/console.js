@@ -30,6 +30,14 @@
   const num = (v, digits = 1) => (v === null || v === undefined ? "–" : Number(v).toFixed(digits));
   const pct = (v) => (v === null || v === undefined ? "–" : (100 * v).toFixed(1) + " %");
   const secs = (v) => (v ? Number(v).toFixed(1) + " s" : "");
+  // a wait of hours at a glance: 7h 31m, 12m 05s, 45 s
+  function span(v) {
+    const s = Math.floor(v);
+    const two = (n) => String(n).padStart(2, "0");
+    if (s >= 3600) return Math.floor(s / 3600) + "h " + two(Math.floor((s % 3600) / 60)) + "m";
+    if (s >= 60) return Math.floor(s / 60) + "m " + two(s % 60) + "s";
+    return s + " s";
+  }
 
   function cell(text, cls) {
     const td = document.createElement("td");
@@ -51,6 +59,34 @@
     td.appendChild(bar);
     td.appendChild(document.createTextNode(" " + pct(use)));
     return td;
+  }
+
+  // a cell with a second, smaller line when there is something to add (and why, on hover)
+  function noteCell(text, note, why, cls) {
+    const td = cell(text, cls);
+    if (note) {
+      const small = document.createElement("small");
+      small.className = "note";
+      small.textContent = note;
+      td.appendChild(small);
+      td.title = why;
+    }
+    return td;
+  }
+
+  // a key's status; the day's wait when the platform said its quota is spent, and what to do
+  // when its IP whitelist refuses every egress
+  function statusCell(c) {
+    const cls = "status-" + c.status;
+    if (c.exhausted_for_s !== null && c.exhausted_for_s !== undefined) {
+      return noteCell(c.status, "day resets in " + span(c.exhausted_for_s),
+        "the platform says this key's quota for today is spent; it rests until midnight in Beijing", cls);
+    }
+    if (c.status === "not-whitelisted") {
+      return noteCell(c.status, "fix its IP whitelist",
+        "no egress is in this key's IP whitelist (code 11): add the egresses' addresses to the app's whitelist on the platform", cls);
+    }
+    return cell(c.status, cls);
   }
 
   function badge(el, text, cls) {
@@ -76,6 +112,9 @@
     badge($("replicas"), s.replica.live_replicas === null ? "1 replica" : s.replica.live_replicas + " replicas live");
     badge($("breaker"), "breaker " + s.breaker, s.breaker === "closed" ? "ok" : "bad");
     badge($("code7"), "code 7: " + s.code7, s.code7 > 0 ? "bad" : "ok");
+    const code11 = s.code11 || 0;  // an older service sends none
+    $("code11").hidden = code11 === 0;
+    badge($("code11"), "code 11: " + code11, "bad");
     $("updated").textContent = "updated " + new Date(s.now * 1000).toLocaleTimeString();
 
     const q = s.quota;
@@ -91,17 +130,27 @@
       const tr = document.createElement("tr");
       tr.dataset.credential = c.credential;
       const budget = c.daily_budget === null ? "" : " / " + c.daily_budget;
+      const refused = c.refused_egresses || [];
+      const code7 = cell(String(c.rate_limited), "num");
+      if (c.method_limited) {
+        code7.textContent += " +" + c.method_limited;
+        code7.title = c.rate_limited + " bans of the key, " + c.method_limited + " of its calls of the API method";
+      }
+      const code11 = cell(c.ip_refused === undefined ? "" : String(c.ip_refused), refused.length ? "num alert" : "num");
       tr.append(
         cell(c.credential),
-        cell(c.egress || ""),
-        cell(c.status, "status-" + c.status),
+        cell(c.account || ""),
+        noteCell(c.egress || "", refused.length ? "refused by " + refused.join(", ") : "",
+          "code 11: the key's IP whitelist refuses these egresses' addresses"),
+        statusCell(c),
         cell(num(c.calls_per_s, 2), "num"),
         cell(num(c.rate, 2) + " / " + num(c.configured_qps, 0), "num"),
         barCell(c.use),
         cell(secs(c.banned_for_s), "num"),
         cell(c.probe_in_s === null ? "" : secs(c.probe_in_s), "num"),
         cell(c.calls_today + budget, "num"),
-        cell(String(c.rate_limited), "num"),
+        code7,
+        code11,
         cell(String(c.cost_today), "num"),
       );
       keys.appendChild(tr);
@@ -122,6 +171,25 @@
         cell(String(e.unreachable), "num"),
       );
       egresses.appendChild(tr);
+    }
+
+    const scopes = $("scopes").tBodies[0];
+    scopes.replaceChildren();
+    for (const x of s.scopes || []) {
+      const tr = document.createElement("tr");
+      tr.dataset.scope = x.kind + ":" + x.name;
+      const paced = x.qps !== null;
+      tr.append(
+        cell(x.kind),
+        cell(x.name),
+        cell(String(x.credentials), "num"),
+        cell(num(x.calls_per_s, 2), "num"),
+        cell(paced ? num(x.rate, 1) + " / " + num(x.qps, 0) : "not paced", "num"),
+        paced ? barCell(x.use) : cell("–"),
+        cell(String(x.limited), x.limited > 0 ? "num alert" : "num"),
+        cell(secs(x.paused_for_s), "num"),
+      );
+      scopes.appendChild(tr);
     }
 
     fillList($("queue"), [
