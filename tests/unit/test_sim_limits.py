@@ -551,3 +551,12 @@ def test_from_settings_puts_the_keys_in_their_accounts() -> None:
     assert sim.state.keys["k1"].key.account == "main"
     assert sim.state.keys["k2"].key.account is None
     assert sim.state.stats.render(0.0, WALL)["accounts"]["main"]["calls"] == 0
+
+
+def test_a_whitelist_matches_an_address_however_the_peer_spells_it() -> None:
+    clock, wall = clocks()
+    picky = SimKey(app_key="33333333", secret="secret-of-c", qps=100, whitelist=(HOME,))
+    sim = state(clock, (picky,))
+    assert isinstance(answer(sim, clock, wall, picky, remote=f"::ffff:{HOME}"), TopCall)
+    assert refusal(answer(sim, clock, wall, picky, remote="::1"))[0] == 11
+    assert refusal(answer(sim, clock, wall, picky, remote=None))[0] == 11

@@ -10,6 +10,7 @@ keys', accounts' and methods' state and counters are in ``_sim_keys.py`` (their 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -98,6 +99,19 @@ def parse_timestamp(text: str) -> float | None:
     except ValueError:
         return None
     return moment.replace(tzinfo=BEIJING).timestamp()
+
+
+def _address(remote: str | None) -> str:
+    """A peer address as a whitelist lists it: normalised, an IPv4-mapped IPv6 one as IPv4."""
+    if not remote:
+        return "unknown"
+    try:
+        ip = ipaddress.ip_address(remote.partition("%")[0])
+    except ValueError:
+        return remote
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
 
 
 class SimState:
@@ -199,9 +213,11 @@ class SimState:
     def _not_whitelisted(self, key: KeyState, remote: str | None) -> str | None:
         """The source address, as the refusal names it, if ``key`` may not call from it."""
         whitelist = key.key.whitelist
-        if not whitelist or remote in whitelist:
+        if not whitelist:
             return None
-        address = remote or "unknown"
+        address = _address(remote)
+        if address in whitelist:
+            return None
         key.code11 += 1
         key.errors += 1
         self.stats.source(address).code11 += 1
