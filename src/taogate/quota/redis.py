@@ -90,6 +90,12 @@ def _unavailable(exc: BaseException) -> SharedUnavailable:
     return SharedUnavailable(f"shared limits unavailable ({type(exc).__name__})", timeout=timeout)
 
 
+def _script(name: str) -> str:
+    """A limits script with ``values.lua`` (how every script reads untrusted values, and the
+    AIMD factor they share) in front of it."""
+    return _LUA.joinpath("values.lua").read_text() + _LUA.joinpath(name).read_text()
+
+
 def _text(value: Any) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
@@ -133,9 +139,9 @@ class SharedLimits:
         self._policy = policy
         self._probe_hold_s = probe_hold_s
         self._share = share
-        self._acquire = client.register_script(_LUA.joinpath("acquire.lua").read_text())
-        self._outcome = client.register_script(_LUA.joinpath("outcome.lua").read_text())
-        self._scope_outcome = client.register_script(_LUA.joinpath("scope_outcome.lua").read_text())
+        self._acquire = client.register_script(_script("acquire.lua"))
+        self._outcome = client.register_script(_script("outcome.lua"))
+        self._scope_outcome = client.register_script(_script("scope_outcome.lua"))
 
     def scope_keys(self, scope_id: str) -> list[str]:
         """A scope's state hash and send list, under the one hash tag of every limit."""

@@ -32,25 +32,9 @@ if n < 0 or n ~= math.floor(n) or #ARGV ~= KEY_ARGS + SCOPE_ARGS * n then
   return redis.error_reply('acquire.lua: ' .. #KEYS .. ' keys do not match ' .. #ARGV .. ' args')
 end
 
--- What is read back may be garbage (written by hand, an old version): a key of the wrong type
--- is dropped; a field that is not a finite number counts as absent, and so does a time further
--- ahead than the keys live (or a birth time ahead of now); a factor is kept in [0.01, 1].
-local function own(key, kind)
-  local found = redis.call('TYPE', key)['ok']
-  if found ~= kind and found ~= 'none' then redis.call('DEL', key) end
-end
-local function num(x, default)
-  local n = tonumber(x)
-  if n == nil or n ~= n or n == math.huge or n == -math.huge then return default end
-  return n
-end
-local function at(x)
-  local n = num(x, 0)
-  if n < 0 or n > now + ttl then return 0 end
-  return n
-end
-local function share_of(x) return math.min(1, math.max(0.01, num(x, 1))) end
-local function fmt(x) return string.format('%.6f', x) end
+-- What is read back may be garbage (values.lua, prepended): a time absent or out of bounds
+-- is 0 (and a birth time ahead of now counts as none)
+local function at(x) return time_of(x, 0, now, ttl) end
 local function us(x) return math.floor(x * 1000000) end
 local function wait(seconds, reason) return {0, math.ceil(seconds * 1000000), reason, us(now), 0} end
 
@@ -96,7 +80,7 @@ if num(f[13], -1) == today then return wait(midnight - now, 'budget') end
 if today ~= day then day = today; calls_today = 0 end
 if budget > 0 and calls_today >= budget then return wait(midnight - now, 'budget') end
 
-if factor < 1 then factor = share_of(factor_at + recovery * (now - decreased_at)) end
+factor = recovered(factor, factor_at, decreased_at, recovery, now)
 
 -- The other scopes: their pauses first (the longest one answers, by its scope's kind)
 local scopes = {}
@@ -120,7 +104,7 @@ for i = 1, n do
   s.tat = at(g[3])
   if s.aimd then
     s.factor = share_of(g[4])
-    if s.factor < 1 then s.factor = share_of(share_of(g[5]) + recovery * (now - at(g[6]))) end
+    s.factor = recovered(s.factor, share_of(g[5]), at(g[6]), recovery, now)
   end
   scopes[i] = s
 end

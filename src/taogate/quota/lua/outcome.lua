@@ -13,21 +13,9 @@ local decrease, min_factor, recovery = tonumber(ARGV[4]), tonumber(ARGV[5]), ton
 local base_probe, max_probe = tonumber(ARGV[7]), tonumber(ARGV[8])
 local is_probe, ttl = tonumber(ARGV[9]), tonumber(ARGV[10])
 
--- What is read back may be garbage (see acquire.lua): a key that is not a hash is dropped, a
--- field that is not a finite number counts as absent, and so does a time too far ahead.
-local found = redis.call('TYPE', KEYS[1])['ok']
-if found ~= 'hash' and found ~= 'none' then redis.call('DEL', KEYS[1]) end
-local function num(x, default)
-  local n = tonumber(x)
-  if n == nil or n ~= n or n == math.huge or n == -math.huge then return default end
-  return n
-end
-local function at(x, default)
-  local n = num(x, default)
-  if n < 0 or n > now + ttl then return default end
-  return n
-end
-local function share_of(x) return math.min(1, math.max(0.01, num(x, 1))) end
+-- What is read back may be garbage (values.lua, prepended)
+own(KEYS[1], 'hash')
+local function at(x, default) return time_of(x, default, now, ttl) end
 
 local f = redis.call('HMGET', KEYS[1], 'banned_until', 'banned_at', 'factor', 'factor_at',
   'decreased_at', 'quarantined', 'probe_at', 'probe_after', 'day', 'calls_today')
@@ -39,15 +27,10 @@ local decreased_at = at(f[5], 0)
 local quarantined = num(f[6], 0)
 local probe_at = at(f[7], 0)
 local probe_after = math.min(max_probe, math.max(0, num(f[8], 0)))
-local function fmt(x) return string.format('%.6f', x) end
 
 if op == 'ban' then
-  if factor < 1 then factor = share_of(factor_at + recovery * (now - decreased_at)) end
-  if granted >= banned_at then  -- once per ban: calls already on the wire do not halve again
-    factor = math.max(min_factor, factor * decrease)
-    redis.call('HSET', KEYS[1], 'factor', fmt(factor), 'factor_at', fmt(factor),
-      'decreased_at', fmt(now), 'banned_at', fmt(now))
-  end
+  factor = recovered(factor, factor_at, decreased_at, recovery, now)
+  factor = cut_once(KEYS[1], factor, granted, banned_at, decrease, min_factor, now)
   banned_until = math.max(banned_until, now + retry_after)
   redis.call('HSET', KEYS[1], 'banned_until', fmt(banned_until))
   if is_probe == 1 then redis.call('HSET', KEYS[1], 'probing_until', '0') end

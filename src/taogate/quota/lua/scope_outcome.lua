@@ -18,36 +18,18 @@ if op ~= 'ban' and op ~= 'pause' then
   return redis.error_reply('scope_outcome.lua: unknown op')
 end
 
--- What is read back may be garbage (see acquire.lua): a key that is not a hash is dropped, a
--- field that is not a finite number counts as absent, and so does a time too far ahead.
-local found = redis.call('TYPE', KEYS[1])['ok']
-if found ~= 'hash' and found ~= 'none' then redis.call('DEL', KEYS[1]) end
-local function num(x, default)
-  local n = tonumber(x)
-  if n == nil or n ~= n or n == math.huge or n == -math.huge then return default end
-  return n
-end
-local function at(x, default)
-  local n = num(x, default)
-  if n < 0 or n > now + ttl then return default end
-  return n
-end
-local function share_of(x) return math.min(1, math.max(0.01, num(x, 1))) end
-local function fmt(x) return string.format('%.6f', x) end
+-- What is read back may be garbage (values.lua, prepended)
+own(KEYS[1], 'hash')
+local function at(x, default) return time_of(x, default, now, ttl) end
 
 local f = redis.call('HMGET', KEYS[1], 'paused_until', 'banned_at', 'factor', 'factor_at',
   'decreased_at')
 local paused_until = at(f[1], 0)
 local factor = 1
 if has_aimd then
-  factor = share_of(f[3])
-  if factor < 1 then factor = share_of(share_of(f[4]) + recovery * (now - at(f[5], 0))) end
-  -- once per ban: calls already on the wire when it began come back limited too, and do not
-  -- cut the rate again
-  if op == 'ban' and granted >= at(f[2], -1) then
-    factor = math.max(min_factor, factor * decrease)
-    redis.call('HSET', KEYS[1], 'factor', fmt(factor), 'factor_at', fmt(factor),
-      'decreased_at', fmt(now), 'banned_at', fmt(now))
+  factor = recovered(share_of(f[3]), share_of(f[4]), at(f[5], 0), recovery, now)
+  if op == 'ban' then
+    factor = cut_once(KEYS[1], factor, granted, at(f[2], -1), decrease, min_factor, now)
   end
 end
 paused_until = math.max(paused_until, now + retry_after)
