@@ -9,6 +9,7 @@ A new kind of limit gets its builder here and its place in a member's scopes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from taogate._credentials import Account, Credential, Egress
 from taogate.quota.health import Aimd, Backoff, Quarantine
@@ -88,31 +89,29 @@ class PoolPolicy:
     def account_scope(self, account: Account) -> Scope:
         """A promoter account's scope: ``qps × safety_factor`` for all its keys together; its
         limit's answer (code 15 / ``9100``) pauses it and cuts its rate like a key's ban."""
-        return Scope(
-            kind="account",
-            name=f"account:{account.name}",
-            id=f"account:{account.name}",
-            qps=account.qps,
-            pace=self.safety_factor,
-            burst=EGRESS_BURST,
-            guard_s=self.window_guard_s,
-            local_guard_s=self.local_guard_s,
-            aimd=self._aimd(),
-        )
+        return self._shared("account", account.name, account.qps, aimd=self._aimd())
 
     def method_scope(self, method: str, qps: float | None) -> Scope:
         """An API method's scope over every key: paced at ``qps × safety_factor`` when the
         platform's cap is known, else only paused for the seconds its bans name (never a cut
         of any key's rate)."""
+        return self._shared("method", method, qps, aimd=None)
+
+    def _shared(
+        self, kind: Literal["account", "method"], name: str, qps: float | None, aimd: Aimd | None
+    ) -> Scope:
+        """A scope several keys share, paced like a key (``qps × safety_factor``, its window
+        guards) with one call of catch-up (:data:`EGRESS_BURST`)."""
         return Scope(
-            kind="method",
-            name=f"method:{method}",
-            id=f"method:{method}",
+            kind=kind,
+            name=f"{kind}:{name}",
+            id=f"{kind}:{name}",
             qps=qps,
             pace=self.safety_factor,
             burst=EGRESS_BURST,
             guard_s=self.window_guard_s,
             local_guard_s=self.local_guard_s,
+            aimd=aimd,
         )
 
     def pair_scope(self, credential: Credential, method: str) -> Scope:

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from taogate._credentials import Credential
 from taogate._errors import TaogateError
@@ -252,41 +252,44 @@ class Sharing:
 
         Only calls the shared limiter granted (``granted_us``: its server time) are told.
         """
-        limiter = self.limiter
-        if limiter is None or granted_us is None:
-            return
-
-        async def record() -> None:
-            try:
-                await limiter.record(
-                    credential, op, granted_us=granted_us, probe=probe, retry_after=retry_after
-                )
-            except SharedUnavailable as exc:
-                self.failed(exc)
-
-        self._background_task(record())
+        self._record(
+            granted_us,
+            lambda limiter, granted: limiter.record(
+                credential, op, granted_us=granted, probe=probe, retry_after=retry_after
+            ),
+        )
 
     def tell_scope(
         self, scope: Scope, op: str, retry_after: float, *, granted_us: int | None
     ) -> None:
         """Record a ban of a scope other than the key (``ban``: pause and cut its rate,
         ``pause``: pause only), for every replica, in the background."""
+        self._record(
+            granted_us,
+            lambda limiter, granted: limiter.record_scope(
+                scope, op, granted_us=granted, retry_after=retry_after
+            ),
+        )
+
+    def _record(
+        self,
+        granted_us: int | None,
+        call: Callable[[SharedLimiter, int], Awaitable[object]],
+    ) -> None:
+        """Run ``call`` with the shared limiter in the background, for a call it granted at
+        ``granted_us``; a failure switches this replica to local limits."""
         limiter = self.limiter
         if limiter is None or granted_us is None:
             return
+        granted = granted_us
 
         async def record() -> None:
             try:
-                await limiter.record_scope(
-                    scope, op, granted_us=granted_us, retry_after=retry_after
-                )
+                await call(limiter, granted)
             except SharedUnavailable as exc:
                 self.failed(exc)
 
-        self._background_task(record())
-
-    def _background_task(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
+        task = asyncio.get_running_loop().create_task(record())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
