@@ -61,11 +61,6 @@ class DayBudget:
             return True
         return self.calls + 1 <= self.limit * share + 1e-9
 
-    @property
-    def spent(self) -> bool:
-        """The platform said today's quota is spent."""
-        return self.spent_day == self._today()
-
     def exhaust(self) -> None:
         """The platform said today's quota is spent: no call until midnight in Beijing."""
         self.spent_day = self._today()

@@ -101,10 +101,6 @@ class Member:
         self.trial_at = None
         self._gather()
 
-    def scope(self, kind: str) -> Scope | None:
-        """The scope of ``kind`` a call with this credential consumes from."""
-        return next((scope for scope in self.scopes if scope.kind == kind), None)
-
     def refused_until(self) -> float:
         """Until when the current egress is refused by the key's whitelist (0: it is not)."""
         return self.refused.get(self.egress.egress.name, 0.0)

@@ -619,10 +619,6 @@ class CredentialPool:
         now, share = self._clock(), self.share
         return [self._egress_stats(e, now, share).as_row() for e in self._egresses.values()]
 
-    def scope_snapshot(self) -> list[dict[str, object]]:
-        """One row per account and for the API method (calls, bans, pause) for tools."""
-        return [row.as_row() for row in self.stats().scopes]
-
     def _egress_stats(self, e: EgressState, now: float, share: float) -> EgressStats:
         return e.stats(now, share, credentials=sum(1 for s in self._states if s.egress is e))
 

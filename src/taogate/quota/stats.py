@@ -135,7 +135,7 @@ class ScopeStats:
     paused_for_s: float
 
     def as_row(self) -> dict[str, object]:
-        """The row of ``CredentialPool.scope_snapshot()``."""
+        """The row of the ``scopes`` of ``Gateway.snapshot()`` and ``/v1/admin/keys``."""
         return {
             "kind": self.kind,
             "name": self.name,
