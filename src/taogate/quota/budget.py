@@ -9,6 +9,7 @@ means the key's daily quota is spent: the key is exhausted until the day turns.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
@@ -44,12 +45,20 @@ class DayBudget:
     calls: int = 0
     #: the Beijing day the platform said this key's quota is spent
     spent_day: date | None = None
+    #: the wall-clock time ``day`` ends (the next midnight in Beijing)
+    ends_at: float = -math.inf
 
-    def _today(self) -> date:
-        today = beijing_date(self.wall_clock())
-        if self.day != today:
-            self.day, self.calls = today, 0
-        return today
+    def _today(self) -> date | None:
+        """The current Beijing day, the count starting again when it turns. Asked for every
+        credential at every grant: the calendar is consulted only once the day has ended (or
+        the wall clock stepped back)."""
+        wall = self.wall_clock()
+        if not self.ends_at - 86_400.0 <= wall < self.ends_at:
+            today = beijing_date(wall)
+            if self.day != today:
+                self.day, self.calls = today, 0
+            self.ends_at = wall + seconds_to_beijing_midnight(wall)
+        return self.day
 
     def left(self, share: float) -> bool:
         """Whether one more call fits in ``share`` of today's budget (and the platform has not
