@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import os
 import platform
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -67,3 +71,44 @@ def run_and_report(
         print(f"{c['name']}: {c['measured']} (target {c['target']}) {verdict}")
     print(f"wrote {results / out}.json and .png")
     return result
+
+
+class Flood:
+    """``callers`` clients posting batches of ``per_request`` cold ids to ``gateways`` (their
+    ``base_url``) in turn, until ``end``; ``statuses`` counts the answers (599: no answer)."""
+
+    def __init__(
+        self, gateways: Sequence[Any], ids: Iterable[str], per_request: int, callers: int = 120
+    ) -> None:
+        self.gateways = gateways
+        self.cold = iter(ids)
+        self.per_request = per_request
+        self.callers = callers
+        self.turn = itertools.count()
+        self.statuses: dict[int, int] = {}
+
+    async def run(self, session: aiohttp.ClientSession, end: float) -> None:
+        async def caller() -> None:
+            while time.monotonic() < end:
+                gw = self.gateways[next(self.turn) % len(self.gateways)]
+                body = {"ids": [next(self.cold) for _ in range(self.per_request)]}
+                try:
+                    async with session.post(f"{gw.base_url}/v1/items:batch", json=body) as r:
+                        await r.read()
+                        status = r.status
+                except aiohttp.ClientError:
+                    status = 599
+                self.statuses[status] = self.statuses.get(status, 0) + 1
+
+        await asyncio.gather(*(caller() for _ in range(self.callers)))
+
+
+def rate_series(timeline: Sequence[tuple[float, int]], span_s: float = 2.0) -> list[list[float]]:
+    """A counter's rate per second at each sample ``(t, count)``, averaged over the last
+    ``span_s`` (none before the first span), for a plot."""
+    out = []
+    for i, (t, n) in enumerate(timeline):
+        before = next((x for x in reversed(timeline[:i]) if t - x[0] >= span_s), None)
+        if before is not None:
+            out.append([round(t, 2), round((n - before[1]) / (t - before[0]), 3)])
+    return out

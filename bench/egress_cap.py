@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import os
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +27,7 @@ import aiohttp
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import run_and_report
+from _common import Flood, rate_series, run_and_report
 from taogate.bench import GatewayProcess, SimProcess, SimSpec
 from taogate.testing import RedisServer
 
@@ -83,25 +81,12 @@ async def flood(
     headers = {"Authorization": f"Bearer {TOKEN}"}
     connector = aiohttp.TCPConnector(limit=CALLERS + 50)
     timeout = aiohttp.ClientTimeout(total=60)
-    outcomes: Counter[int] = Counter()
     timeline: list[dict[str, Any]] = []
-    cold = iter(ids)
+    flood = Flood(gws, ids, IDS_PER_REQUEST, CALLERS)
     async with aiohttp.ClientSession(connector=connector, headers=headers, timeout=timeout) as s:
         await sim.reset()
         start = time.monotonic()
         end = start + args.seconds
-        turn = itertools.count()
-
-        async def caller() -> None:
-            while time.monotonic() < end:
-                gw = gws[next(turn) % len(gws)]
-                body = {"ids": [next(cold) for _ in range(IDS_PER_REQUEST)]}
-                try:
-                    async with s.post(f"{gw.base_url}/v1/items:batch", json=body) as r:
-                        await r.read()
-                        outcomes[r.status] += 1
-                except aiohttp.ClientError:
-                    outcomes[599] += 1
 
         async def observer() -> None:
             with Progress(
@@ -118,16 +103,16 @@ async def flood(
                     bar.update(task, completed=now - start, calls=f"{ip['calls']} calls")
                     await asyncio.sleep(0.25)
 
-        await asyncio.gather(observer(), *(caller() for _ in range(CALLERS)))
+        await asyncio.gather(observer(), flood.run(s, end))
         stats = await sim.stats()
-    return judge(args, stats, timeline, outcomes)
+    return judge(args, stats, timeline, flood.statuses)
 
 
 def judge(
     args: argparse.Namespace,
     stats: dict[str, Any],
     timeline: list[dict[str, Any]],
-    outcomes: Counter[int],
+    outcomes: dict[int, int],
 ) -> dict[str, Any]:
     ips = stats["ips"]
     ip = ips.get(EGRESS_IP, {"calls": 0, "max_calls_in_1s": 0})
@@ -159,11 +144,7 @@ def judge(
         {"name": "code 7 answers", "target": "= 0", "measured": code7, "passed": code7 == 0},
     ]
     # calls per second, 2 s average, for the plot
-    series = []
-    for i, b in enumerate(timeline):
-        a = next((x for x in reversed(timeline[:i]) if b["t"] - x["t"] >= 2.0), None)
-        if a is not None:
-            series.append((b["t"], (b["calls"] - a["calls"]) / (b["t"] - a["t"])))
+    series = rate_series([(x["t"], x["calls"]) for x in timeline])
     return {
         "seconds": args.seconds,
         "replicas": args.replicas,

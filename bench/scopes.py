@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import os
 import sys
 import tempfile
@@ -38,7 +37,7 @@ import aiohttp
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import run_and_report
+from _common import Flood, rate_series, run_and_report
 from taogate import mask_id
 from taogate.bench import ACCOUNT, GatewayProcess, SimProcess, SimSpec
 from taogate.testing import RedisServer
@@ -52,31 +51,6 @@ IDS_PER_REQUEST = 10
 EGRESS_A, EGRESS_B = "127.0.0.2", "127.0.0.3"
 METHOD_BAN_S = 3.0
 BAN_AT_S = 4.0
-
-
-class Flood:
-    """Callers posting batches of cold ids to the gateways in turn until ``end``."""
-
-    def __init__(self, gws: list[GatewayProcess], ids: list[str]) -> None:
-        self.gws = gws
-        self.cold = iter(ids)
-        self.turn = itertools.count()
-        self.statuses: dict[int, int] = {}
-
-    async def run(self, session: aiohttp.ClientSession, end: float) -> None:
-        async def caller() -> None:
-            while time.monotonic() < end:
-                gw = self.gws[next(self.turn) % len(self.gws)]
-                body = {"ids": [next(self.cold) for _ in range(IDS_PER_REQUEST)]}
-                try:
-                    async with session.post(f"{gw.base_url}/v1/items:batch", json=body) as r:
-                        await r.read()
-                        status = r.status
-                except aiohttp.ClientError:
-                    status = 599
-                self.statuses[status] = self.statuses.get(status, 0) + 1
-
-        await asyncio.gather(*(caller() for _ in range(CALLERS)))
 
 
 async def watch(
@@ -141,7 +115,7 @@ async def account(args: argparse.Namespace, replicas: int) -> dict[str, Any]:
                     timeline.append((t, row["ok"]))
                     return f"{row['ok']} ok, peak {row['max_calls_in_1s']}/s"
 
-                flood = Flood(gws, ids)
+                flood = Flood(gws, ids, IDS_PER_REQUEST, CALLERS)
                 async with session() as s:
                     end = time.monotonic() + args.seconds
                     label = f"account, {replicas} replica{'s' if replicas > 1 else ''}"
@@ -195,16 +169,6 @@ async def account(args: argparse.Namespace, replicas: int) -> dict[str, Any]:
             },
         ],
     }
-
-
-def rate_series(timeline: list[tuple[float, int]], span_s: float = 2.0) -> list[list[float]]:
-    """Ok calls per second, averaged over ``span_s``, for the plot."""
-    out = []
-    for i, (t, n) in enumerate(timeline):
-        before = next((x for x in reversed(timeline[:i]) if t - x[0] >= span_s), None)
-        if before is not None:
-            out.append([round(t, 2), round((n - before[1]) / (t - before[0]), 3)])
-    return out
 
 
 # --- whitelist ------------------------------------------------------------------------------
@@ -262,7 +226,7 @@ async def whitelist(args: argparse.Namespace) -> dict[str, Any]:
                     return f"{keys[picky]['code11']} code 11, {keys[picky]['ok']} ok"
 
                 end = time.monotonic() + seconds
-                flood = Flood([gw], ids)
+                flood = Flood([gw], ids, IDS_PER_REQUEST, CALLERS)
                 await asyncio.gather(flood.run(s, end), watch("whitelist", seconds, sample, 0.05))
             stats = await sim.stats()
     row = next(c for c in admin["credentials"] if c["credential"] == mask_id(picky))
@@ -330,7 +294,7 @@ async def method(args: argparse.Namespace) -> dict[str, Any]:
 
             async with session() as s:
                 end = time.monotonic() + seconds
-                flood = Flood([gw], ids)
+                flood = Flood([gw], ids, IDS_PER_REQUEST, CALLERS)
                 await asyncio.gather(flood.run(s, end), watch("method ban", seconds, sample))
                 async with s.get(f"{gw.base_url}/v1/admin/keys") as r:
                     admin = await r.json()
