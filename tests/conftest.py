@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from taogate import Gateway
 from taogate.testing._redis import RedisServer, free_port, redis_ping
 
 __all__ = ["RedisCluster", "RedisSentinel", "RedisServer", "free_port", "start_serve"]
@@ -218,3 +219,16 @@ def redis_sentinel(
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+async def flood_gateway(gw: Gateway, ids: list[str], callers: int = 30) -> None:
+    """Look ``ids`` up through ``gw`` from ``callers`` concurrent callers, 20 ids a lookup
+    (a backlog that keeps every key busy), within a minute."""
+
+    async def caller(chunk: list[str]) -> None:
+        for i in range(0, len(chunk), 20):
+            await gw.get_many(chunk[i : i + 20], deadline_s=20.0)
+
+    await asyncio.wait_for(
+        asyncio.gather(*(caller(ids[i::callers]) for i in range(callers))), timeout=60
+    )

@@ -6,7 +6,6 @@ them apart, as the platform's risk control sees calling IPs.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,7 +15,7 @@ from taogate import Settings
 from taogate._gateway import Gateway
 from taogate._settings import SimSettings
 from taogate.testing import SimKey, Simulator
-from tests.conftest import free_port
+from tests.conftest import flood_gateway, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -40,16 +39,6 @@ def settings(sim: Simulator, egress: list[dict[str, Any]], **extra: Any) -> Sett
     )
 
 
-async def flood(gw: Gateway, ids: list[str], callers: int = 30) -> None:
-    async def caller(chunk: list[str]) -> None:
-        for i in range(0, len(chunk), 20):
-            await gw.get_many(chunk[i : i + 20], deadline_s=20.0)
-
-    await asyncio.wait_for(
-        asyncio.gather(*(caller(ids[i::callers]) for i in range(callers))), timeout=60
-    )
-
-
 async def test_each_egress_caps_its_keys_together(sim: Simulator) -> None:
     egress = [
         {"name": "a", "local_address": "127.0.0.2", "max_qps": 6},
@@ -57,7 +46,7 @@ async def test_each_egress_caps_its_keys_together(sim: Simulator) -> None:
     ]
     ids = sim.catalog.ids()[:2400]  # 60 calls of 40: about 5 s at 2 x 6 calls/s
     async with Gateway(settings(sim, egress)) as gw:
-        await flood(gw, ids)
+        await flood_gateway(gw, ids)
         rows = {r["egress"]: r for r in gw.pool.egress_snapshot()}
     ips = sim.stats()["ips"]
     assert set(ips) == {"127.0.0.2", "127.0.0.3"}  # every call left through its egress

@@ -4,7 +4,6 @@ address (127.0.0.2 and 127.0.0.3 are distinct egresses)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -15,6 +14,7 @@ from taogate._gateway import Gateway
 from taogate._settings import SimSettings
 from taogate.quota import CredentialStatus
 from taogate.testing import SimAccount, SimKey, Simulator
+from tests.conftest import flood_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -55,16 +55,6 @@ def settings(sim: Simulator, sim_keys: list[SimKey], **extra: Any) -> Settings:
     )
 
 
-async def flood(gw: Gateway, ids: list[str], callers: int = 30) -> None:
-    async def caller(chunk: list[str]) -> None:
-        for i in range(0, len(chunk), 20):
-            await gw.get_many(chunk[i : i + 20], deadline_s=20.0)
-
-    await asyncio.wait_for(
-        asyncio.gather(*(caller(ids[i::callers]) for i in range(callers))), timeout=60
-    )
-
-
 async def test_keys_of_one_account_stay_under_its_cap() -> None:
     sim_keys = keys(account=ACCOUNT)
     async for sim in simulator(sim_keys, [SimAccount(name=ACCOUNT, qps=8.0)]):
@@ -83,7 +73,7 @@ async def test_keys_of_one_account_stay_under_its_cap() -> None:
         )
         ids = sim.catalog.ids()[:1280]  # 32 calls of 40: about 5 s at 6.4 calls/s
         async with Gateway(config) as gw:
-            await flood(gw, ids)
+            await flood_gateway(gw, ids)
             scopes = {s.name: s for s in gw.stats().pool.scopes}
         stats = sim.stats()
         account = stats["accounts"][ACCOUNT]
@@ -153,7 +143,7 @@ async def test_a_key_refused_by_its_egress_moves_to_one_its_whitelist_accepts() 
         ]
         ids = sim.catalog.ids()[:2400]
         async with Gateway(settings(sim, sim_keys, credentials=credentials, egress=egress)) as gw:
-            await flood(gw, ids)
+            await flood_gateway(gw, ids)
             rows = {r.credential: r for r in gw.stats().pool.credentials}
         picky = sim.stats()["keys"][sim_keys[0].app_key]
         assert picky["code11"] == 1  # its first call through "a" went alone
